@@ -1,0 +1,453 @@
+"""Pure audio functions: decode, downmix, resample, window, mu-law.
+
+Everything here works on numpy arrays and file objects and knows nothing of
+Beam, so the same code runs in a DoFn, in a test and in the sampler's primer.
+A track flows through as a stream of blocks: `process_track` pulls blocks
+from the decoder, downmixes, resamples with a streaming resampler, cuts
+windows and encodes each one, so memory is bounded by a block and a window,
+not by the length of the track.
+"""
+
+import dataclasses
+import math
+import shutil
+
+import numpy as np
+
+from pipelines import contract
+
+# Stages named in failure records.
+STAGE_MATCH = "match"
+STAGE_READ = "read"
+STAGE_DECODE = "decode"
+STAGE_PROCESS = "process"
+STAGE_WINDOW = "window"
+
+DECODERS = ("pyav", "pydub")
+RESAMPLERS = ("soxr_hq", "soxr_vhq", "kaiser_best", "kaiser_fast")
+
+# Decoded audio is handed on in blocks of about this many input samples:
+# large enough that per-call overhead vanishes, small enough (0.25 MiB of
+# float32 per channel) that memory stays flat.
+DEFAULT_BLOCK_SAMPLES = 1 << 16
+
+
+class TrackError(Exception):
+    """A track could not be used; `stage` says where it failed."""
+
+    def __init__(self, stage, message):
+        super().__init__(message)
+        self.stage = stage
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioConfig:
+    """What the pipeline turns every track into.
+
+    Attributes:
+      sample_rate: output sample rate in Hz.
+      quantization_channels: number of mu-law levels, 2..256.
+      window_samples: window length in samples at `sample_rate`.
+      hop_samples: distance between window starts in samples.
+      decoder: one of DECODERS.
+      resampler: one of RESAMPLERS.
+      silence_threshold_db: a window whose peak is below this level in dBFS
+        is digital silence and is dropped; -inf keeps every window.
+    """
+
+    sample_rate: int = contract.DEFAULT_SAMPLE_RATE
+    quantization_channels: int = contract.DEFAULT_QUANTIZATION_CHANNELS
+    window_samples: int = contract.DEFAULT_WINDOW_SAMPLES
+    hop_samples: int = contract.DEFAULT_WINDOW_SAMPLES
+    decoder: str = "pyav"
+    resampler: str = "soxr_hq"
+    silence_threshold_db: float = -60.0
+
+    def __post_init__(self):
+        if self.sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {self.sample_rate} Hz")
+        if not 2 <= self.quantization_channels <= 256:
+            raise ValueError(
+                f"quantization_channels must be in 2..256, got {self.quantization_channels}"
+            )
+        if self.window_samples <= 0 or self.hop_samples <= 0:
+            raise ValueError(
+                f"window_samples and hop_samples must be positive, got "
+                f"{self.window_samples} and {self.hop_samples}"
+            )
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
+        if self.resampler not in RESAMPLERS:
+            raise ValueError(f"resampler must be one of {RESAMPLERS}, got {self.resampler!r}")
+
+
+def decode_pyav(fileobj, block_samples=DEFAULT_BLOCK_SAMPLES):
+    """Decodes the first audio stream of a file object with PyAV (in-process FFmpeg).
+
+    No temporary files, no subprocess: the container is read from `fileobj`
+    as it decodes, so only one block of decoded audio is held at a time.
+
+    Args:
+      fileobj: readable, seekable binary file object.
+      block_samples: samples per channel in each yielded block (the last may be shorter).
+
+    Yields:
+      (sample_rate, audio): sample_rate in Hz (int); audio float32
+      [channels, n_samples] in [-1, 1].
+
+    Raises:
+      TrackError: stage 'decode' when the data is not a decodable audio file,
+        has no audio stream or has zero channels. Errors after the first
+        block propagate as `av.FFmpegError` so the caller can keep what was
+        decoded.
+    """
+    import av  # Imported here so the pydub path does not need PyAV.
+
+    try:
+        container = av.open(fileobj, mode="r", metadata_errors="ignore")
+    except (av.FFmpegError, UnicodeDecodeError) as e:
+        raise TrackError(STAGE_DECODE, f"not a decodable audio file: {e}") from e
+    with container:
+        if not container.streams.audio:
+            kinds = sorted({s.type for s in container.streams}) or ["none"]
+            raise TrackError(
+                STAGE_DECODE, f"no audio stream in the {container.format.name} container "
+                f"(streams: {', '.join(kinds)})"
+            )
+        stream = container.streams.audio[0]
+        if stream.codec_context.channels < 1:
+            raise TrackError(STAGE_DECODE, "audio stream has zero channels")
+        # libswresample converts every sample format (s16, s32, flt, planar or
+        # packed) to planar float32 without touching rate or channels.
+        to_float = av.AudioResampler(format="fltp")
+        pending = []
+        pending_samples = 0
+        sample_rate = None
+        for frame in _decode_frames(container, stream):
+            for converted in to_float.resample(frame):
+                if sample_rate is None:
+                    sample_rate = converted.sample_rate
+                pending.append(converted.to_ndarray())
+                pending_samples += converted.samples
+            if pending_samples >= block_samples:
+                yield sample_rate, np.concatenate(pending, axis=1)
+                pending, pending_samples = [], 0
+        for converted in to_float.resample(None):
+            pending.append(converted.to_ndarray())
+        if pending:
+            yield sample_rate, np.concatenate(pending, axis=1)
+
+
+def _decode_frames(container, stream):
+    """Frames of `stream`; a failure before the first frame is a TrackError."""
+    import av
+
+    frames = container.decode(stream)
+    try:
+        first = next(frames, None)
+    except av.FFmpegError as e:
+        raise TrackError(STAGE_DECODE, f"no decodable audio: {e}") from e
+    if first is None:
+        return
+    yield first
+    yield from frames
+
+
+def decode_pydub(fileobj, block_samples=DEFAULT_BLOCK_SAMPLES):
+    """Decodes a file object with pydub, which runs the `ffmpeg` executable.
+
+    Kept for compatibility with existing recipes. pydub copies the input to a
+    temporary file, starts ffmpeg and ffprobe subprocesses and holds the whole
+    decoded track in memory, so prefer `decode_pyav`.
+
+    Args, Yields: as `decode_pyav`.
+
+    Raises:
+      TrackError: stage 'decode' when ffmpeg/ffprobe are missing or cannot
+        decode the data.
+    """
+    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
+        raise TrackError(STAGE_DECODE, "the pydub decoder needs ffmpeg and ffprobe on PATH")
+    import warnings
+
+    with warnings.catch_warnings():
+        # pydub imports audioop, deprecated since Python 3.11.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import pydub
+        from pydub.exceptions import CouldntDecodeError
+
+    try:
+        segment = pydub.AudioSegment.from_file(fileobj)
+    except (CouldntDecodeError, IndexError, KeyError, ValueError) as e:
+        message = str(e).strip().splitlines()
+        raise TrackError(STAGE_DECODE, f"ffmpeg could not decode the file: {message[-1] if message else e!r}") from e
+    if segment.channels < 1:
+        raise TrackError(STAGE_DECODE, "audio stream has zero channels")
+    full_scale = float(1 << (8 * segment.sample_width - 1))
+    interleaved = np.asarray(segment.get_array_of_samples())
+    planar = interleaved.reshape(-1, segment.channels).T
+    for start in range(0, planar.shape[1], block_samples):
+        block = planar[:, start : start + block_samples].astype(np.float32) / np.float32(full_scale)
+        yield segment.frame_rate, block
+
+
+_DECODE_FUNCTIONS = {"pyav": decode_pyav, "pydub": decode_pydub}
+
+
+def downmix(audio):
+    """Mono mix: the mean of the channels.
+
+    Args:
+      audio: float32 [channels, n_samples], channels >= 1.
+
+    Returns:
+      float32 [n_samples], a new array.
+    """
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 2 or audio.shape[0] < 1:
+        raise ValueError(f"expected [channels >= 1, n_samples], got shape {audio.shape}")
+    return audio.mean(axis=0, dtype=np.float32)
+
+
+class StreamResampler:
+    """Resamples mono audio arriving in chunks, with state carried between chunks.
+
+    `soxr_hq` and `soxr_vhq` use libsoxr's streaming resampler (soxr.ResampleStream);
+    `kaiser_best` and `kaiser_fast` run resampy's band-limited interpolation
+    kernel (J. O. Smith, "Digital Audio Resampling", ccrma.stanford.edu/~jos/resample)
+    over a sliding buffer that keeps the filter's support on both sides, so the
+    result equals `resampy.resample` on the whole signal.
+
+    Over a whole stream the output has round(n * out_rate / in_rate) samples.
+    """
+
+    def __init__(self, in_rate, out_rate, resampler="soxr_hq"):
+        if resampler not in RESAMPLERS:
+            raise ValueError(f"resampler must be one of {RESAMPLERS}, got {resampler!r}")
+        if in_rate <= 0 or out_rate <= 0:
+            raise ValueError(f"sample rates must be positive, got {in_rate} and {out_rate} Hz")
+        self.in_rate = in_rate
+        self.out_rate = out_rate
+        if in_rate == out_rate:
+            self._impl = _Passthrough()
+        elif resampler.startswith("soxr"):
+            import soxr
+
+            quality = "VHQ" if resampler == "soxr_vhq" else "HQ"
+            self._impl = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality=quality)
+        else:
+            self._impl = _ResampyStream(in_rate, out_rate, resampler)
+
+    def resample_chunk(self, audio, last=False):
+        """Feeds one chunk.
+
+        Args:
+          audio: float32 [n_samples] at in_rate.
+          last: True for the final chunk (flushes the filter's delay line).
+
+        Returns:
+          float32 [m_samples] at out_rate; m varies from chunk to chunk.
+        """
+        return self._impl.resample_chunk(np.ascontiguousarray(audio, dtype=np.float32), last=last)
+
+
+class _Passthrough:
+    def resample_chunk(self, audio, last=False):
+        return audio
+
+
+class _ResampyStream:
+    """resampy.resample, computed chunk by chunk with an exact sliding buffer."""
+
+    def __init__(self, in_rate, out_rate, filter_name):
+        import resampy
+        from resampy.interpn import resample_f_s
+
+        self._kernel = resample_f_s
+        interp_win, precision, _ = resampy.filters.get_filter(filter_name)
+        sample_ratio = out_rate / in_rate
+        if sample_ratio < 1:
+            interp_win = sample_ratio * interp_win  # As resampy.resample does.
+        self._interp_win = interp_win
+        self._interp_delta = np.diff(interp_win, append=interp_win[-1])
+        self._precision = precision
+        self._scale = min(1.0, sample_ratio)
+        self._time_increment = in_rate / out_rate
+        # Input samples the filter reaches on either side of an output instant.
+        self._support = len(interp_win) // int(self._scale * precision) + 1
+        self._buffer = np.zeros(0, np.float32)
+        self._buffer_start = 0  # Input index of _buffer[0].
+        self._samples_in = 0
+        self._samples_out = 0
+
+    def resample_chunk(self, audio, last=False):
+        self._buffer = np.concatenate([self._buffer, audio])
+        self._samples_in += len(audio)
+        if last:
+            end = round(self._samples_in / self._time_increment)
+        else:
+            # Only outputs whose whole right-hand support has arrived.
+            ready = (self._samples_in - 1 - self._support) / self._time_increment
+            end = max(self._samples_out, math.floor(ready) + 1)
+        times = np.arange(self._samples_out, end) * self._time_increment - self._buffer_start
+        out = np.zeros(len(times), np.float32)
+        if len(times):
+            self._kernel(
+                self._buffer, times, self._interp_win, self._interp_delta, self._precision, self._scale, out
+            )
+        self._samples_out = end
+        keep_from = max(0, math.floor(end * self._time_increment) - self._support - self._buffer_start)
+        self._buffer = self._buffer[keep_from:]
+        self._buffer_start += keep_from
+        return out
+
+
+def resample(audio, in_rate, out_rate, resampler="soxr_hq"):
+    """Resamples a whole mono signal.
+
+    Args:
+      audio: float32 [n_samples] at in_rate Hz.
+      in_rate, out_rate: sample rates in Hz.
+      resampler: one of RESAMPLERS.
+
+    Returns:
+      float32 [round(n_samples * out_rate / in_rate)] at out_rate Hz.
+    """
+    return StreamResampler(in_rate, out_rate, resampler).resample_chunk(audio, last=True)
+
+
+class WindowCutter:
+    """Cuts fixed windows from a signal that arrives in chunks.
+
+    Window k starts at sample k * hop_samples; a tail shorter than a window is
+    dropped. Only the part of the signal that later windows can still use is
+    kept between calls.
+    """
+
+    def __init__(self, window_samples, hop_samples):
+        self.window_samples = window_samples
+        self.hop_samples = hop_samples
+        self._buffer = np.zeros(0, np.float32)
+        self._buffer_start = 0  # Sample index of _buffer[0].
+        self._next_offset = 0
+
+    def push(self, audio):
+        """Adds a chunk and yields every window it completes.
+
+        Args:
+          audio: float32 [n_samples].
+
+        Yields:
+          (offset, window): offset in samples from the start of the signal;
+          window float32 [window_samples], a copy.
+        """
+        self._buffer = np.concatenate([self._buffer, audio])
+        buffer_end = self._buffer_start + len(self._buffer)
+        while self._next_offset + self.window_samples <= buffer_end:
+            start = self._next_offset - self._buffer_start
+            yield self._next_offset, self._buffer[start : start + self.window_samples].copy()
+            self._next_offset += self.hop_samples
+        keep_from = min(self._next_offset, buffer_end) - self._buffer_start
+        self._buffer = self._buffer[keep_from:]
+        self._buffer_start += keep_from
+
+
+def peak_dbfs(audio):
+    """Peak level in dB relative to full scale (1.0); -inf for all zeros."""
+    peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
+    return 20.0 * math.log10(peak) if peak > 0 else -math.inf
+
+
+@dataclasses.dataclass
+class TrackStats:
+    """What happened to one track, filled in as its windows are consumed.
+
+    Attributes:
+      source_sample_rate: sample rate of the decoded stream in Hz.
+      source_channels: channel count of the decoded stream.
+      samples: samples at the output sample rate after resampling.
+      windows: windows kept.
+      silent_windows: windows dropped as digital silence.
+      decode_error: set when decoding stopped early on corrupt data after
+        some audio was decoded; the audio before it is kept.
+    """
+
+    source_sample_rate: int = 0
+    source_channels: int = 0
+    samples: int = 0
+    windows: int = 0
+    silent_windows: int = 0
+    decode_error: str = ""
+
+
+class Track:
+    """One track's windows of mu-law codes, produced lazily from a file object.
+
+    Iterating yields (offset, codes): offset in samples at
+    `config.sample_rate`; codes uint8 [window_samples] mu-law codes in
+    [0, quantization_channels). `stats` is complete once iteration ends.
+
+    Corrupt data met after some audio was decoded (a truncated file, a sample
+    rate change mid-stream) ends the track early: the audio before it is kept
+    and `stats.decode_error` says why it stopped.
+
+    Raises (during iteration):
+      TrackError: stage 'decode' if no audio can be decoded, 'window' if the
+        track is shorter than one window.
+    """
+
+    def __init__(self, fileobj, config, block_samples=DEFAULT_BLOCK_SAMPLES):
+        self._fileobj = fileobj
+        self._config = config
+        self._block_samples = block_samples
+        self.stats = TrackStats()
+
+    def __iter__(self):
+        config = self._config
+        stats = self.stats
+        silence_peak = 10.0 ** (config.silence_threshold_db / 20.0)
+        cutter = WindowCutter(config.window_samples, config.hop_samples)
+        resampler = None
+        blocks = _DECODE_FUNCTIONS[config.decoder](self._fileobj, self._block_samples)
+        while True:
+            try:
+                block = next(blocks, None)
+                if block is not None and resampler is not None and block[0] != stats.source_sample_rate:
+                    raise TrackError(
+                        STAGE_DECODE,
+                        f"sample rate changes mid-stream from {stats.source_sample_rate} to {block[0]} Hz",
+                    )
+            except Exception as e:  # Decoders raise many types on corrupt data.
+                if resampler is None:
+                    if isinstance(e, TrackError):
+                        raise
+                    raise TrackError(STAGE_DECODE, f"no decodable audio: {e}") from e
+                # Corrupt data after good audio (a truncated download, say):
+                # keep what was decoded, note why it stopped.
+                stats.decode_error = f"decoding stopped after {stats.samples / config.sample_rate:.2f} s: {e}"
+                block = None
+            if block is None:
+                if resampler is None:
+                    raise TrackError(STAGE_DECODE, "the file holds no audio samples")
+                mono = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+            else:
+                block_rate, audio = block
+                if resampler is None:
+                    stats.source_sample_rate, stats.source_channels = block_rate, audio.shape[0]
+                    resampler = StreamResampler(block_rate, config.sample_rate, config.resampler)
+                mono = resampler.resample_chunk(downmix(audio))
+            stats.samples += len(mono)
+            for offset, window in cutter.push(mono):
+                if np.max(np.abs(window)) < silence_peak:
+                    stats.silent_windows += 1
+                    continue
+                stats.windows += 1
+                yield offset, contract.mu_law_encode(window, config.quantization_channels)
+            if block is None:
+                break
+        if stats.samples < config.window_samples:
+            raise TrackError(
+                STAGE_WINDOW,
+                f"track has {stats.samples / config.sample_rate:.2f} s of audio, shorter than "
+                f"one window ({config.window_samples / config.sample_rate:.2f} s)",
+            )

@@ -1,0 +1,125 @@
+"""Command-line options of `python -m pipelines.preprocess`.
+
+A `PipelineOptions` subclass, so every Beam option (--runner,
+--direct_num_workers, --temp_location, --setup_file, ...) works beside these,
+and a Dataflow Flex Template's metadata.json can mirror them.
+"""
+
+import math
+import os
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines import audio, contract
+
+PACKAGE_DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+# The bundled clips processed when no --input is given.
+DEFAULT_INPUTS = (os.path.join(PACKAGE_DATA_DIR, "*.mp3"), os.path.join(PACKAGE_DATA_DIR, "*.ogg"))
+
+
+def _float_or_inf(text):
+    return -math.inf if text.strip().lower() in ("-inf", "off", "none") else float(text)
+
+
+class PreprocessOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        group = parser.add_argument_group("preprocess")
+        group.add_argument(
+            "--input",
+            action="append",
+            default=None,
+            help="Audio to process; repeatable. A local path, directory or glob, a gs:// or s3:// "
+            "glob, an http(s):// URL, or @list.txt naming a file with one of those per line. "
+            "Default: the clips bundled with the package.",
+        )
+        group.add_argument(
+            "--output",
+            default="output",
+            help="Directory (local, gs:// or s3://) for the TFRecord shards, dataset.json, "
+            "failures.jsonl and tracks.jsonl. Default: ./output.",
+        )
+        group.add_argument(
+            "--sample_rate",
+            type=int,
+            default=contract.DEFAULT_SAMPLE_RATE,
+            help="Output sample rate in Hz. Default: %(default)s.",
+        )
+        group.add_argument(
+            "--quantization_channels",
+            type=int,
+            default=contract.DEFAULT_QUANTIZATION_CHANNELS,
+            help="Number of mu-law levels, 2..256. Default: %(default)s.",
+        )
+        group.add_argument(
+            "--window_samples",
+            type=int,
+            default=contract.DEFAULT_WINDOW_SAMPLES,
+            help="Samples per training window, at --sample_rate. Default: %(default)s.",
+        )
+        group.add_argument(
+            "--hop_samples",
+            type=int,
+            default=None,
+            help="Samples between window starts; smaller than --window_samples overlaps windows. "
+            "Default: equal to --window_samples.",
+        )
+        group.add_argument(
+            "--validation_fraction",
+            type=float,
+            default=0.1,
+            help="Share of tracks (not windows) assigned to the validation split, chosen by a "
+            "stable hash of the track id. Default: %(default)s.",
+        )
+        group.add_argument(
+            "--decoder",
+            choices=audio.DECODERS,
+            default="pyav",
+            help="pyav: in-process FFmpeg, streams from the file, no temporary files (default). "
+            "pydub: runs the ffmpeg and ffprobe executables, which must be on PATH.",
+        )
+        group.add_argument(
+            "--resampler",
+            choices=audio.RESAMPLERS,
+            default="soxr_hq",
+            help="soxr_hq (default) or soxr_vhq: libsoxr. kaiser_best, kaiser_fast: resampy's "
+            "filters (much slower).",
+        )
+        group.add_argument(
+            "--silence_threshold_db",
+            type=_float_or_inf,
+            default=-60.0,
+            help="Windows whose peak is below this level in dBFS are digital silence: counted "
+            "and dropped. '-inf' keeps every window. Default: %(default)s.",
+        )
+        group.add_argument(
+            "--max_failure_fraction",
+            type=float,
+            default=0.5,
+            help="Exit non-zero when more than this share of inputs failed (every failure is in "
+            "failures.jsonl either way). Default: %(default)s.",
+        )
+        group.add_argument(
+            "--num_shards",
+            type=int,
+            default=0,
+            help="TFRecord shards per split; 0 lets the runner choose. Default: %(default)s.",
+        )
+        group.add_argument(
+            "--max_download_bytes",
+            type=int,
+            default=1 << 30,
+            help="Largest accepted download for http(s) inputs, in bytes. Default: 1 GiB.",
+        )
+
+    def audio_config(self):
+        """The `AudioConfig` these options describe; raises ValueError when inconsistent."""
+        return audio.AudioConfig(
+            sample_rate=self.sample_rate,
+            quantization_channels=self.quantization_channels,
+            window_samples=self.window_samples,
+            hop_samples=self.hop_samples or self.window_samples,
+            decoder=self.decoder,
+            resampler=self.resampler,
+            silence_threshold_db=self.silence_threshold_db,
+        )

@@ -1,0 +1,211 @@
+"""python -m pipelines.preprocess: music files and URLs -> mu-law TFRecord windows.
+
+    match inputs -> Reshuffle -> decode -> mono -> resample -> mu-law -> windows
+      -> tf.train.Example -> train-*.tfrecord / validation-*.tfrecord
+    plus dataset.json, failures.jsonl and tracks.jsonl in --output.
+
+With no --input, processes the clips bundled with the package into ./output
+using every core. Runs unchanged on Dataflow, Spark and Flink (--runner).
+"""
+
+import json
+import logging
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import DirectOptions, SetupOptions, StandardOptions
+from apache_beam.runners.runner import PipelineState
+
+from pipelines import contract, sources, transforms
+from pipelines.options import DEFAULT_INPUTS, PreprocessOptions
+
+
+class PreprocessError(RuntimeError):
+    """The job ran but its output is not usable; `description` is dataset.json (or None)."""
+
+    def __init__(self, message, description=None):
+        super().__init__(message)
+        self.description = description
+
+
+def build_pipeline(pipeline, options):
+    """Adds every step of the preprocess job to `pipeline`.
+
+    Args:
+      pipeline: a beam.Pipeline.
+      options: PreprocessOptions.
+
+    Returns:
+      PCollection holding the path of dataset.json once it is written.
+    """
+    config = options.audio_config()
+    output = options.output
+    patterns = sources.expand_input_arguments(options.input or DEFAULT_INPUTS)
+    if not patterns:
+        raise ValueError("--input names no file: every argument was empty or an empty @list")
+
+    uris, match_failures = pipeline | "ExpandInputs" >> transforms.ExpandInputs(patterns)
+    processed = uris | "ProcessTracks" >> beam.ParDo(
+        transforms.ProcessTrackFn(config, options.validation_fraction, options.max_download_bytes)
+    ).with_outputs(transforms.FAILED, transforms.TRACKS, main="windows")
+    tracks = processed[transforms.TRACKS]
+
+    by_split = processed.windows | "PartitionSplits" >> beam.Partition(
+        lambda window, _: contract.SPLITS.index(
+            transforms.split_for(window.track_id, options.validation_fraction)
+        ),
+        len(contract.SPLITS),
+    )
+    shards = {
+        split: by_split[i] | f"Write{split.capitalize()}" >> transforms.WriteSplit(output, split, options.num_shards)
+        for i, split in enumerate(contract.SPLITS)
+    }
+
+    failures = (match_failures, processed[transforms.FAILED]) | "FlattenFailures" >> beam.Flatten()
+    written = (
+        failures | "WriteFailures" >> transforms.WriteJsonLines(FileSystems.join(output, contract.FAILURES_FILE)),
+        tracks | "WriteTrackIndex" >> transforms.WriteJsonLines(FileSystems.join(output, contract.TRACKS_FILE)),
+    ) | "FlattenWrittenFiles" >> beam.Flatten()
+
+    return {
+        "stats": tracks | "DatasetStats" >> beam.CombineGlobally(transforms.DatasetStatsFn()),
+        "tracks_input": (uris, match_failures)
+        | "FlattenInputs" >> beam.Flatten()
+        | "CountInputs" >> beam.combiners.Count.Globally(),
+        "tracks_failed": failures | "CountFailures" >> beam.combiners.Count.Globally(),
+        "written_files": written,
+        **shards,
+    } | "DescribeDataset" >> transforms.WriteDatasetDescription(output, config, options.validation_fraction)
+
+
+def _use_every_core_locally(options, argv):
+    """On the DirectRunner, run one worker process per core unless told otherwise."""
+    runner = options.view_as(StandardOptions).runner
+    if runner not in (None, "DirectRunner", "direct"):
+        return
+    direct = options.view_as(DirectOptions)
+    if not any(arg.startswith("--direct_num_workers") for arg in argv):
+        direct.direct_num_workers = 0  # 0 = one per core.
+    if not any(arg.startswith("--direct_running_mode") for arg in argv):
+        direct.direct_running_mode = "multi_processing"
+
+
+def read_description(output):
+    """dataset.json of an output directory, as a dict."""
+    with FileSystems.open(FileSystems.join(output, contract.DATASET_FILE)) as f:
+        return json.loads(f.read().decode("utf-8"))
+
+
+def check_description(description, max_failure_fraction):
+    """Raises PreprocessError when inputs went missing, none succeeded, or too many failed."""
+    accounting = description["accounting"]
+    ok, failed, total = accounting["tracks_ok"], accounting["tracks_failed"], accounting["tracks_input"]
+    if ok + failed != total:
+        raise PreprocessError(
+            f"accounting does not hold: {ok} ok + {failed} failed != {total} inputs", description
+        )
+    if ok == 0:
+        raise PreprocessError(
+            f"no track succeeded ({failed} of {total} inputs failed; reasons in "
+            f"{contract.FAILURES_FILE})",
+            description,
+        )
+    if total and failed / total > max_failure_fraction:
+        raise PreprocessError(
+            f"{failed} of {total} inputs failed ({failed / total:.0%}), more than "
+            f"--max_failure_fraction={max_failure_fraction:g}; reasons in {contract.FAILURES_FILE}",
+            description,
+        )
+
+
+def format_summary(description, output, wall_secs):
+    """The closing summary printed after a local run, as a str."""
+    accounting = description["accounting"]
+    splits = description["splits"]
+    seconds = sum(split["seconds"] for split in splits.values())
+    lines = [
+        f"Tracks: {accounting['tracks_ok']} ok, {accounting['tracks_failed']} failed "
+        f"of {accounting['tracks_input']} inputs"
+        + (f" ({accounting['tracks_truncated']} truncated by corrupt data)" if accounting["tracks_truncated"] else ""),
+        f"Audio: {seconds / 3600:.3f} h ({seconds:.1f} s) at {description['sample_rate']} Hz, "
+        f"{description['encoding']} {description['quantization_channels']} channels",
+        "Windows: "
+        + ", ".join(
+            f"{name} {split['windows']} ({split['tracks']} tracks, {len(split['files'])} shards)"
+            for name, split in splits.items()
+        )
+        + f"; {accounting['windows_silent_dropped']} silent dropped",
+        f"Throughput: {seconds / wall_secs:.1f}x real time ({wall_secs:.1f} s wall)",
+        f"Output: {FileSystems.join(output, contract.DATASET_FILE)}",
+    ]
+    if accounting["tracks_failed"]:
+        lines.append(f"Failures: {FileSystems.join(output, contract.FAILURES_FILE)}")
+    return "\n".join(lines)
+
+
+def run(argv=None, save_main_session=True):
+    """Builds and runs the preprocess pipeline.
+
+    Args:
+      argv: command-line arguments (ours and Beam's); None reads sys.argv.
+      save_main_session: pickle the main module's globals for workers.
+
+    Returns:
+      dataset.json as a dict, or None when the runner only submitted the job.
+
+    Raises:
+      PreprocessError: when no track succeeded or the failed share passes
+        --max_failure_fraction.
+      ValueError: for inconsistent options.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    options = PreprocessOptions(argv)
+    options.view_as(SetupOptions).save_main_session = save_main_session
+    _use_every_core_locally(options, argv)
+    preprocess = options.view_as(PreprocessOptions)
+    preprocess.audio_config()  # Fail on bad options before any work.
+    if not 0.0 <= preprocess.validation_fraction <= 1.0:
+        raise ValueError(f"--validation_fraction must be in [0, 1], got {preprocess.validation_fraction}")
+
+    started = time.monotonic()
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, preprocess)
+    result = pipeline.run()
+    state = result.wait_until_finish()
+    wall_secs = time.monotonic() - started
+    if state != PipelineState.DONE:
+        logging.info("Pipeline submitted (state %s); dataset.json is written when it finishes.", state)
+        return None
+
+    description = read_description(preprocess.output)
+    print(format_summary(description, preprocess.output, wall_secs))
+    _log_counters(result)
+    check_description(description, preprocess.max_failure_fraction)
+    return description
+
+
+def _log_counters(result):
+    try:
+        counters = result.metrics().query(MetricsFilter().with_namespace(transforms.NAMESPACE))["counters"]
+    except (NotImplementedError, KeyError):  # Some runners do not report metrics.
+        return
+    totals = {}
+    for counter in counters:
+        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + (counter.committed or 0)
+    logging.info("Beam counters: %s", ", ".join(f"{k}={v}" for k, v in sorted(totals.items())))
+
+
+def main():
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        run()
+    except (PreprocessError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Where tracks come from: input patterns, list files, and opening a URI.
+
+Local paths, `gs://` and `s3://` go through Beam's `FileSystems`, so every
+filesystem Beam supports works the same way; `http(s)://` URLs are fetched
+with requests into memory, bounded by a size limit, with no temporary files.
+"""
+
+import hashlib
+import io
+import os
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.audio import STAGE_MATCH, STAGE_READ, TrackError
+
+# Extensions picked up when an input names a directory.
+AUDIO_EXTENSIONS = (
+    ".aac", ".aif", ".aiff", ".au", ".flac", ".m4a", ".mp2", ".mp3", ".mp4", ".oga", ".ogg",
+    ".opus", ".wav", ".webm", ".wma",
+)  # fmt: skip
+
+USER_AGENT = "wavenet-music-toolkit/0.1 (audio dataset preprocessing)"
+HTTP_TIMEOUT_SECS = (10.0, 60.0)  # connect, read
+
+
+def is_url(uri):
+    return uri.startswith(("http://", "https://"))
+
+
+def track_id_for(uri):
+    """Stable id of a track: the first 16 hex digits of SHA-256 of its URI (str)."""
+    return hashlib.sha256(uri.encode("utf-8")).hexdigest()[:16]
+
+
+def read_input_list(path):
+    """Entries of an `@list.txt` file: one path or URL per line.
+
+    Blank lines, surrounding whitespace and lines starting with '#' are ignored.
+
+    Args:
+      path: local path or any Beam filesystem URI.
+
+    Returns:
+      list of str.
+    """
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        text = f.read().decode("utf-8-sig")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def expand_input_arguments(inputs):
+    """Replaces each `@list.txt` argument by the entries of that file.
+
+    Args:
+      inputs: list of str, as given to --input.
+
+    Returns:
+      list of str patterns and URLs, in order, without duplicates.
+    """
+    patterns = []
+    for item in inputs:
+        item = item.strip()
+        if not item:
+            continue
+        patterns.extend(read_input_list(item[1:]) if item.startswith("@") else [item])
+    return list(dict.fromkeys(patterns))
+
+
+def match_pattern(pattern):
+    """Expands one input pattern to track URIs.
+
+    A URL is returned as is. A local directory expands to the audio files
+    under it (by extension, recursively). Anything else is matched with Beam's
+    `FileSystems.match` (globs work on local, gs:// and s3:// paths).
+
+    Args:
+      pattern: str.
+
+    Returns:
+      sorted list of str URIs.
+
+    Raises:
+      TrackError: stage 'match' when nothing matches.
+    """
+    if is_url(pattern):
+        return [pattern]
+    only_audio = os.path.isdir(pattern)
+    glob = os.path.join(pattern, "**") if only_audio else pattern
+    try:
+        metadata = FileSystems.match([glob])[0].metadata_list
+    except Exception as e:  # Beam raises BeamIOError or filesystem-specific errors.
+        raise TrackError(STAGE_MATCH, f"could not match {pattern!r}: {e}") from e
+    uris = sorted(
+        m.path for m in metadata if not only_audio or m.path.lower().endswith(AUDIO_EXTENSIONS)
+    )
+    if not uris:
+        raise TrackError(STAGE_MATCH, f"no file matches {pattern!r}")
+    return uris
+
+
+def open_uri(uri, max_download_bytes):
+    """Opens a track for reading.
+
+    Args:
+      uri: local path, any Beam filesystem URI, or http(s) URL.
+      max_download_bytes: largest accepted download for URLs.
+
+    Returns:
+      readable, seekable binary file object (the caller closes it).
+
+    Raises:
+      TrackError: stage 'read' when the file cannot be opened or downloaded.
+    """
+    if is_url(uri):
+        return io.BytesIO(_download(uri, max_download_bytes))
+    try:
+        return FileSystems.open(
+            uri, mime_type="application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED
+        )
+    except Exception as e:  # Each filesystem raises its own errors.
+        raise TrackError(STAGE_READ, f"could not open: {e}") from e
+
+
+def _download(url, max_download_bytes):
+    import requests
+
+    try:
+        with requests.get(
+            url, stream=True, timeout=HTTP_TIMEOUT_SECS, headers={"User-Agent": USER_AGENT}
+        ) as response:
+            if response.status_code != 200:
+                raise TrackError(STAGE_READ, f"HTTP {response.status_code} {response.reason}")
+            body = bytearray()
+            for chunk in response.iter_content(chunk_size=1 << 16):
+                body += chunk
+                if len(body) > max_download_bytes:
+                    raise TrackError(STAGE_READ, f"download larger than {max_download_bytes} bytes")
+    except requests.RequestException as e:
+        raise TrackError(STAGE_READ, f"download failed: {e}") from e
+    return bytes(body)

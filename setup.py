@@ -1,0 +1,45 @@
+"""Package definition for the toolkit.
+
+The same file serves `pip install -e .` on a laptop and Beam's `--setup_file`
+on Dataflow, Spark and Flink workers, so worker dependencies live here only.
+"""
+
+import setuptools
+
+# What Beam workers need. Workers never import TensorFlow (examples are
+# encoded with tfx-bsl), but tfx-bsl itself declares a TensorFlow dependency,
+# so the package still installs it; it is simply never imported there.
+REQUIRED_PACKAGES = [
+    "apache-beam[gcp,aws]==2.77.*",
+    "tfx-bsl==1.21.*",
+    "tensorflow==2.21.*",
+    "av>=14,<19",
+    "soxr>=0.5,<2",
+    "resampy>=0.4.3,<0.5",
+    "pydub>=0.25.1,<0.26",
+    "numpy>=1.26,<3",
+    "google-crc32c>=1.5,<2",
+    "beautifulsoup4>=4.12,<5",
+    "requests>=2.31,<3",
+    "tqdm>=4.66,<5",
+]
+
+TEST_PACKAGES = [
+    "pytest>=8,<10",
+    "ruff>=0.6",
+]
+
+setuptools.setup(
+    name="wavenet-music-toolkit",
+    version="0.1.0",
+    description=(
+        "Turn music on the web into generative audio models: an Apache Beam "
+        "preprocessing pipeline, a tf.distribute WaveNet trainer and a fast sampler."
+    ),
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["pipelines*", "trainer*", "sampler*"]),
+    package_data={"pipelines": ["data/*"]},
+    install_requires=REQUIRED_PACKAGES,
+    extras_require={"test": TEST_PACKAGES},
+    license="Apache-2.0",
+)
