@@ -115,6 +115,11 @@ def decode_pyav(fileobj, block_samples=DEFAULT_BLOCK_SAMPLES):
                 f"(streams: {', '.join(kinds)})"
             )
         stream = container.streams.audio[0]
+        if stream.codec_context is None:
+            raise TrackError(
+                STAGE_DECODE, f"unsupported audio codec in the {container.format.name} container: "
+                "FFmpeg has no decoder for it"
+            )
         if stream.codec_context.channels < 1:
             raise TrackError(STAGE_DECODE, "audio stream has zero channels")
         # libswresample converts every sample format (s16, s32, flt, planar or
@@ -178,9 +183,11 @@ def decode_pydub(fileobj, block_samples=DEFAULT_BLOCK_SAMPLES):
 
     try:
         segment = pydub.AudioSegment.from_file(fileobj)
-    except (CouldntDecodeError, IndexError, KeyError, ValueError) as e:
-        message = str(e).strip().splitlines()
-        raise TrackError(STAGE_DECODE, f"ffmpeg could not decode the file: {message[-1] if message else e!r}") from e
+    except CouldntDecodeError as e:
+        raise TrackError(STAGE_DECODE, f"ffmpeg could not decode the file: {_ffmpeg_reason(str(e))}") from e
+    except (IndexError, KeyError, ValueError) as e:
+        # pydub indexes ffprobe's JSON stream list; these mean no usable audio stream.
+        raise TrackError(STAGE_DECODE, f"ffprobe found no usable audio stream ({type(e).__name__}: {e})") from e
     if segment.channels < 1:
         raise TrackError(STAGE_DECODE, "audio stream has zero channels")
     full_scale = float(1 << (8 * segment.sample_width - 1))
@@ -189,6 +196,16 @@ def decode_pydub(fileobj, block_samples=DEFAULT_BLOCK_SAMPLES):
     for start in range(0, planar.shape[1], block_samples):
         block = planar[:, start : start + block_samples].astype(np.float32) / np.float32(full_scale)
         yield segment.frame_rate, block
+
+
+def _ffmpeg_reason(stderr):
+    """The informative line of ffmpeg's stderr (pydub puts all of it in its error)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in reversed(lines):
+        lowered = line.lower()
+        if "statistics" not in lowered and any(w in lowered for w in ("invalid", "error", "unsupported", "not ")):
+            return line
+    return lines[-1] if lines else "no message"
 
 
 _DECODE_FUNCTIONS = {"pyav": decode_pyav, "pydub": decode_pydub}

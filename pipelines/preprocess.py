@@ -200,6 +200,9 @@ def _log_counters(result):
 
 def main():
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Local worker processes forward every log line at its own level; their
+    # warnings are Beam's start-up chatter, their errors still show.
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     try:
         run()
     except (PreprocessError, ValueError) as e:

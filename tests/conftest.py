@@ -1,0 +1,89 @@
+"""Shared fixtures: real music clips and broken files made from real bytes."""
+
+import os
+import shutil
+import struct
+
+import numpy as np
+import pytest
+
+from pipelines.options import PACKAGE_DATA_DIR
+
+TESTS_DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+# Real clips (Endgame: Singularity by Max McCracken, CC BY-SA 3.0; see COPYRIGHT.singularity-music).
+CLIPS = {
+    "mp3_44k": os.path.join(PACKAGE_DATA_DIR, "Awakening.mp3"),
+    "mp3_48k_space": os.path.join(PACKAGE_DATA_DIR, "Media Threat.mp3"),
+    "mp3_22k_mono": os.path.join(PACKAGE_DATA_DIR, "Nebula (22k mono).mp3"),
+    "ogg_48k": os.path.join(PACKAGE_DATA_DIR, "Coherence.ogg"),
+    "flac_44k": os.path.join(TESTS_DATA_DIR, "Deprecation.flac"),
+    "wav_44k": os.path.join(TESTS_DATA_DIR, "By-Product.wav"),
+}
+
+
+def wav_bytes(samples=None, sample_rate=16000, channels=1, format_tag=1, bits=16):
+    """A RIFF/WAVE file; header fields can be set to invalid values on purpose."""
+    data = b"" if samples is None else np.asarray(samples, dtype="<i2").tobytes()
+    block_align = channels * bits // 8
+    fmt = struct.pack("<HHIIHH", format_tag, channels, sample_rate, sample_rate * block_align, block_align, bits)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def broken_file_contents():
+    """name -> (bytes, stage expected in the failure record, text expected in its error)."""
+    with open(CLIPS["mp3_44k"], "rb") as f:
+        mp3 = f.read()
+    with open(os.path.join(TESTS_DATA_DIR, "video-only.mp4"), "rb") as f:
+        video = f.read()
+    tone = (3000 * np.sin(np.arange(16000) * 0.05)).astype(np.int16)
+    return {
+        "empty.mp3": (b"", "decode", "not a decodable audio file"),
+        "error page.mp3": (
+            b"<!DOCTYPE html><html><head><title>429 Too Many Requests</title></head></html>\n" * 20,
+            "decode",
+            "not a decodable audio file",
+        ),
+        "random.flac": (np.random.default_rng(1).bytes(40000), "decode", "not a decodable audio file"),
+        "truncated.mp3": (mp3[:2000], "window", "shorter than one window"),
+        "unknown-codec.wav": (wav_bytes(tone, format_tag=0x7777), "decode", "unsupported audio codec"),
+        "zero-channels.wav": (wav_bytes(tone, channels=0), "decode", "zero channels"),
+        "video-only.mp4": (video, "decode", "no audio stream"),
+    }
+
+
+@pytest.fixture(scope="session")
+def broken_dir(tmp_path_factory):
+    """A directory holding every broken file of `broken_file_contents`."""
+    directory = tmp_path_factory.mktemp("broken")
+    for name, (content, _, _) in broken_file_contents().items():
+        (directory / name).write_bytes(content)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def silent_wav(tmp_path_factory):
+    """Three seconds of digital silence."""
+    path = tmp_path_factory.mktemp("silent") / "silence.wav"
+    path.write_bytes(wav_bytes(np.zeros(48000, np.int16)))
+    return path
+
+
+@pytest.fixture(scope="session")
+def clips_dir(tmp_path_factory):
+    """Every real clip copied into one directory (names with spaces kept)."""
+    directory = tmp_path_factory.mktemp("clips")
+    for path in CLIPS.values():
+        shutil.copy(path, directory)
+    return directory
+
+
+def decoded_duration_secs(path):
+    """Duration of a file as PyAV decodes it: decoded samples / sample rate."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(stream))
+        return samples / stream.codec_context.sample_rate

@@ -1,0 +1,149 @@
+import io
+
+import numpy as np
+import pytest
+import resampy
+import soxr
+
+from pipelines import audio, contract
+from tests.conftest import CLIPS, broken_file_contents, wav_bytes
+
+
+@pytest.mark.parametrize("channels", [1, 2, 6], ids=["mono", "stereo", "5.1"])
+def test_downmix_is_the_mean_of_channels(channels):
+    rng = np.random.default_rng(channels)
+    audio_in = rng.uniform(-1, 1, (channels, 1000)).astype(np.float32)
+    original = audio_in.copy()
+    mono = audio.downmix(audio_in)
+    assert mono.shape == (1000,) and mono.dtype == np.float32
+    np.testing.assert_allclose(mono, original.sum(axis=0) / channels, rtol=1e-6, atol=1e-7)
+    assert np.array_equal(audio_in, original)
+
+
+def test_downmix_rejects_zero_channels():
+    with pytest.raises(ValueError, match="channels >= 1"):
+        audio.downmix(np.zeros((0, 10), np.float32))
+
+
+@pytest.mark.parametrize("resampler", audio.RESAMPLERS)
+@pytest.mark.parametrize("in_rate", [22050, 44100, 48000, 8000, 16000])
+def test_resampled_length_is_rounded_ratio(resampler, in_rate):
+    n = 12345
+    out = audio.resample(np.zeros(n, np.float32), in_rate, 16000, resampler)
+    assert abs(len(out) - round(n * 16000 / in_rate)) <= 1
+
+
+@pytest.mark.parametrize("resampler", audio.RESAMPLERS)
+def test_streamed_resampling_equals_whole_signal(resampler):
+    x = np.random.default_rng(0).normal(0, 0.3, 44100 * 2).astype(np.float32)
+    stream = audio.StreamResampler(44100, 16000, resampler)
+    chunks = [stream.resample_chunk(x[i : i + 7001]) for i in range(0, len(x), 7001)]
+    chunks.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
+    streamed = np.concatenate(chunks)
+    if resampler.startswith("kaiser"):
+        reference = resampy.resample(x, 44100, 16000, filter=resampler)
+    else:
+        reference = soxr.resample(x, 44100, 16000, quality="VHQ" if resampler == "soxr_vhq" else "HQ")
+    assert abs(len(streamed) - len(reference)) <= 1
+    n = min(len(streamed), len(reference))
+    np.testing.assert_allclose(streamed[:n], reference[:n], atol=1e-5)
+
+
+def test_resampling_keeps_a_tone_at_its_frequency():
+    t = np.arange(44100) / 44100
+    out = audio.resample(np.sin(2 * np.pi * 440 * t).astype(np.float32), 44100, 16000)
+    spectrum = np.abs(np.fft.rfft(out))
+    assert np.argmax(spectrum) * 16000 / len(out) == pytest.approx(440, abs=2)
+
+
+@pytest.mark.parametrize("hop", [4000, 1000, 6000], ids=["no-overlap", "overlap", "gaps"])
+def test_window_cutter_matches_direct_slicing_for_any_chunking(hop):
+    signal = np.arange(50000, dtype=np.float32)
+    cutter = audio.WindowCutter(window_samples=4000, hop_samples=hop)
+    rng = np.random.default_rng(hop)
+    windows, start = [], 0
+    while start < len(signal):
+        size = int(rng.integers(1, 9000))
+        windows.extend(cutter.push(signal[start : start + size]))
+        start += size
+    expected_offsets = list(range(0, len(signal) - 4000 + 1, hop))
+    assert [offset for offset, _ in windows] == expected_offsets
+    for offset, window in windows:
+        assert np.array_equal(window, signal[offset : offset + 4000])
+
+
+@pytest.mark.parametrize("name", sorted(CLIPS))
+def test_decoders_agree_after_resampling(name):
+    config = dict(window_samples=8000, hop_samples=8000, silence_threshold_db=-np.inf)
+    decoded = {}
+    for decoder in audio.DECODERS:
+        with open(CLIPS[name], "rb") as f:
+            track = audio.Track(f, audio.AudioConfig(decoder=decoder, **config))
+            decoded[decoder] = np.concatenate([contract.mu_law_decode(codes) for _, codes in track])
+    a, b = decoded["pyav"], decoded["pydub"]
+    assert len(a) == len(b) > 0
+    assert np.corrcoef(a, b)[0, 1] > 0.99
+
+
+def test_track_windows_have_length_range_and_offsets():
+    config = audio.AudioConfig(window_samples=4000, hop_samples=3000)
+    with open(CLIPS["mp3_48k_space"], "rb") as f:
+        track = audio.Track(f, config)
+        windows = list(track)
+    assert [offset for offset, _ in windows] == [i * 3000 for i in range(len(windows))]
+    assert all(codes.dtype == np.uint8 and codes.shape == (4000,) for _, codes in windows)
+    assert len(np.unique(np.concatenate([codes for _, codes in windows]))) > 100
+    assert track.stats.source_sample_rate == 48000 and track.stats.source_channels == 2
+    assert track.stats.windows == len(windows)
+    assert windows[-1][0] + 4000 <= track.stats.samples < windows[-1][0] + 4000 + 3000
+
+
+def test_track_stream_reads_file_objects_lazily():
+    with open(CLIPS["mp3_44k"], "rb") as f:
+        track = iter(audio.Track(f, audio.AudioConfig(), block_samples=4096))
+        next(track)
+        assert f.tell() < len(open(CLIPS["mp3_44k"], "rb").read()) / 2
+
+
+@pytest.mark.parametrize("decoder", audio.DECODERS)
+@pytest.mark.parametrize("name", sorted(broken_file_contents()))
+def test_broken_file_raises_track_error_with_stage(name, decoder):
+    content, stage, _ = broken_file_contents()[name]
+    with pytest.raises(audio.TrackError) as raised:
+        list(audio.Track(io.BytesIO(content), audio.AudioConfig(decoder=decoder)))
+    assert raised.value.stage == stage
+    assert str(raised.value)
+
+
+@pytest.mark.parametrize("name", sorted(broken_file_contents()))
+def test_pyav_reasons_name_the_problem(name):
+    content, _, reason = broken_file_contents()[name]
+    with pytest.raises(audio.TrackError, match=reason):
+        list(audio.Track(io.BytesIO(content), audio.AudioConfig()))
+
+
+def test_digital_silence_is_dropped_and_counted_not_failed():
+    track = audio.Track(io.BytesIO(wav_bytes(np.zeros(48000, np.int16))), audio.AudioConfig())
+    assert list(track) == []
+    assert track.stats.silent_windows == 3 and track.stats.windows == 0
+
+
+def test_silence_threshold_is_configurable():
+    quiet = (np.random.default_rng(0).uniform(-1, 1, 32000) * 30).astype(np.int16)  # About -60 dBFS peak.
+    kept = list(audio.Track(io.BytesIO(wav_bytes(quiet)), audio.AudioConfig(silence_threshold_db=-80)))
+    dropped = list(audio.Track(io.BytesIO(wav_bytes(quiet)), audio.AudioConfig(silence_threshold_db=-40)))
+    assert len(kept) == 2 and dropped == []
+
+
+def test_corrupt_data_after_good_audio_keeps_the_audio_and_says_why():
+    with open(CLIPS["flac_44k"], "rb") as f:
+        truncated = f.read()[:300000]
+    track = audio.Track(io.BytesIO(truncated), audio.AudioConfig())
+    windows = list(track)
+    assert len(windows) == 1
+    assert track.stats.decode_error.startswith("decoding stopped after")
+
+
+def test_audio_config_rejects_unknown_resampler():
+    with pytest.raises(ValueError, match="resampler must be one of"):
+        audio.AudioConfig(resampler="linear")
