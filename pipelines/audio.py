@@ -105,7 +105,7 @@ def decode_pyav(fileobj, block_samples=DEFAULT_BLOCK_SAMPLES):
 
     try:
         container = av.open(fileobj, mode="r", metadata_errors="ignore")
-    except (av.FFmpegError, UnicodeDecodeError) as e:
+    except (av.FFmpegError, UnicodeDecodeError, OSError) as e:
         raise TrackError(STAGE_DECODE, f"not a decodable audio file: {e}") from e
     with container:
         if not container.streams.audio:

@@ -24,7 +24,11 @@ def _float_or_inf(text):
 class PreprocessOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
-        group = parser.add_argument_group("preprocess")
+        group = parser.add_argument_group(
+            "preprocess",
+            "Every Apache Beam pipeline option (--runner, --direct_num_workers, --temp_location, "
+            "--setup_file, --project, --region, ...) is accepted beside these.",
+        )
         group.add_argument(
             "--input",
             action="append",

@@ -110,16 +110,23 @@ def open_uri(uri, max_download_bytes):
       readable, seekable binary file object (the caller closes it).
 
     Raises:
-      TrackError: stage 'read' when the file cannot be opened or downloaded.
+      TrackError: stage 'read' when the file cannot be opened or downloaded,
+        or is empty.
     """
     if is_url(uri):
-        return io.BytesIO(_download(uri, max_download_bytes))
-    try:
-        return FileSystems.open(
-            uri, mime_type="application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED
-        )
-    except Exception as e:  # Each filesystem raises its own errors.
-        raise TrackError(STAGE_READ, f"could not open: {e}") from e
+        fileobj = io.BytesIO(_download(uri, max_download_bytes))
+    else:
+        try:
+            fileobj = FileSystems.open(
+                uri, mime_type="application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED
+            )
+        except Exception as e:  # Each filesystem raises its own errors.
+            raise TrackError(STAGE_READ, f"could not open: {e}") from e
+    if fileobj.seek(0, io.SEEK_END) == 0:
+        fileobj.close()
+        raise TrackError(STAGE_READ, "empty file (0 bytes)")
+    fileobj.seek(0)
+    return fileobj
 
 
 def _download(url, max_download_bytes):

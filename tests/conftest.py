@@ -31,26 +31,33 @@ def wav_bytes(samples=None, sample_rate=16000, channels=1, format_tag=1, bits=16
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
-def broken_file_contents():
-    """name -> (bytes, stage expected in the failure record, text expected in its error)."""
+def broken_file_contents(decodable_only=False):
+    """name -> (bytes, stage expected in the failure record, regex expected in its error).
+
+    decodable_only leaves out the empty file, which is refused when opened, before decoding.
+    """
     with open(CLIPS["mp3_44k"], "rb") as f:
         mp3 = f.read()
     with open(os.path.join(TESTS_DATA_DIR, "video-only.mp4"), "rb") as f:
         video = f.read()
     tone = (3000 * np.sin(np.arange(16000) * 0.05)).astype(np.int16)
-    return {
-        "empty.mp3": (b"", "decode", "not a decodable audio file"),
+    files = {
+        "empty.mp3": (b"", "read", r"empty file \(0 bytes\)"),
         "error page.mp3": (
             b"<!DOCTYPE html><html><head><title>429 Too Many Requests</title></head></html>\n" * 20,
             "decode",
             "not a decodable audio file",
         ),
-        "random.flac": (np.random.default_rng(1).bytes(40000), "decode", "not a decodable audio file"),
+        # Random bytes may probe as a bogus stream header, depending on how the file is read.
+        "random.flac": (np.random.default_rng(1).bytes(40000), "decode", "not a decodable audio file|zero channels"),
         "truncated.mp3": (mp3[:2000], "window", "shorter than one window"),
         "unknown-codec.wav": (wav_bytes(tone, format_tag=0x7777), "decode", "unsupported audio codec"),
         "zero-channels.wav": (wav_bytes(tone, channels=0), "decode", "zero channels"),
         "video-only.mp4": (video, "decode", "no audio stream"),
     }
+    if decodable_only:
+        del files["empty.mp3"]
+    return files
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +94,24 @@ def decoded_duration_secs(path):
         stream = container.streams.audio[0]
         samples = sum(frame.samples for frame in container.decode(stream))
         return samples / stream.codec_context.sample_rate
+
+
+@pytest.fixture(scope="session")
+def http_server(clips_dir):
+    """A real HTTP server on 127.0.0.1 serving `clips_dir`; yields its base URL."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(_QuietHandler, directory=str(clips_dir))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class _QuietHandler(__import__("http.server").server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass

@@ -1,0 +1,210 @@
+"""The whole preprocess pipeline on Beam's DirectRunner, over real clips and broken files."""
+
+import collections
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.parse
+
+import numpy as np
+import pytest
+
+from pipelines import contract, preprocess
+from tests.conftest import CLIPS, broken_file_contents, decoded_duration_secs
+
+WINDOW_SAMPLES = 8000
+HOP_SAMPLES = 6000
+QUANTIZATION_CHANNELS = 64
+
+
+def _read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _parse_shards(paths):
+    """Every example of the shards, parsed with TensorFlow (the trainer's reader)."""
+    import tensorflow as tf
+
+    features = {
+        contract.AUDIO_FEATURE: tf.io.FixedLenFeature([], tf.string),
+        contract.TRACK_ID_FEATURE: tf.io.FixedLenFeature([], tf.string),
+        contract.OFFSET_FEATURE: tf.io.FixedLenFeature([], tf.int64),
+    }
+    parsed = []
+    for record in tf.data.TFRecordDataset([str(p) for p in paths]):
+        example = tf.io.parse_single_example(record, features)
+        parsed.append(
+            (
+                example[contract.TRACK_ID_FEATURE].numpy().decode(),
+                int(example[contract.OFFSET_FEATURE]),
+                np.frombuffer(example[contract.AUDIO_FEATURE].numpy(), np.uint8),
+            )
+        )
+    return parsed
+
+
+@pytest.fixture(scope="module")
+def mixed_run(tmp_path_factory, clips_dir, broken_dir, silent_wav, http_server):
+    """One pipeline run over every clip, every broken file, silence, a missing glob and a URL."""
+    output = tmp_path_factory.mktemp("dataset")
+    listing = tmp_path_factory.mktemp("lists") / "inputs.txt"
+    listing.write_text(f"\n  {silent_wav}  \n\n{http_server}/Coherence.ogg\n")
+    unmatched = str(tmp_path_factory.mktemp("empty") / "*.mp3")
+    description = preprocess.run(
+        [
+            f"--input={clips_dir}",
+            f"--input={broken_dir}/*",
+            f"--input=@{listing}",
+            f"--input={unmatched}",
+            f"--output={output}",
+            f"--window_samples={WINDOW_SAMPLES}",
+            f"--hop_samples={HOP_SAMPLES}",
+            f"--quantization_channels={QUANTIZATION_CHANNELS}",
+            "--validation_fraction=0.5",
+            "--max_failure_fraction=0.9",
+            "--direct_num_workers=2",
+            "--direct_running_mode=multi_threading",
+        ]
+    )
+    return {
+        "output": output,
+        "description": description,
+        "unmatched": unmatched,
+        "http_server": http_server,
+        "clips_dir": str(clips_dir),
+    }
+
+
+def test_accounting_holds_and_nothing_is_lost(mixed_run):
+    accounting = mixed_run["description"]["accounting"]
+    ok_tracks = len(CLIPS) + 2  # The clips, the silent file and the URL.
+    failed = len(broken_file_contents()) + 1  # The broken files and the unmatched glob.
+    assert accounting["tracks_input"] == ok_tracks + failed
+    assert accounting["tracks_ok"] == ok_tracks
+    assert accounting["tracks_failed"] == failed
+    assert accounting["tracks_ok"] + accounting["tracks_failed"] == accounting["tracks_input"]
+    assert accounting["tracks_silent"] == 1
+    assert accounting["windows_silent_dropped"] > 0
+
+
+def test_each_broken_input_is_in_the_failures_file_with_its_reason(mixed_run):
+    failures = {os.path.basename(r["uri"]): r for r in _read_jsonl(mixed_run["output"] / contract.FAILURES_FILE)}
+    for name, (_, stage, reason) in broken_file_contents().items():
+        assert failures[name]["stage"] == stage, name
+        assert re.search(reason, failures[name]["error"]), name
+    unmatched = failures[os.path.basename(mixed_run["unmatched"])]
+    assert unmatched["uri"] == mixed_run["unmatched"] and unmatched["stage"] == "match"
+    assert len(failures) == mixed_run["description"]["accounting"]["tracks_failed"]
+
+
+def test_windows_parse_back_with_tensorflow_with_length_range_and_offsets(mixed_run):
+    description = mixed_run["description"]
+    tracks = {t["track_id"]: t for t in _read_jsonl(mixed_run["output"] / contract.TRACKS_FILE)}
+    windows_by_track = collections.defaultdict(list)
+    for split in contract.SPLITS:
+        files = description["splits"][split]["files"]
+        assert all(f.startswith(f"{split}-") and f.endswith(".tfrecord") for f in files)
+        parsed = _parse_shards(mixed_run["output"] / f for f in files)
+        assert len(parsed) == description["splits"][split]["windows"]
+        for track_id, offset, codes in parsed:
+            assert tracks[track_id]["split"] == split  # A track never straddles splits.
+            assert codes.shape == (WINDOW_SAMPLES,)
+            assert codes.max() < QUANTIZATION_CHANNELS
+            windows_by_track[track_id].append(offset)
+    for track_id, track in tracks.items():
+        offsets = sorted(windows_by_track[track_id])
+        assert len(offsets) == track["windows"]
+        assert all(offset % HOP_SAMPLES == 0 for offset in offsets)
+        assert len(set(offsets)) == len(offsets)
+
+
+def test_seconds_match_the_sources_durations(mixed_run):
+    tracks = _read_jsonl(mixed_run["output"] / contract.TRACKS_FILE)
+    by_uri = {t["uri"]: t for t in tracks}
+    for path in CLIPS.values():
+        local = by_uri[os.path.join(mixed_run["clips_dir"], os.path.basename(path))]
+        assert local["duration_secs"] == pytest.approx(decoded_duration_secs(path), abs=0.002)
+    downloaded = by_uri[f"{mixed_run['http_server']}/Coherence.ogg"]
+    assert downloaded["duration_secs"] == pytest.approx(decoded_duration_secs(CLIPS["ogg_48k"]), abs=0.002)
+    splits = mixed_run["description"]["splits"]
+    total_secs = sum(split["seconds"] for split in splits.values())
+    assert total_secs == pytest.approx(sum(t["duration_secs"] for t in tracks), abs=0.01)
+    assert sum(split["tracks"] for split in splits.values()) == len(tracks)
+
+
+def test_dataset_json_describes_the_encoding(mixed_run):
+    with open(mixed_run["output"] / contract.DATASET_FILE) as f:
+        description = json.load(f)
+    assert description == mixed_run["description"]
+    assert description["sample_rate"] == 16000
+    assert description["encoding"] == "mu-law"
+    assert description["quantization_channels"] == QUANTIZATION_CHANNELS
+    assert (description["window_samples"], description["hop_samples"]) == (WINDOW_SAMPLES, HOP_SAMPLES)
+    listed = {f for split in description["splits"].values() for f in split["files"]}
+    on_disk = {f for f in os.listdir(mixed_run["output"]) if f.endswith(".tfrecord")}
+    assert listed == on_disk
+
+
+def test_embedded_default_processes_bundled_clips_into_output(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    description = preprocess.run([])
+    summary = capsys.readouterr().out
+    assert description["accounting"] == {
+        "tracks_input": 4,
+        "tracks_ok": 4,
+        "tracks_failed": 0,
+        "tracks_silent": 0,
+        "tracks_truncated": 0,
+        "windows_silent_dropped": 0,
+    }
+    windows = sum(split["windows"] for split in description["splits"].values())
+    assert windows == 8 + 8 + 7 + 7  # Awakening and Media Threat hold just over 8 s, the others just under.
+    assert (tmp_path / "output" / contract.DATASET_FILE).exists()
+    assert "Tracks: 4 ok, 0 failed of 4 inputs" in summary
+    assert "x real time" in summary and "Output: output/dataset.json" in summary
+
+
+def test_job_fails_with_reason_when_no_track_succeeds(tmp_path, broken_dir):
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.preprocess", f"--input={broken_dir}/*", f"--output={tmp_path}", "--direct_num_workers=1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert f"no track succeeded ({len(broken_file_contents())} of {len(broken_file_contents())} inputs failed" in result.stderr
+    assert len(_read_jsonl(tmp_path / contract.FAILURES_FILE)) == len(broken_file_contents())
+
+
+@pytest.mark.parametrize(
+    "ok, failed, limit, message",
+    [(1, 3, 0.5, "3 of 4 inputs failed"), (0, 2, 1.0, "no track succeeded")],
+    ids=["too-many-failed", "none-succeeded"],
+)
+def test_failure_thresholds(ok, failed, limit, message):
+    description = {"accounting": {"tracks_ok": ok, "tracks_failed": failed, "tracks_input": ok + failed}}
+    with pytest.raises(preprocess.PreprocessError, match=message):
+        preprocess.check_description(description, limit)
+    preprocess.check_description({"accounting": {"tracks_ok": 3, "tracks_failed": 1, "tracks_input": 4}}, 0.5)
+
+
+def test_lost_inputs_are_reported():
+    description = {"accounting": {"tracks_ok": 3, "tracks_failed": 0, "tracks_input": 4}}
+    with pytest.raises(preprocess.PreprocessError, match="accounting does not hold"):
+        preprocess.check_description(description, 0.5)
+
+
+def test_help_explains_every_option():
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.preprocess", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0
+    for option in (
+        "--input", "--output", "--sample_rate", "--quantization_channels", "--window_samples",
+        "--hop_samples", "--validation_fraction", "--decoder", "--resampler",
+        "--silence_threshold_db", "--max_failure_fraction", "--num_shards", "--max_download_bytes",
+    ):  # fmt: skip
+        assert f"  {option} " in result.stdout, option

@@ -1,0 +1,66 @@
+import os
+import urllib.parse
+
+import pytest
+
+from pipelines import audio, sources
+from tests.conftest import CLIPS
+
+
+def test_list_file_tolerates_blank_lines_whitespace_and_comments(tmp_path):
+    listing = tmp_path / "inputs.txt"
+    listing.write_text("\n  /music/a.mp3  \n\n# a comment\n\thttps://example.org/b.ogg\n   \n")
+    assert sources.read_input_list(str(listing)) == ["/music/a.mp3", "https://example.org/b.ogg"]
+
+
+def test_input_arguments_expand_lists_and_drop_duplicates(tmp_path):
+    listing = tmp_path / "inputs.txt"
+    listing.write_text("/music/a.mp3\n/music/b.mp3\n")
+    expanded = sources.expand_input_arguments(["/music/a.mp3", f"@{listing}", " ", "/music/c.mp3"])
+    assert expanded == ["/music/a.mp3", "/music/b.mp3", "/music/c.mp3"]
+
+
+def test_directory_expands_to_its_audio_files_only(clips_dir):
+    (clips_dir / "cover.jpg").write_bytes(b"\xff\xd8")
+    uris = sources.match_pattern(str(clips_dir))
+    assert sorted(os.path.basename(u) for u in uris) == sorted(os.path.basename(p) for p in CLIPS.values())
+
+
+def test_glob_matches_names_with_spaces(clips_dir):
+    assert [os.path.basename(u) for u in sources.match_pattern(str(clips_dir / "Media*.mp3"))] == ["Media Threat.mp3"]
+
+
+def test_pattern_matching_nothing_is_a_match_failure(tmp_path):
+    with pytest.raises(audio.TrackError, match="no file matches") as raised:
+        sources.match_pattern(str(tmp_path / "*.mp3"))
+    assert raised.value.stage == "match"
+
+
+def test_track_id_is_stable_and_distinct():
+    assert sources.track_id_for("gs://bucket/a.mp3") == sources.track_id_for("gs://bucket/a.mp3")
+    assert sources.track_id_for("gs://bucket/a.mp3") != sources.track_id_for("gs://bucket/b.mp3")
+    assert len(sources.track_id_for("x")) == 16
+
+
+def test_url_is_downloaded_into_memory(http_server):
+    url = f"{http_server}/{urllib.parse.quote('Media Threat.mp3')}"
+    with sources.open_uri(url, max_download_bytes=10 << 20) as f, open(CLIPS["mp3_48k_space"], "rb") as g:
+        assert f.read() == g.read()
+
+
+def test_http_error_is_a_read_failure_with_status(http_server):
+    with pytest.raises(audio.TrackError, match="HTTP 404") as raised:
+        sources.open_uri(f"{http_server}/missing.mp3", max_download_bytes=1 << 20)
+    assert raised.value.stage == "read"
+
+
+def test_download_over_the_size_limit_is_refused(http_server):
+    with pytest.raises(audio.TrackError, match="larger than 1000 bytes"):
+        sources.open_uri(f"{http_server}/Awakening.mp3", max_download_bytes=1000)
+
+
+def test_empty_file_is_refused_when_opened(tmp_path):
+    (tmp_path / "empty.mp3").write_bytes(b"")
+    with pytest.raises(audio.TrackError, match=r"empty file \(0 bytes\)") as raised:
+        sources.open_uri(str(tmp_path / "empty.mp3"), max_download_bytes=1 << 20)
+    assert raised.value.stage == "read"
