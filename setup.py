@@ -29,6 +29,13 @@ TEST_PACKAGES = [
     "ruff>=0.6",
 ]
 
+# benchmarks/: scipy for the legacy pydub + scipy + resampy recipe it compares
+# against, psutil to follow the memory of the pipeline's process tree.
+BENCHMARK_PACKAGES = [
+    "scipy>=1.11",
+    "psutil>=5.9",
+]
+
 setuptools.setup(
     name="wavenet-music-toolkit",
     version="0.1.0",
@@ -40,6 +47,6 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["pipelines*", "trainer*", "sampler*"]),
     package_data={"pipelines": ["data/*"]},
     install_requires=REQUIRED_PACKAGES,
-    extras_require={"test": TEST_PACKAGES},
+    extras_require={"test": TEST_PACKAGES, "benchmark": BENCHMARK_PACKAGES},
     license="Apache-2.0",
 )

@@ -67,9 +67,7 @@ class AudioConfig:
         if self.sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {self.sample_rate} Hz")
         if not 2 <= self.quantization_channels <= 256:
-            raise ValueError(
-                f"quantization_channels must be in 2..256, got {self.quantization_channels}"
-            )
+            raise ValueError(f"quantization_channels must be in 2..256, got {self.quantization_channels}")
         if self.window_samples <= 0 or self.hop_samples <= 0:
             raise ValueError(
                 f"window_samples and hop_samples must be positive, got "
@@ -111,36 +109,47 @@ def decode_pyav(fileobj, block_samples=DEFAULT_BLOCK_SAMPLES):
         if not container.streams.audio:
             kinds = sorted({s.type for s in container.streams}) or ["none"]
             raise TrackError(
-                STAGE_DECODE, f"no audio stream in the {container.format.name} container "
-                f"(streams: {', '.join(kinds)})"
+                STAGE_DECODE,
+                f"no audio stream in the {container.format.name} container (streams: {', '.join(kinds)})",
             )
         stream = container.streams.audio[0]
         if stream.codec_context is None:
             raise TrackError(
-                STAGE_DECODE, f"unsupported audio codec in the {container.format.name} container: "
-                "FFmpeg has no decoder for it"
+                STAGE_DECODE,
+                f"unsupported audio codec in the {container.format.name} container: "
+                "FFmpeg has no decoder for it",
             )
         if stream.codec_context.channels < 1:
             raise TrackError(STAGE_DECODE, "audio stream has zero channels")
-        # libswresample converts every sample format (s16, s32, flt, planar or
-        # packed) to planar float32 without touching rate or channels.
+        # libswresample converts any other sample format (s16, s32, packed or
+        # planar) to planar float32 without touching rate or channels.
         to_float = av.AudioResampler(format="fltp")
-        pending = []
+        pending = []  # Per frame, a list of one float32 [n] array per channel.
         pending_samples = 0
         sample_rate = None
         for frame in _decode_frames(container, stream):
-            for converted in to_float.resample(frame):
-                if sample_rate is None:
-                    sample_rate = converted.sample_rate
-                pending.append(converted.to_ndarray())
-                pending_samples += converted.samples
+            if frame.format.name == "fltp":
+                # Most lossy codecs decode to planar float already: read the
+                # planes, skipping a resampler call per frame.
+                converted = [frame]
+            else:
+                converted = to_float.resample(frame)
+            for f in converted:
+                sample_rate = sample_rate or f.sample_rate
+                pending.append([np.frombuffer(plane, np.float32, f.samples) for plane in f.planes])
+                pending_samples += f.samples
             if pending_samples >= block_samples:
-                yield sample_rate, np.concatenate(pending, axis=1)
+                yield sample_rate, _join_planes(pending)
                 pending, pending_samples = [], 0
-        for converted in to_float.resample(None):
-            pending.append(converted.to_ndarray())
+        for f in to_float.resample(None):
+            pending.append([np.frombuffer(plane, np.float32, f.samples) for plane in f.planes])
         if pending:
-            yield sample_rate, np.concatenate(pending, axis=1)
+            yield sample_rate, _join_planes(pending)
+
+
+def _join_planes(frames):
+    """float32 [channels, n] from a list of frames, each a list of per-channel arrays."""
+    return np.stack([np.concatenate(channel) for channel in zip(*frames)])
 
 
 def _decode_frames(container, stream):
@@ -187,7 +196,9 @@ def decode_pydub(fileobj, block_samples=DEFAULT_BLOCK_SAMPLES):
         raise TrackError(STAGE_DECODE, f"ffmpeg could not decode the file: {_ffmpeg_reason(str(e))}") from e
     except (IndexError, KeyError, ValueError) as e:
         # pydub indexes ffprobe's JSON stream list; these mean no usable audio stream.
-        raise TrackError(STAGE_DECODE, f"ffprobe found no usable audio stream ({type(e).__name__}: {e})") from e
+        raise TrackError(
+            STAGE_DECODE, f"ffprobe found no usable audio stream ({type(e).__name__}: {e})"
+        ) from e
     if segment.channels < 1:
         raise TrackError(STAGE_DECODE, "audio stream has zero channels")
     full_scale = float(1 << (8 * segment.sample_width - 1))
@@ -203,7 +214,9 @@ def _ffmpeg_reason(stderr):
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     for line in reversed(lines):
         lowered = line.lower()
-        if "statistics" not in lowered and any(w in lowered for w in ("invalid", "error", "unsupported", "not ")):
+        if "statistics" not in lowered and any(
+            w in lowered for w in ("invalid", "error", "unsupported", "not ")
+        ):
             return line
     return lines[-1] if lines else "no message"
 

@@ -60,14 +60,17 @@ def build_pipeline(pipeline, options):
         len(contract.SPLITS),
     )
     shards = {
-        split: by_split[i] | f"Write{split.capitalize()}" >> transforms.WriteSplit(output, split, options.num_shards)
+        split: by_split[i]
+        | f"Write{split.capitalize()}" >> transforms.WriteSplit(output, split, options.num_shards)
         for i, split in enumerate(contract.SPLITS)
     }
 
     failures = (match_failures, processed[transforms.FAILED]) | "FlattenFailures" >> beam.Flatten()
     written = (
-        failures | "WriteFailures" >> transforms.WriteJsonLines(FileSystems.join(output, contract.FAILURES_FILE)),
-        tracks | "WriteTrackIndex" >> transforms.WriteJsonLines(FileSystems.join(output, contract.TRACKS_FILE)),
+        failures
+        | "WriteFailures" >> transforms.WriteJsonLines(FileSystems.join(output, contract.FAILURES_FILE)),
+        tracks
+        | "WriteTrackIndex" >> transforms.WriteJsonLines(FileSystems.join(output, contract.TRACKS_FILE)),
     ) | "FlattenWrittenFiles" >> beam.Flatten()
 
     return {
@@ -81,16 +84,36 @@ def build_pipeline(pipeline, options):
     } | "DescribeDataset" >> transforms.WriteDatasetDescription(output, config, options.validation_fraction)
 
 
-def _use_every_core_locally(options, argv):
-    """On the DirectRunner, run one worker process per core unless told otherwise."""
-    runner = options.view_as(StandardOptions).runner
-    if runner not in (None, "DirectRunner", "direct"):
-        return
+def local_runner(options, argv):
+    """The runner for a job started without --runner: Beam's FnApiRunner, one process per core.
+
+    The FnApiRunner is the engine behind Beam's DirectRunner. Naming it keeps
+    local runs predictable: since Beam 2.64 a bare DirectRunner first tries to
+    download the Prism runner from GitHub, which fails on machines without
+    internet access and runs a different engine on those with it. An explicit
+    --runner (DirectRunner included) is left to Beam.
+
+    Returns:
+      a runner instance, or None when --runner was given.
+    """
+    if options.view_as(StandardOptions).runner is not None:
+        return None
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
     direct = options.view_as(DirectOptions)
     if not any(arg.startswith("--direct_num_workers") for arg in argv):
         direct.direct_num_workers = 0  # 0 = one per core.
     if not any(arg.startswith("--direct_running_mode") for arg in argv):
         direct.direct_running_mode = "multi_processing"
+    # As the DirectRunner does: workers read the pipeline options from here.
+    encoded_options = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    return fn_runner.FnApiRunner(
+        provision_info=fn_runner.ExtendedProvisionInfo(
+            beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded_options)
+        )
+    )
 
 
 def read_description(output):
@@ -109,8 +132,7 @@ def check_description(description, max_failure_fraction):
         )
     if ok == 0:
         raise PreprocessError(
-            f"no track succeeded ({failed} of {total} inputs failed; reasons in "
-            f"{contract.FAILURES_FILE})",
+            f"no track succeeded ({failed} of {total} inputs failed; reasons in {contract.FAILURES_FILE})",
             description,
         )
     if total and failed / total > max_failure_fraction:
@@ -129,7 +151,11 @@ def format_summary(description, output, wall_secs):
     lines = [
         f"Tracks: {accounting['tracks_ok']} ok, {accounting['tracks_failed']} failed "
         f"of {accounting['tracks_input']} inputs"
-        + (f" ({accounting['tracks_truncated']} truncated by corrupt data)" if accounting["tracks_truncated"] else ""),
+        + (
+            f" ({accounting['tracks_truncated']} truncated by corrupt data)"
+            if accounting["tracks_truncated"]
+            else ""
+        ),
         f"Audio: {seconds / 3600:.3f} h ({seconds:.1f} s) at {description['sample_rate']} Hz, "
         f"{description['encoding']} {description['quantization_channels']} channels",
         "Windows: "
@@ -164,14 +190,14 @@ def run(argv=None, save_main_session=True):
     argv = list(sys.argv[1:] if argv is None else argv)
     options = PreprocessOptions(argv)
     options.view_as(SetupOptions).save_main_session = save_main_session
-    _use_every_core_locally(options, argv)
+    runner = local_runner(options, argv)
     preprocess = options.view_as(PreprocessOptions)
     preprocess.audio_config()  # Fail on bad options before any work.
     if not 0.0 <= preprocess.validation_fraction <= 1.0:
         raise ValueError(f"--validation_fraction must be in [0, 1], got {preprocess.validation_fraction}")
 
     started = time.monotonic()
-    pipeline = beam.Pipeline(options=options)
+    pipeline = beam.Pipeline(runner=runner, options=options)
     build_pipeline(pipeline, preprocess)
     result = pipeline.run()
     state = result.wait_until_finish()

@@ -91,9 +91,7 @@ def match_pattern(pattern):
         metadata = FileSystems.match([glob])[0].metadata_list
     except Exception as e:  # Beam raises BeamIOError or filesystem-specific errors.
         raise TrackError(STAGE_MATCH, f"could not match {pattern!r}: {e}") from e
-    uris = sorted(
-        m.path for m in metadata if not only_audio or m.path.lower().endswith(AUDIO_EXTENSIONS)
-    )
+    uris = sorted(m.path for m in metadata if not only_audio or m.path.lower().endswith(AUDIO_EXTENSIONS))
     if not uris:
         raise TrackError(STAGE_MATCH, f"no file matches {pattern!r}")
     return uris

@@ -6,7 +6,9 @@ Beam metrics and route failures to a tagged output; no audio logic lives here.
 """
 
 import json
+import logging
 import posixpath
+import time
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -14,6 +16,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipelines import audio, contract, examples, sources
+
+_LOGGER = logging.getLogger(__name__)
 
 NAMESPACE = "preprocess"
 # Counter names, read back by the driver.
@@ -115,6 +119,7 @@ class ProcessTrackFn(beam.DoFn):
     def process(self, uri):
         self._counters[TRACKS_INPUT].inc()
         track_id = sources.track_id_for(uri)
+        started = time.monotonic()
         windows = 0
         try:
             with sources.open_uri(uri, self._max_download_bytes) as fileobj:
@@ -132,6 +137,13 @@ class ProcessTrackFn(beam.DoFn):
             yield pvalue.TaggedOutput(FAILED, failure_record(uri, e))
             return
         stats = track.stats
+        _LOGGER.info(
+            "Processed %s: %.1f s of audio, %d windows in %.2f s",
+            uri,
+            stats.samples / self._config.sample_rate,
+            stats.windows,
+            time.monotonic() - started,
+        )
         self._counters[TRACKS_OK].inc()
         self._counters[SAMPLES_OUT].inc(stats.samples)
         self._counters[WINDOWS_KEPT].inc(stats.windows)

@@ -26,8 +26,12 @@ def wav_bytes(samples=None, sample_rate=16000, channels=1, format_tag=1, bits=16
     """A RIFF/WAVE file; header fields can be set to invalid values on purpose."""
     data = b"" if samples is None else np.asarray(samples, dtype="<i2").tobytes()
     block_align = channels * bits // 8
-    fmt = struct.pack("<HHIIHH", format_tag, channels, sample_rate, sample_rate * block_align, block_align, bits)
-    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    fmt = struct.pack(
+        "<HHIIHH", format_tag, channels, sample_rate, sample_rate * block_align, block_align, bits
+    )
+    body = (
+        b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    )
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
@@ -49,7 +53,11 @@ def broken_file_contents(decodable_only=False):
             "not a decodable audio file",
         ),
         # Random bytes may probe as a bogus stream header, depending on how the file is read.
-        "random.flac": (np.random.default_rng(1).bytes(40000), "decode", "not a decodable audio file|zero channels"),
+        "random.flac": (
+            np.random.default_rng(1).bytes(40000),
+            "decode",
+            "not a decodable audio file|zero channels",
+        ),
         "truncated.mp3": (mp3[:2000], "window", "shorter than one window"),
         "unknown-codec.wav": (wav_bytes(tone, format_tag=0x7777), "decode", "unsupported audio codec"),
         "zero-channels.wav": (wav_bytes(tone, channels=0), "decode", "zero channels"),

@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-import urllib.parse
 
 import numpy as np
 import pytest
@@ -91,7 +90,9 @@ def test_accounting_holds_and_nothing_is_lost(mixed_run):
 
 
 def test_each_broken_input_is_in_the_failures_file_with_its_reason(mixed_run):
-    failures = {os.path.basename(r["uri"]): r for r in _read_jsonl(mixed_run["output"] / contract.FAILURES_FILE)}
+    failures = {
+        os.path.basename(r["uri"]): r for r in _read_jsonl(mixed_run["output"] / contract.FAILURES_FILE)
+    }
     for name, (_, stage, reason) in broken_file_contents().items():
         assert failures[name]["stage"] == stage, name
         assert re.search(reason, failures[name]["error"]), name
@@ -169,13 +170,23 @@ def test_embedded_default_processes_bundled_clips_into_output(tmp_path, monkeypa
 
 def test_job_fails_with_reason_when_no_track_succeeds(tmp_path, broken_dir):
     result = subprocess.run(
-        [sys.executable, "-m", "pipelines.preprocess", f"--input={broken_dir}/*", f"--output={tmp_path}", "--direct_num_workers=1"],
+        [
+            sys.executable,
+            "-m",
+            "pipelines.preprocess",
+            f"--input={broken_dir}/*",
+            f"--output={tmp_path}",
+            "--direct_num_workers=1",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 1
-    assert f"no track succeeded ({len(broken_file_contents())} of {len(broken_file_contents())} inputs failed" in result.stderr
+    assert (
+        f"no track succeeded ({len(broken_file_contents())} of {len(broken_file_contents())} inputs failed"
+        in result.stderr
+    )
     assert len(_read_jsonl(tmp_path / contract.FAILURES_FILE)) == len(broken_file_contents())
 
 

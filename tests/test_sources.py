@@ -27,7 +27,9 @@ def test_directory_expands_to_its_audio_files_only(clips_dir):
 
 
 def test_glob_matches_names_with_spaces(clips_dir):
-    assert [os.path.basename(u) for u in sources.match_pattern(str(clips_dir / "Media*.mp3"))] == ["Media Threat.mp3"]
+    assert [os.path.basename(u) for u in sources.match_pattern(str(clips_dir / "Media*.mp3"))] == [
+        "Media Threat.mp3"
+    ]
 
 
 def test_pattern_matching_nothing_is_a_match_failure(tmp_path):
