@@ -7,8 +7,9 @@
    against `ffmpeg -threads 1 -i FILE -f null -` (decode alone, its own
    -benchmark rtime) and against the legacy recipe users run today (pydub
    writing a temporary WAV, scipy, resampy kaiser_best, np.digitize, pickle).
-2. The whole pipeline on the DirectRunner, 2 worker processes against 1, on
-   8 files of --scaling_minutes each.
+2. The whole pipeline on the local runner, 2 worker processes against 1, on
+   --scaling_files files of --scaling_minutes each, with the fixed start-up
+   cost measured on a 1-second file.
 3. Peak memory (resident set of the whole process tree) of the pipeline on a
    60-minute mp3.
 
@@ -97,8 +98,11 @@ def best_of(repeats, fn, *args):
 
 
 def per_core(files, repeats, with_recipe):
-    print("\n## 1. Per core: ours vs ffmpeg decode alone vs legacy recipe (best of %d)" % repeats)
-    print(f"{'file':<34} {'audio s':>8} {'ffmpeg s':>9} {'ours s':>8} {'recipe s':>9} {'ours/ffmpeg':>12} {'ours/recipe':>12}")
+    print(f"\n## 1. Per core: ours vs ffmpeg decode alone vs legacy recipe (best of {repeats})")
+    print(
+        f"{'file':<34} {'audio s':>8} {'ffmpeg s':>9} {'ours s':>8} {'recipe s':>9} "
+        f"{'ours/ffmpeg':>12} {'ours/recipe':>12}"
+    )
     ours(files[0])  # Warm imports and caches.
     if with_recipe:
         legacy_recipe(files[0])  # resampy compiles with numba on first use.
@@ -132,7 +136,21 @@ def per_core(files, repeats, with_recipe):
 def looped_mp3(source, seconds, path):
     """An mp3 of `seconds` made by looping `source` without re-encoding."""
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-stream_loop", "-1", "-i", source, "-t", str(seconds), "-c", "copy", path],
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-stream_loop",
+            "-1",
+            "-i",
+            source,
+            "-t",
+            str(seconds),
+            "-c",
+            "copy",
+            path,
+        ],
         check=True,
     )
     return path
@@ -168,19 +186,21 @@ def run_pipeline(inputs, output, extra_args):
     return wall, peak[0] / 2**20, out
 
 
-def scaling(source, workdir, minutes):
-    print(f"\n## 2. DirectRunner scaling: 8 files of {minutes} min, 2 workers vs 1")
-    inputs = [looped_mp3(source, minutes * 60, os.path.join(workdir, f"scaling-{i}.mp3")) for i in range(8)]
+def scaling(source, workdir, minutes, n_files):
+    print(f"\n## 2. DirectRunner scaling: {n_files} files of {minutes} min, 2 workers vs 1")
+    inputs = [looped_mp3(source, minutes * 60, os.path.join(workdir, f"scaling-{i}.mp3")) for i in range(n_files)]
+    tiny = looped_mp3(source, 1, os.path.join(workdir, "one-second.mp3"))
     results = {}
     for workers in (1, 2):
-        wall, _, out = run_pipeline(
-            inputs,
-            os.path.join(workdir, f"out-{workers}"),
-            [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"],
-        )
+        args = [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing", "--window_samples=8000"]
+        overhead, _, _ = run_pipeline([tiny], os.path.join(workdir, f"tiny-{workers}"), args)
+        wall, _, out = run_pipeline(inputs, os.path.join(workdir, f"out-{workers}"), args)
         results[workers] = wall
         throughput = re.search(r"Throughput: .*", out)
-        print(f"{workers} worker(s): {wall:.1f} s wall; pipeline says {throughput.group(0) if throughput else '?'}")
+        print(
+            f"{workers} worker(s): {wall:.1f} s wall, of which ~{overhead:.1f} s fixed start-up "
+            f"(the same job on a 1-second file); pipeline says {throughput.group(0) if throughput else '?'}"
+        )
     print(f"speed-up 2 workers / 1 worker: {results[1] / results[2]:.2f}x ({os.cpu_count()} cores)")
 
 
@@ -208,7 +228,8 @@ def main():
         help="Directory of audio files for part 1; its longest mp3 is looped for parts 2 and 3.",
     )
     parser.add_argument("--repeats", type=int, default=3, help="Timing repeats in part 1 (best is kept).")
-    parser.add_argument("--scaling_minutes", type=int, default=60, help="Length of each of the 8 files of part 2.")
+    parser.add_argument("--scaling_minutes", type=int, default=60, help="Length of each file of part 2.")
+    parser.add_argument("--scaling_files", type=int, default=8, help="Number of files in part 2.")
     parser.add_argument("--skip_recipe", action="store_true", help="Leave out the slow legacy recipe.")
     parser.add_argument("--parts", default="1,2,3", help="Comma-separated parts to run.")
     args = parser.parse_args()
@@ -224,7 +245,7 @@ def main():
         if "1" in parts:
             per_core(files, args.repeats, not args.skip_recipe)
         if "2" in parts:
-            scaling(source, workdir, args.scaling_minutes)
+            scaling(source, workdir, args.scaling_minutes, args.scaling_files)
         if "3" in parts:
             memory(source, workdir)
 

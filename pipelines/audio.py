@@ -70,8 +70,7 @@ class AudioConfig:
             raise ValueError(f"quantization_channels must be in 2..256, got {self.quantization_channels}")
         if self.window_samples <= 0 or self.hop_samples <= 0:
             raise ValueError(
-                f"window_samples and hop_samples must be positive, got "
-                f"{self.window_samples} and {self.hop_samples}"
+                f"window_samples and hop_samples must be positive, got {self.window_samples} and {self.hop_samples}"
             )
         if self.decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
@@ -116,8 +115,7 @@ def decode_pyav(fileobj, block_samples=DEFAULT_BLOCK_SAMPLES):
         if stream.codec_context is None:
             raise TrackError(
                 STAGE_DECODE,
-                f"unsupported audio codec in the {container.format.name} container: "
-                "FFmpeg has no decoder for it",
+                f"unsupported audio codec in the {container.format.name} container: FFmpeg has no decoder for it",
             )
         if stream.codec_context.channels < 1:
             raise TrackError(STAGE_DECODE, "audio stream has zero channels")
@@ -149,7 +147,7 @@ def decode_pyav(fileobj, block_samples=DEFAULT_BLOCK_SAMPLES):
 
 def _join_planes(frames):
     """float32 [channels, n] from a list of frames, each a list of per-channel arrays."""
-    return np.stack([np.concatenate(channel) for channel in zip(*frames)])
+    return np.stack([np.concatenate(channel) for channel in zip(*frames, strict=True)])
 
 
 def _decode_frames(container, stream):
@@ -196,9 +194,7 @@ def decode_pydub(fileobj, block_samples=DEFAULT_BLOCK_SAMPLES):
         raise TrackError(STAGE_DECODE, f"ffmpeg could not decode the file: {_ffmpeg_reason(str(e))}") from e
     except (IndexError, KeyError, ValueError) as e:
         # pydub indexes ffprobe's JSON stream list; these mean no usable audio stream.
-        raise TrackError(
-            STAGE_DECODE, f"ffprobe found no usable audio stream ({type(e).__name__}: {e})"
-        ) from e
+        raise TrackError(STAGE_DECODE, f"ffprobe found no usable audio stream ({type(e).__name__}: {e})") from e
     if segment.channels < 1:
         raise TrackError(STAGE_DECODE, "audio stream has zero channels")
     full_scale = float(1 << (8 * segment.sample_width - 1))
@@ -214,9 +210,7 @@ def _ffmpeg_reason(stderr):
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     for line in reversed(lines):
         lowered = line.lower()
-        if "statistics" not in lowered and any(
-            w in lowered for w in ("invalid", "error", "unsupported", "not ")
-        ):
+        if "statistics" not in lowered and any(w in lowered for w in ("invalid", "error", "unsupported", "not ")):
             return line
     return lines[-1] if lines else "no message"
 
@@ -322,9 +316,7 @@ class _ResampyStream:
         times = np.arange(self._samples_out, end) * self._time_increment - self._buffer_start
         out = np.zeros(len(times), np.float32)
         if len(times):
-            self._kernel(
-                self._buffer, times, self._interp_win, self._interp_delta, self._precision, self._scale, out
-            )
+            self._kernel(self._buffer, times, self._interp_win, self._interp_delta, self._precision, self._scale, out)
         self._samples_out = end
         keep_from = max(0, math.floor(end * self._time_increment) - self._support - self._buffer_start)
         self._buffer = self._buffer[keep_from:]

@@ -73,14 +73,10 @@ def mu_law_decode(codes, quantization_channels=DEFAULT_QUANTIZATION_CHANNELS):
     """
     mu = _mu(quantization_channels)
     companded = np.asarray(codes, dtype=np.float32) * np.float32(2.0 / mu) - 1.0
-    return (np.sign(companded) * np.expm1(np.abs(companded) * np.float32(np.log1p(mu))) / mu).astype(
-        np.float32
-    )
+    return (np.sign(companded) * np.expm1(np.abs(companded) * np.float32(np.log1p(mu))) / mu).astype(np.float32)
 
 
 def _mu(quantization_channels):
     if not 2 <= quantization_channels <= 256:
-        raise ValueError(
-            f"quantization_channels must be in 2..256 to fit uint8 codes, got {quantization_channels}"
-        )
+        raise ValueError(f"quantization_channels must be in 2..256 to fit uint8 codes, got {quantization_channels}")
     return np.float32(quantization_channels - 1)

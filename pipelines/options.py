@@ -10,11 +10,19 @@ import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import audio, contract
+from pipelines import audio, contract, scrape
 
 PACKAGE_DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 # The bundled clips processed when no --input is given.
 DEFAULT_INPUTS = (os.path.join(PACKAGE_DATA_DIR, "*.mp3"), os.path.join(PACKAGE_DATA_DIR, "*.ogg"))
+
+
+def _bool(text):
+    if text.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
 
 
 def _float_or_inf(text):
@@ -35,7 +43,27 @@ class PreprocessOptions(PipelineOptions):
             default=None,
             help="Audio to process; repeatable. A local path, directory or glob, a gs:// or s3:// "
             "glob, an http(s):// URL, or @list.txt naming a file with one of those per line. "
-            "Default: the clips bundled with the package.",
+            "Default: the clips bundled with the package, unless --scrape_url is given.",
+        )
+        group.add_argument(
+            "--scrape_url",
+            action="append",
+            default=None,
+            help="Listing page (Free Music Archive layout) to scrape for track URLs; repeatable. "
+            "Its pagination is followed, the tracks are downloaded and processed in the same job, "
+            "and their title, artist, licence and page go into tracks.jsonl.",
+        )
+        scrape.add_scrape_limits(group)
+        scrape.add_fetch_arguments(group)
+        group.add_argument(
+            "--skip_existing",
+            type=_bool,
+            nargs="?",
+            const=True,
+            default=True,
+            help="Skip tracks already in --output's tracks.jsonl and add the new ones beside them, so a "
+            "re-run never duplicates windows and dataset.json describes the union. "
+            "--skip_existing=false starts the description afresh. Default: true.",
         )
         group.add_argument(
             "--output",
@@ -86,8 +114,7 @@ class PreprocessOptions(PipelineOptions):
             "--resampler",
             choices=audio.RESAMPLERS,
             default="soxr_hq",
-            help="soxr_hq (default) or soxr_vhq: libsoxr. kaiser_best, kaiser_fast: resampy's "
-            "filters (much slower).",
+            help="soxr_hq (default) or soxr_vhq: libsoxr. kaiser_best, kaiser_fast: resampy's filters (much slower).",
         )
         group.add_argument(
             "--silence_threshold_db",
@@ -113,7 +140,7 @@ class PreprocessOptions(PipelineOptions):
             "--max_download_bytes",
             type=int,
             default=1 << 30,
-            help="Largest accepted download for http(s) inputs, in bytes. Default: 1 GiB.",
+            help="Largest accepted download for http(s) inputs and scraped tracks, in bytes. Default: 1 GiB.",
         )
 
     def audio_config(self):

@@ -19,7 +19,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, SetupOptions, StandardOptions
 from apache_beam.runners.runner import PipelineState
 
-from pipelines import contract, sources, transforms
+from pipelines import contract, scrape, sources, transforms
 from pipelines.options import DEFAULT_INPUTS, PreprocessOptions
 
 
@@ -31,57 +31,92 @@ class PreprocessError(RuntimeError):
         self.description = description
 
 
-def build_pipeline(pipeline, options):
+def build_pipeline(pipeline, options, run_id, previous=None):
     """Adds every step of the preprocess job to `pipeline`.
 
     Args:
       pipeline: a beam.Pipeline.
       options: PreprocessOptions.
+      run_id: str naming this run's shards, so they sit beside earlier runs'.
+      previous: the output's existing dataset.json (dict) to add to, or None.
 
     Returns:
       PCollection holding the path of dataset.json once it is written.
     """
     config = options.audio_config()
     output = options.output
-    patterns = sources.expand_input_arguments(options.input or DEFAULT_INPUTS)
-    if not patterns:
-        raise ValueError("--input names no file: every argument was empty or an empty @list")
+    fetch_config = scrape.fetch_config(options, max_bytes=options.max_download_bytes)
 
-    uris, match_failures = pipeline | "ExpandInputs" >> transforms.ExpandInputs(patterns)
-    processed = uris | "ProcessTracks" >> beam.ParDo(
-        transforms.ProcessTrackFn(config, options.validation_fraction, options.max_download_bytes)
+    found, failures = [], []
+    if options.input or not options.scrape_url:
+        patterns = sources.expand_input_arguments(options.input or DEFAULT_INPUTS)
+        if not patterns:
+            raise ValueError("--input names no file: every argument was empty or an empty @list")
+        matched, match_failures = pipeline | "ExpandInputs" >> transforms.ExpandInputs(patterns)
+        found.append(matched)
+        failures.append(match_failures)
+    if options.scrape_url:
+        scraped, scrape_failures = pipeline | "ScrapeTracks" >> transforms.ScrapeTracks(
+            options.scrape_url, fetch_config, options.max_pages, options.max_tracks
+        )
+        found.append(scraped)
+        failures.append(scrape_failures)
+
+    index_path = FileSystems.join(output, contract.TRACKS_FILE)
+    if previous is not None and FileSystems.exists(index_path):
+        existing_tracks = (
+            pipeline | "ReadTrackIndex" >> beam.io.ReadFromText(index_path) | "ParseTrackIndex" >> beam.Map(json.loads)
+        )
+    else:
+        existing_tracks = pipeline | "NoTrackIndex" >> beam.Create([])
+    existing_ids = existing_tracks | "ExistingIds" >> beam.Map(lambda track: (track["track_id"], True))
+
+    to_process, skipped = (
+        found | "FlattenSources" >> beam.Flatten() | "SelectSources" >> transforms.SelectSources(existing_ids)
+    )
+    processed = to_process | "ProcessTracks" >> beam.ParDo(
+        transforms.ProcessTrackFn(config, options.validation_fraction, fetch_config)
     ).with_outputs(transforms.FAILED, transforms.TRACKS, main="windows")
     tracks = processed[transforms.TRACKS]
+    failures.append(processed[transforms.FAILED])
 
     by_split = processed.windows | "PartitionSplits" >> beam.Partition(
-        lambda window, _: contract.SPLITS.index(
-            transforms.split_for(window.track_id, options.validation_fraction)
-        ),
+        lambda window, _: contract.SPLITS.index(transforms.split_for(window.track_id, options.validation_fraction)),
         len(contract.SPLITS),
     )
     shards = {
         split: by_split[i]
-        | f"Write{split.capitalize()}" >> transforms.WriteSplit(output, split, options.num_shards)
+        | f"Write{split.capitalize()}" >> transforms.WriteSplit(output, split, run_id, options.num_shards)
         for i, split in enumerate(contract.SPLITS)
     }
 
-    failures = (match_failures, processed[transforms.FAILED]) | "FlattenFailures" >> beam.Flatten()
+    all_failures = failures | "FlattenFailures" >> beam.Flatten()
     written = (
-        failures
-        | "WriteFailures" >> transforms.WriteJsonLines(FileSystems.join(output, contract.FAILURES_FILE)),
-        tracks
-        | "WriteTrackIndex" >> transforms.WriteJsonLines(FileSystems.join(output, contract.TRACKS_FILE)),
+        all_failures | "WriteFailures" >> transforms.WriteJsonLines(FileSystems.join(output, contract.FAILURES_FILE)),
+        (existing_tracks, tracks)
+        | "UnionTrackIndex" >> beam.Flatten()
+        | "WriteTrackIndex"
+        # Reading and rewriting tracks.jsonl in one job is safe: Beam writes to a
+        # temporary file and renames it only after every element has arrived.
+        >> transforms.WriteJsonLines(index_path),
     ) | "FlattenWrittenFiles" >> beam.Flatten()
 
+    # Inputs counted before processing: distinct tracks (skipped ones included)
+    # plus patterns and listing pages that yielded no track.
+    unusable_inputs = failures[:-1] or [pipeline | "NoUnusableInputs" >> beam.Create([])]
+    tracks_input = (
+        (to_process, skipped, *unusable_inputs)
+        | "FlattenInputs" >> beam.Flatten()
+        | "CountInputs" >> beam.combiners.Count.Globally()
+    )
     return {
         "stats": tracks | "DatasetStats" >> beam.CombineGlobally(transforms.DatasetStatsFn()),
-        "tracks_input": (uris, match_failures)
-        | "FlattenInputs" >> beam.Flatten()
-        | "CountInputs" >> beam.combiners.Count.Globally(),
-        "tracks_failed": failures | "CountFailures" >> beam.combiners.Count.Globally(),
+        "tracks_input": tracks_input,
+        "tracks_failed": all_failures | "CountFailures" >> beam.combiners.Count.Globally(),
+        "tracks_skipped": skipped | "CountSkipped" >> beam.combiners.Count.Globally(),
         "written_files": written,
         **shards,
-    } | "DescribeDataset" >> transforms.WriteDatasetDescription(output, config, options.validation_fraction)
+    } | "DescribeDataset" >> transforms.WriteDatasetDescription(output, config, options.validation_fraction, previous)
 
 
 def local_runner(options, argv):
@@ -126,37 +161,45 @@ def check_description(description, max_failure_fraction):
     """Raises PreprocessError when inputs went missing, none succeeded, or too many failed."""
     accounting = description["accounting"]
     ok, failed, total = accounting["tracks_ok"], accounting["tracks_failed"], accounting["tracks_input"]
-    if ok + failed != total:
+    skipped = accounting.get("tracks_skipped_existing", 0)
+    if ok + failed + skipped != total:
         raise PreprocessError(
-            f"accounting does not hold: {ok} ok + {failed} failed != {total} inputs", description
+            f"accounting does not hold: {ok} ok + {failed} failed + {skipped} skipped != {total} inputs",
+            description,
         )
-    if ok == 0:
+    if ok == 0 and skipped == 0:
         raise PreprocessError(
             f"no track succeeded ({failed} of {total} inputs failed; reasons in {contract.FAILURES_FILE})",
             description,
         )
-    if total and failed / total > max_failure_fraction:
+    attempted = ok + failed
+    if attempted and failed / attempted > max_failure_fraction:
         raise PreprocessError(
-            f"{failed} of {total} inputs failed ({failed / total:.0%}), more than "
+            f"{failed} of {attempted} inputs failed ({failed / attempted:.0%}), more than "
             f"--max_failure_fraction={max_failure_fraction:g}; reasons in {contract.FAILURES_FILE}",
             description,
         )
 
 
-def format_summary(description, output, wall_secs):
-    """The closing summary printed after a local run, as a str."""
+def format_summary(description, output, wall_secs, new_secs):
+    """The closing summary printed after a local run, as a str.
+
+    Args:
+      description: dataset.json as a dict.
+      output: the output directory.
+      wall_secs: the job's wall time.
+      new_secs: seconds of audio this run processed.
+    """
     accounting = description["accounting"]
     splits = description["splits"]
     seconds = sum(split["seconds"] for split in splits.values())
+    skipped = accounting.get("tracks_skipped_existing", 0)
     lines = [
         f"Tracks: {accounting['tracks_ok']} ok, {accounting['tracks_failed']} failed "
-        f"of {accounting['tracks_input']} inputs"
-        + (
-            f" ({accounting['tracks_truncated']} truncated by corrupt data)"
-            if accounting["tracks_truncated"]
-            else ""
-        ),
-        f"Audio: {seconds / 3600:.3f} h ({seconds:.1f} s) at {description['sample_rate']} Hz, "
+        + (f"({skipped} already in the output) " if skipped else "")
+        + f"of {accounting['tracks_input']} inputs"
+        + (f" ({accounting['tracks_truncated']} truncated by corrupt data)" if accounting["tracks_truncated"] else ""),
+        f"Audio in the dataset: {seconds / 3600:.3f} h ({seconds:.1f} s) at {description['sample_rate']} Hz, "
         f"{description['encoding']} {description['quantization_channels']} channels",
         "Windows: "
         + ", ".join(
@@ -164,7 +207,7 @@ def format_summary(description, output, wall_secs):
             for name, split in splits.items()
         )
         + f"; {accounting['windows_silent_dropped']} silent dropped",
-        f"Throughput: {seconds / wall_secs:.1f}x real time ({wall_secs:.1f} s wall)",
+        f"Throughput: {new_secs / wall_secs:.1f}x real time ({new_secs:.1f} s of audio in {wall_secs:.1f} s wall)",
         f"Output: {FileSystems.join(output, contract.DATASET_FILE)}",
     ]
     if accounting["tracks_failed"]:
@@ -195,10 +238,15 @@ def run(argv=None, save_main_session=True):
     preprocess.audio_config()  # Fail on bad options before any work.
     if not 0.0 <= preprocess.validation_fraction <= 1.0:
         raise ValueError(f"--validation_fraction must be in [0, 1], got {preprocess.validation_fraction}")
+    previous = None
+    if preprocess.skip_existing and FileSystems.exists(FileSystems.join(preprocess.output, contract.DATASET_FILE)):
+        previous = read_description(preprocess.output)
+        transforms.check_compatible(previous, preprocess.audio_config())
+    previous_secs = sum(split["seconds"] for split in (previous or {}).get("splits", {}).values())
 
     started = time.monotonic()
     pipeline = beam.Pipeline(runner=runner, options=options)
-    build_pipeline(pipeline, preprocess)
+    build_pipeline(pipeline, preprocess, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), previous)
     result = pipeline.run()
     state = result.wait_until_finish()
     wall_secs = time.monotonic() - started
@@ -207,7 +255,8 @@ def run(argv=None, save_main_session=True):
         return None
 
     description = read_description(preprocess.output)
-    print(format_summary(description, preprocess.output, wall_secs))
+    new_secs = sum(split["seconds"] for split in description["splits"].values()) - previous_secs
+    print(format_summary(description, preprocess.output, wall_secs, new_secs))
     _log_counters(result)
     check_description(description, preprocess.max_failure_fraction)
     return description

@@ -2,7 +2,8 @@
 
 Local paths, `gs://` and `s3://` go through Beam's `FileSystems`, so every
 filesystem Beam supports works the same way; `http(s)://` URLs are fetched
-with requests into memory, bounded by a size limit, with no temporary files.
+politely (`pipelines.fetch`) into memory, bounded by a size limit, with no
+temporary files.
 """
 
 import hashlib
@@ -12,6 +13,7 @@ import os
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines import fetch
 from pipelines.audio import STAGE_MATCH, STAGE_READ, TrackError
 
 # Extensions picked up when an input names a directory.
@@ -19,9 +21,6 @@ AUDIO_EXTENSIONS = (
     ".aac", ".aif", ".aiff", ".au", ".flac", ".m4a", ".mp2", ".mp3", ".mp4", ".oga", ".ogg",
     ".opus", ".wav", ".webm", ".wma",
 )  # fmt: skip
-
-USER_AGENT = "wavenet-music-toolkit/0.1 (audio dataset preprocessing)"
-HTTP_TIMEOUT_SECS = (10.0, 60.0)  # connect, read
 
 
 def is_url(uri):
@@ -97,22 +96,25 @@ def match_pattern(pattern):
     return uris
 
 
-def open_uri(uri, max_download_bytes):
+def open_uri(uri, fetcher):
     """Opens a track for reading.
 
     Args:
       uri: local path, any Beam filesystem URI, or http(s) URL.
-      max_download_bytes: largest accepted download for URLs.
+      fetcher: `fetch.Fetcher` for URLs (robots.txt, per-host rate, retries,
+        size limit); the body must look like audio (`fetch.check_audio_response`).
 
     Returns:
       readable, seekable binary file object (the caller closes it).
 
     Raises:
       TrackError: stage 'read' when the file cannot be opened or downloaded,
-        or is empty.
+        is empty, or the download is not audio.
     """
     if is_url(uri):
-        fileobj = io.BytesIO(_download(uri, max_download_bytes))
+        response = fetcher.get(uri)
+        fetch.check_audio_response(response)
+        fileobj = io.BytesIO(response.body)
     else:
         try:
             fileobj = FileSystems.open(
@@ -125,22 +127,3 @@ def open_uri(uri, max_download_bytes):
         raise TrackError(STAGE_READ, "empty file (0 bytes)")
     fileobj.seek(0)
     return fileobj
-
-
-def _download(url, max_download_bytes):
-    import requests
-
-    try:
-        with requests.get(
-            url, stream=True, timeout=HTTP_TIMEOUT_SECS, headers={"User-Agent": USER_AGENT}
-        ) as response:
-            if response.status_code != 200:
-                raise TrackError(STAGE_READ, f"HTTP {response.status_code} {response.reason}")
-            body = bytearray()
-            for chunk in response.iter_content(chunk_size=1 << 16):
-                body += chunk
-                if len(body) > max_download_bytes:
-                    raise TrackError(STAGE_READ, f"download larger than {max_download_bytes} bytes")
-    except requests.RequestException as e:
-        raise TrackError(STAGE_READ, f"download failed: {e}") from e
-    return bytes(body)

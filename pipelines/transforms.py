@@ -15,7 +15,7 @@ from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipelines import audio, contract, examples, sources
+from pipelines import audio, contract, examples, fetch, scrape, sources
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -27,6 +27,9 @@ TRACKS_OK = "tracks_ok"
 TRACKS_FAILED = "tracks_failed"
 TRACKS_SILENT = "tracks_silent"
 TRACKS_TRUNCATED = "tracks_truncated"
+TRACKS_SKIPPED = "tracks_skipped_existing"
+TRACKS_SCRAPED = "tracks_scraped"
+PAGES_FAILED = "listing_pages_failed"
 BYTES_READ = "bytes_read"
 SAMPLES_OUT = "samples_out"
 WINDOWS_KEPT = "windows_kept"
@@ -36,11 +39,20 @@ EXAMPLES_ENCODED = "examples_encoded"
 # Tagged outputs.
 FAILED = "failed"
 TRACKS = "tracks"
+SKIPPED = "skipped"
 
 
 def failure_record(uri, error):
-    """One line of failures.jsonl: the input, the stage that failed and why."""
-    return {"uri": uri, "stage": getattr(error, "stage", "unknown"), "error": str(error)}
+    """One line of failures.jsonl: the input, the stage that failed, why, and the HTTP status if any."""
+    record = {"uri": uri, "stage": getattr(error, "stage", "unknown"), "error": str(error)}
+    if getattr(error, "status", None) is not None:
+        record["status"] = error.status
+    return record
+
+
+def source_record(uri, **metadata):
+    """A track to process: its URI, its id, and what a listing page said of it."""
+    return {"uri": uri, "track_id": sources.track_id_for(uri), **metadata}
 
 
 def split_for(track_id, validation_fraction):
@@ -72,10 +84,10 @@ class MatchInputsFn(beam.DoFn):
 
 
 class ExpandInputs(beam.PTransform):
-    """Input patterns -> distinct track URIs, spread across workers.
+    """Input patterns -> track source records.
 
-    Returns a DoOutputsTuple: the URIs as the main output and failure records
-    under FAILED.
+    Returns (sources, failures): source records (`source_record`) and the
+    failure records of patterns that matched nothing.
     """
 
     def __init__(self, patterns):
@@ -88,26 +100,111 @@ class ExpandInputs(beam.PTransform):
             | "CreatePatterns" >> beam.Create(self._patterns)
             | "MatchPatterns" >> beam.ParDo(MatchInputsFn()).with_outputs(FAILED, main="uris")
         )
-        uris = (
-            matched.uris
-            | "DistinctUris" >> beam.Distinct()
-            # Matching yields every URI of a glob in one bundle; this spreads them.
-            | "Reshuffle" >> beam.Reshuffle()
+        return matched.uris | "ToSources" >> beam.Map(source_record), matched[FAILED]
+
+
+class ScrapeListingsFn(beam.DoFn):
+    """All start URLs -> scraped track sources; unreadable listing pages -> FAILED.
+
+    One element holds every start URL, so de-duplication and --max_tracks apply
+    across listings; listing pages are read one after another (politeness),
+    and the downloads fan out after the Reshuffle.
+    """
+
+    def __init__(self, fetch_config, max_pages, max_tracks):
+        self._fetch_config = fetch_config
+        self._max_pages = max_pages
+        self._max_tracks = max_tracks
+        self._scraped = Metrics.counter(NAMESPACE, TRACKS_SCRAPED)
+        self._pages_failed = Metrics.counter(NAMESPACE, PAGES_FAILED)
+        self._fetcher = None
+
+    def setup(self):
+        self._fetcher = fetch.Fetcher(self._fetch_config)
+
+    def teardown(self):
+        if self._fetcher is not None:
+            self._fetcher.close()
+
+    def process(self, start_urls):
+        for item in scrape.scrape(start_urls, self._fetcher, self._max_pages, self._max_tracks):
+            if isinstance(item, scrape.TrackRecord):
+                self._scraped.inc()
+                yield source_record(
+                    item.audio_url, title=item.title, artist=item.artist, licence=item.licence, page_url=item.page_url
+                )
+            else:
+                self._pages_failed.inc()
+                yield pvalue.TaggedOutput(FAILED, item)
+
+
+class ScrapeTracks(beam.PTransform):
+    """Start URLs -> (track sources, failure records of listing pages)."""
+
+    def __init__(self, start_urls, fetch_config, max_pages, max_tracks):
+        super().__init__()
+        self._start_urls = list(start_urls)
+        self._fn = ScrapeListingsFn(fetch_config, max_pages, max_tracks)
+
+    def expand(self, pbegin):
+        scraped = (
+            pbegin
+            | "CreateStartUrls" >> beam.Create([self._start_urls])
+            | "ScrapeListings" >> beam.ParDo(self._fn).with_outputs(FAILED, main="sources")
         )
-        return uris, matched[FAILED]
+        return scraped.sources, scraped[FAILED]
+
+
+class PickSourceFn(beam.DoFn):
+    """(track_id, records) -> one record per track, or SKIPPED if already in the dataset."""
+
+    def __init__(self):
+        self._skipped = Metrics.counter(NAMESPACE, TRACKS_SKIPPED)
+
+    def process(self, keyed, existing_ids):
+        track_id, records = keyed
+        if track_id in existing_ids:
+            self._skipped.inc()
+            yield pvalue.TaggedOutput(SKIPPED, track_id)
+            return
+        # Deterministic choice: the record saying most (scraped metadata) wins.
+        yield min(records, key=lambda r: (-len(r), json.dumps(r, sort_keys=True)))
+
+
+class SelectSources(beam.PTransform):
+    """Sources -> one per track_id, minus tracks already in the output; spread over workers.
+
+    Returns (sources to process, ids skipped as already processed).
+    """
+
+    def __init__(self, existing_ids):
+        super().__init__()
+        self._existing_ids = existing_ids
+
+    def expand(self, sources_pcoll):
+        picked = (
+            sources_pcoll
+            | "KeyByTrackId" >> beam.Map(lambda source: (source["track_id"], source))
+            | "GroupByTrackId" >> beam.GroupByKey()
+            | "PickOnePerTrack"
+            >> beam.ParDo(PickSourceFn(), pvalue.AsDict(self._existing_ids)).with_outputs(SKIPPED, main="sources")
+        )
+        # Matching yields every file of a glob in one bundle; this spreads tracks across workers.
+        return picked.sources | "Reshuffle" >> beam.Reshuffle(), picked[SKIPPED]
 
 
 class ProcessTrackFn(beam.DoFn):
-    """Track URI -> windows (main output), a track record (TRACKS) or a failure (FAILED).
+    """Track source -> windows (main output), a track record (TRACKS) or a failure (FAILED).
 
     Streams the track through decode, downmix, resample, mu-law and
     windowing (`audio.Track`), so memory stays bounded by a block of audio.
     """
 
-    def __init__(self, config, validation_fraction, max_download_bytes):
+    def __init__(self, config, validation_fraction, fetch_config):
         self._config = config
         self._validation_fraction = validation_fraction
-        self._max_download_bytes = max_download_bytes
+        self._fetch_config = fetch_config
+        self._fetcher = None
         self._counters = {
             name: Metrics.counter(NAMESPACE, name)
             for name in (
@@ -116,13 +213,20 @@ class ProcessTrackFn(beam.DoFn):
             )
         }  # fmt: skip
 
-    def process(self, uri):
+    def setup(self):
+        self._fetcher = fetch.Fetcher(self._fetch_config)
+
+    def teardown(self):
+        if self._fetcher is not None:
+            self._fetcher.close()
+
+    def process(self, source):
         self._counters[TRACKS_INPUT].inc()
-        track_id = sources.track_id_for(uri)
+        uri, track_id = source["uri"], source["track_id"]
         started = time.monotonic()
         windows = 0
         try:
-            with sources.open_uri(uri, self._max_download_bytes) as fileobj:
+            with sources.open_uri(uri, self._fetcher) as fileobj:
                 track = audio.Track(fileobj, self._config)
                 for offset, codes in track:
                     windows += 1
@@ -155,8 +259,7 @@ class ProcessTrackFn(beam.DoFn):
         yield pvalue.TaggedOutput(
             TRACKS,
             {
-                "track_id": track_id,
-                "uri": uri,
+                **source,
                 "split": split_for(track_id, self._validation_fraction),
                 "duration_secs": stats.samples / self._config.sample_rate,
                 "windows": stats.windows,
@@ -185,14 +288,15 @@ class EncodeExamplesFn(beam.DoFn):
 
 
 class WriteSplit(beam.PTransform):
-    """Windows of one split -> TFRecord shards `<split>-SSSSS-of-NNNNN.tfrecord`.
+    """Windows of one split -> TFRecord shards `<split>-<run_id>-SSSSS-of-NNNNN.tfrecord`.
 
-    Returns the PCollection of the shard paths written.
+    The run id keeps a later run's shards beside an earlier run's. Returns the
+    PCollection of the shard paths written.
     """
 
-    def __init__(self, output_dir, split, num_shards):
+    def __init__(self, output_dir, split, run_id, num_shards):
         super().__init__()
-        self._prefix = FileSystems.join(output_dir, split)
+        self._prefix = FileSystems.join(output_dir, f"{split}-{run_id}")
         self._num_shards = num_shards
 
     def expand(self, windows):
@@ -262,29 +366,55 @@ class DatasetStatsFn(beam.CombineFn):
         return accumulator
 
 
-def describe_dataset(config, validation_fraction, stats, shard_paths, tracks_input, tracks_failed):
+def check_compatible(previous, config):
+    """Raises ValueError when an existing dataset.json was made with other settings.
+
+    Args:
+      previous: the existing dataset.json as a dict.
+      config: `audio.AudioConfig` of this run.
+    """
+    wanted = {
+        "encoding": contract.ENCODING,
+        "sample_rate": config.sample_rate,
+        "quantization_channels": config.quantization_channels,
+        "window_samples": config.window_samples,
+        "hop_samples": config.hop_samples,
+    }
+    for key, value in wanted.items():
+        if previous.get(key) != value:
+            raise ValueError(
+                f"the output already holds a dataset with {key}={previous.get(key)!r}, but this run makes "
+                f"{key}={value!r}; use another --output, or --skip_existing=false to start afresh"
+            )
+
+
+def describe_dataset(config, validation_fraction, stats, shard_paths, counts, previous=None):
     """The content of dataset.json.
 
     Args:
       config: `audio.AudioConfig` the dataset was made with.
       validation_fraction: share of tracks assigned to validation.
-      stats: output of `DatasetStatsFn`.
-      shard_paths: dict split -> list of shard paths written.
-      tracks_input: inputs counted before processing (distinct URIs plus
-        patterns that matched nothing).
-      tracks_failed: lines in failures.jsonl.
+      stats: output of `DatasetStatsFn` for this run's tracks.
+      shard_paths: dict split -> list of shard paths this run wrote.
+      counts: this run's input accounting: tracks_input (distinct tracks plus
+        unusable patterns and listing pages, counted before processing),
+        tracks_failed (lines of failures.jsonl), tracks_skipped_existing.
+      previous: the dataset.json this run adds to, or None.
 
     Returns:
-      JSON-serializable dict.
+      JSON-serializable dict; splits describe the union with `previous`,
+      `accounting` this run.
     """
+    previous_splits = (previous or {}).get("splits", {})
     splits = {}
     for split in contract.SPLITS:
-        counts = stats["splits"][split]
+        new = stats["splits"][split]
+        old = previous_splits.get(split, {"files": [], "windows": 0, "tracks": 0, "seconds": 0.0})
         splits[split] = {
-            "files": sorted(posixpath.basename(p) for p in shard_paths[split]),
-            "windows": counts["windows"],
-            "tracks": counts["tracks"],
-            "seconds": round(counts["seconds"], 3),
+            "files": sorted(set(old["files"]) | {posixpath.basename(p) for p in shard_paths[split]}),
+            "windows": old["windows"] + new["windows"],
+            "tracks": old["tracks"] + new["tracks"],
+            "seconds": round(old["seconds"] + new["seconds"], 3),
         }
     return {
         "format_version": contract.DATASET_FORMAT_VERSION,
@@ -302,11 +432,13 @@ def describe_dataset(config, validation_fraction, stats, shard_paths, tracks_inp
         "resampler": config.resampler,
         "silence_threshold_db": config.silence_threshold_db,
         "validation_fraction": validation_fraction,
+        "runs": (previous or {}).get("runs", 0) + 1,
         "splits": splits,
         "accounting": {
-            "tracks_input": tracks_input,
+            "tracks_input": counts["tracks_input"],
             "tracks_ok": stats["tracks_ok"],
-            "tracks_failed": tracks_failed,
+            "tracks_failed": counts["tracks_failed"],
+            "tracks_skipped_existing": counts["tracks_skipped_existing"],
             "tracks_silent": stats["tracks_silent"],
             "tracks_truncated": stats["tracks_truncated"],
             "windows_silent_dropped": stats["windows_silent"],
@@ -323,21 +455,26 @@ class WriteDatasetDescription(beam.PTransform):
     launcher returns right after submission, still describes its output.
     """
 
-    def __init__(self, output_dir, config, validation_fraction):
+    def __init__(self, output_dir, config, validation_fraction, previous):
         super().__init__()
         self._output_dir = output_dir
         self._config = config
         self._validation_fraction = validation_fraction
+        self._previous = previous
 
     def expand(self, inputs):
-        def write(stats, train, validation, tracks_input, tracks_failed, written_files):
+        def write(stats, train, validation, tracks_input, tracks_failed, tracks_skipped, written_files):
             description = describe_dataset(
                 self._config,
                 self._validation_fraction,
                 stats,
                 {contract.TRAIN: train, contract.VALIDATION: validation},
-                tracks_input,
-                tracks_failed,
+                {
+                    "tracks_input": tracks_input,
+                    "tracks_failed": tracks_failed,
+                    "tracks_skipped_existing": tracks_skipped,
+                },
+                self._previous,
             )
             path = FileSystems.join(self._output_dir, contract.DATASET_FILE)
             with FileSystems.create(path, mime_type="application/json") as f:
@@ -351,5 +488,6 @@ class WriteDatasetDescription(beam.PTransform):
             pvalue.AsList(inputs[contract.VALIDATION]),
             pvalue.AsSingleton(inputs["tracks_input"]),
             pvalue.AsSingleton(inputs["tracks_failed"]),
+            pvalue.AsSingleton(inputs["tracks_skipped"]),
             pvalue.AsList(inputs["written_files"]),
         )

@@ -26,12 +26,8 @@ def wav_bytes(samples=None, sample_rate=16000, channels=1, format_tag=1, bits=16
     """A RIFF/WAVE file; header fields can be set to invalid values on purpose."""
     data = b"" if samples is None else np.asarray(samples, dtype="<i2").tobytes()
     block_align = channels * bits // 8
-    fmt = struct.pack(
-        "<HHIIHH", format_tag, channels, sample_rate, sample_rate * block_align, block_align, bits
-    )
-    body = (
-        b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
-    )
+    fmt = struct.pack("<HHIIHH", format_tag, channels, sample_rate, sample_rate * block_align, block_align, bits)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 

@@ -90,9 +90,7 @@ def test_accounting_holds_and_nothing_is_lost(mixed_run):
 
 
 def test_each_broken_input_is_in_the_failures_file_with_its_reason(mixed_run):
-    failures = {
-        os.path.basename(r["uri"]): r for r in _read_jsonl(mixed_run["output"] / contract.FAILURES_FILE)
-    }
+    failures = {os.path.basename(r["uri"]): r for r in _read_jsonl(mixed_run["output"] / contract.FAILURES_FILE)}
     for name, (_, stage, reason) in broken_file_contents().items():
         assert failures[name]["stage"] == stage, name
         assert re.search(reason, failures[name]["error"]), name
@@ -157,6 +155,7 @@ def test_embedded_default_processes_bundled_clips_into_output(tmp_path, monkeypa
         "tracks_input": 4,
         "tracks_ok": 4,
         "tracks_failed": 0,
+        "tracks_skipped_existing": 0,
         "tracks_silent": 0,
         "tracks_truncated": 0,
         "windows_silent_dropped": 0,

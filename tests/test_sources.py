@@ -3,7 +3,7 @@ import urllib.parse
 
 import pytest
 
-from pipelines import audio, sources
+from pipelines import audio, fetch, sources
 from tests.conftest import CLIPS
 
 
@@ -27,9 +27,7 @@ def test_directory_expands_to_its_audio_files_only(clips_dir):
 
 
 def test_glob_matches_names_with_spaces(clips_dir):
-    assert [os.path.basename(u) for u in sources.match_pattern(str(clips_dir / "Media*.mp3"))] == [
-        "Media Threat.mp3"
-    ]
+    assert [os.path.basename(u) for u in sources.match_pattern(str(clips_dir / "Media*.mp3"))] == ["Media Threat.mp3"]
 
 
 def test_pattern_matching_nothing_is_a_match_failure(tmp_path):
@@ -46,23 +44,24 @@ def test_track_id_is_stable_and_distinct():
 
 def test_url_is_downloaded_into_memory(http_server):
     url = f"{http_server}/{urllib.parse.quote('Media Threat.mp3')}"
-    with sources.open_uri(url, max_download_bytes=10 << 20) as f, open(CLIPS["mp3_48k_space"], "rb") as g:
+    fetcher = fetch.Fetcher()
+    with sources.open_uri(url, fetcher) as f, open(CLIPS["mp3_48k_space"], "rb") as g:
         assert f.read() == g.read()
 
 
 def test_http_error_is_a_read_failure_with_status(http_server):
-    with pytest.raises(audio.TrackError, match="HTTP 404") as raised:
-        sources.open_uri(f"{http_server}/missing.mp3", max_download_bytes=1 << 20)
-    assert raised.value.stage == "read"
+    with pytest.raises(fetch.FetchError, match="HTTP 404") as raised:
+        sources.open_uri(f"{http_server}/missing.mp3", fetch.Fetcher())
+    assert raised.value.stage == "read" and raised.value.status == 404
 
 
 def test_download_over_the_size_limit_is_refused(http_server):
-    with pytest.raises(audio.TrackError, match="larger than 1000 bytes"):
-        sources.open_uri(f"{http_server}/Awakening.mp3", max_download_bytes=1000)
+    with pytest.raises(fetch.FetchError, match="larger than the limit of 1000"):
+        sources.open_uri(f"{http_server}/Awakening.mp3", fetch.Fetcher(fetch.FetchConfig(max_bytes=1000)))
 
 
 def test_empty_file_is_refused_when_opened(tmp_path):
     (tmp_path / "empty.mp3").write_bytes(b"")
     with pytest.raises(audio.TrackError, match=r"empty file \(0 bytes\)") as raised:
-        sources.open_uri(str(tmp_path / "empty.mp3"), max_download_bytes=1 << 20)
+        sources.open_uri(str(tmp_path / "empty.mp3"), fetch.Fetcher())
     assert raised.value.stage == "read"
