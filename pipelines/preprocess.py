@@ -172,10 +172,9 @@ def check_description(description, max_failure_fraction):
             f"no track succeeded ({failed} of {total} inputs failed; reasons in {contract.FAILURES_FILE})",
             description,
         )
-    attempted = ok + failed
-    if attempted and failed / attempted > max_failure_fraction:
+    if total and failed / total > max_failure_fraction:
         raise PreprocessError(
-            f"{failed} of {attempted} inputs failed ({failed / attempted:.0%}), more than "
+            f"{failed} of {total} inputs failed ({failed / total:.0%}), more than "
             f"--max_failure_fraction={max_failure_fraction:g}; reasons in {contract.FAILURES_FILE}",
             description,
         )

@@ -464,11 +464,17 @@ class WriteDatasetDescription(beam.PTransform):
 
     def expand(self, inputs):
         def write(stats, train, validation, tracks_input, tracks_failed, tracks_skipped, written_files):
+            shard_paths = {contract.TRAIN: train, contract.VALIDATION: validation}
+            for split, paths in shard_paths.items():
+                if stats["splits"][split]["windows"] == 0 and paths:
+                    # Beam writes one empty shard for an empty PCollection; keep no empty files.
+                    FileSystems.delete(paths)
+                    shard_paths[split] = []
             description = describe_dataset(
                 self._config,
                 self._validation_fraction,
                 stats,
-                {contract.TRAIN: train, contract.VALIDATION: validation},
+                shard_paths,
                 {
                     "tracks_input": tracks_input,
                     "tracks_failed": tracks_failed,

@@ -119,3 +119,112 @@ def http_server(clips_dir):
 class _QuietHandler(__import__("http.server").server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
+
+
+class MusicSite:
+    """A local music site laid out like the Free Music Archive, for scraping tests.
+
+    Three listing pages under /genre/Ambient/ link 8 tracks, one of them on two
+    pages: real audio (one behind a redirect, one behind a 429 with
+    Retry-After), a 404, an HTML error page served as .mp3, and a file under
+    /private/, which robots.txt disallows. Every request is logged.
+    """
+
+    RETRY_AFTER_SECS = 2
+
+    def __init__(self, clips_dir):
+        self.clips_dir = clips_dir
+        self.requests = []  # (time.monotonic() on arrival, path, User-Agent)
+        self.throttled_at = None  # time.monotonic() when the 429 was sent
+        self.base_url = None
+
+    def track(self, name, title, path, licence="https://creativecommons.org/licenses/by-sa/3.0/"):
+        import html
+        import json
+
+        info = {
+            "id": abs(hash(path)) % 100000,
+            "title": title,
+            "artistName": "Max McCracken",
+            "fileUrl": f"{self.base_url}{path}",
+            "url": f"{self.base_url}/music/Max_McCracken/{name}/",
+        }
+        return (
+            f"<div class=\"play-item gcol gid-electronic\" data-track-info='{html.escape(json.dumps(info))}'>"
+            f'<span class="ptxt-track">{html.escape(title)}</span>'
+            f'<a href="{licence}" class="licence">CC BY-SA</a></div>'
+        )
+
+    def listing(self, page):
+        tracks = {
+            1: [
+                self.track("awakening", "Awakening", "/files/Awakening.mp3"),
+                self.track("coherence", "Coherence", "/files/Coherence.ogg"),
+                self.track("media-threat", "Media Threat", "/files/Media%20Threat.mp3"),
+            ],
+            2: [
+                self.track("media-threat", "Media Threat", "/files/Media%20Threat.mp3"),  # again
+                self.track("missing", "Missing", "/files/missing.mp3"),
+                self.track("error-page", "Error Page", "/files/error-page.mp3"),
+                self.track("nebula", "Nebula", "/files/old-nebula.mp3"),  # redirects
+                self.track("secret", "Secret", "/private/secret.mp3"),  # disallowed
+            ],
+            3: [self.track("deprecation", "Deprecation", "/slow/Deprecation.flac")],  # 429 first
+        }[page]
+        next_link = f'<a rel="next" href="/genre/Ambient/?page={page + 1}">NEXT</a>' if page < 3 else ""
+        return f"<html><body><div class='playlist'>{''.join(tracks)}</div>{next_link}</body></html>"
+
+
+@pytest.fixture()
+def music_site(clips_dir):
+    import http.server
+    import threading
+    import time
+    import urllib.parse
+
+    site = MusicSite(clips_dir)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def send(self, status, body=b"", content_type="text/html", headers=()):
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in headers:
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            site.requests.append((time.monotonic(), self.path, self.headers.get("User-Agent", "")))
+            url = urllib.parse.urlsplit(self.path)
+            path = urllib.parse.unquote(url.path)
+            if path == "/robots.txt":
+                return self.send(200, b"User-agent: *\nDisallow: /private/\n", "text/plain")
+            if path == "/genre/Ambient/":
+                page = int(urllib.parse.parse_qs(url.query).get("page", ["1"])[0])
+                return self.send(200, site.listing(page).encode())
+            if path == "/files/old-nebula.mp3":
+                return self.send(302, headers=[("Location", "/files/Nebula%20(22k%20mono).mp3")])
+            if path == "/files/error-page.mp3":
+                return self.send(200, b"<!DOCTYPE html><html><body>Rate limit exceeded</body></html>")
+            if path == "/slow/Deprecation.flac" and site.throttled_at is None:
+                self.send(429, b"slow down", "text/plain", [("Retry-After", str(site.RETRY_AFTER_SECS))])
+                site.throttled_at = time.monotonic()
+                return None
+            name = os.path.basename(path)
+            local = os.path.join(site.clips_dir, name)
+            if path.startswith(("/files/", "/slow/", "/private/")) and os.path.isfile(local):
+                with open(local, "rb") as f:
+                    return self.send(200, f.read(), "audio/mpeg")
+            return self.send(404, b"not found", "text/plain")
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    site.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield site
+    server.shutdown()
+    server.server_close()

@@ -1,0 +1,88 @@
+import threading
+import time
+
+import pytest
+
+from pipelines import fetch
+
+FAST = fetch.FetchConfig(requests_per_second=50, backoff_secs=0.05, max_retries=2)
+
+
+def test_retry_after_accepts_seconds_and_http_dates():
+    assert fetch.parse_retry_after("7") == 7.0
+    assert fetch.parse_retry_after("Sat, 21 Nov 2026 12:00:30 GMT", now=1795262400.0) == pytest.approx(30.0)
+    assert fetch.parse_retry_after("soon") is None
+    assert fetch.parse_retry_after(None) is None
+
+
+def test_robots_txt_disallowed_path_is_never_requested(music_site):
+    fetcher = fetch.Fetcher(FAST)
+    with pytest.raises(fetch.FetchError, match="disallowed by robots.txt"):
+        fetcher.get(f"{music_site.base_url}/private/secret.mp3")
+    assert [path for _, path, _ in music_site.requests] == ["/robots.txt"]
+
+
+def test_redirect_is_followed(music_site):
+    response = fetch.Fetcher(FAST).get(f"{music_site.base_url}/files/old-nebula.mp3")
+    assert response.url.endswith("/files/Nebula%20(22k%20mono).mp3")
+    assert response.status == 200 and len(response.body) > 10000
+
+
+def test_429_blocks_the_host_until_retry_after(music_site):
+    fetcher = fetch.Fetcher(FAST)
+    response = fetcher.get(f"{music_site.base_url}/slow/Deprecation.flac")
+    assert response.status == 200
+    retried = [t for t, path, _ in music_site.requests if path == "/slow/Deprecation.flac"]
+    assert len(retried) == 2
+    assert retried[1] - music_site.throttled_at >= music_site.RETRY_AFTER_SECS - 0.01
+
+
+def test_client_errors_are_not_retried_and_keep_their_status(music_site):
+    with pytest.raises(fetch.FetchError) as raised:
+        fetch.Fetcher(FAST).get(f"{music_site.base_url}/files/missing.mp3")
+    assert raised.value.status == 404 and "HTTP 404" in str(raised.value)
+    assert sum(path == "/files/missing.mp3" for _, path, _ in music_site.requests) == 1
+
+
+def test_requests_carry_the_user_agent(music_site):
+    fetch.Fetcher(fetch.FetchConfig(user_agent="test-agent/1.0")).get(f"{music_site.base_url}/genre/Ambient/")
+    assert {agent for _, _, agent in music_site.requests} == {"test-agent/1.0"}
+
+
+def test_unreachable_host_is_retried_then_reported():
+    config = fetch.FetchConfig(backoff_secs=0.01, max_retries=2, obey_robots=False, connect_timeout_secs=1)
+    with pytest.raises(fetch.FetchError, match="gave up after 3 attempts") as raised:
+        fetch.Fetcher(config).get("http://127.0.0.1:9/track.mp3")  # Port 9 (discard) refuses.
+    assert raised.value.status is None
+
+
+def test_host_throttle_spaces_requests_across_threads():
+    throttle = fetch.HostThrottle()
+    times = []
+
+    def request():
+        throttle.wait("example.org", 0.05)
+        times.append(time.monotonic())
+
+    threads = [threading.Thread(target=request) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    gaps = [b - a for a, b in zip(sorted(times), sorted(times)[1:], strict=False)]
+    assert min(gaps) >= 0.045
+
+
+@pytest.mark.parametrize(
+    "content_type, body, reason",
+    [
+        ("audio/mpeg", b"", "empty body"),
+        ("text/html; charset=utf-8", b"ID3....", "Content-Type text/html"),
+        ("audio/mpeg", b"  <!DOCTYPE html><html>429</html>", "body is an HTML page"),
+    ],
+    ids=["empty", "html-content-type", "html-body"],
+)
+def test_bodies_that_cannot_be_audio_are_rejected(content_type, body, reason):
+    response = fetch.Response(url="http://x/a.mp3", status=200, content_type=content_type, body=body)
+    with pytest.raises(fetch.FetchError, match=reason):
+        fetch.check_audio_response(response)
