@@ -13,6 +13,7 @@ REQUIRED_PACKAGES = [
     "apache-beam[gcp,aws]==2.77.*",
     "tfx-bsl==1.21.*",
     "tensorflow==2.21.*",
+    "tensorboard>=2.20",  # tf.summary needs it; TensorFlow 2.21 no longer installs it.
     "av>=14,<19",
     "soxr>=0.5,<2",
     "resampy>=0.4.3,<0.5",

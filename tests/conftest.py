@@ -228,3 +228,14 @@ def music_site(clips_dir):
     yield site
     server.shutdown()
     server.server_close()
+
+
+def pytest_configure(config):
+    """Two logical CPU devices, so MirroredStrategy runs on a machine without GPUs.
+
+    Must happen before TensorFlow initialises its runtime, hence here.
+    """
+    import tensorflow as tf
+
+    cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)

@@ -1,0 +1,177 @@
+"""The WaveNet trainer on CPU: real strategies, real preprocessed clips, a few steps."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pipelines import contract, preprocess
+from trainer import data, model, task
+
+TINY = model.PRESETS["tiny"]
+
+
+@pytest.fixture(scope="session")
+def clips_dataset(tmp_path_factory):
+    """The bundled clips preprocessed at 8 kHz into 400-sample windows, half the tracks in validation."""
+    output = tmp_path_factory.mktemp("trainer-data")
+    preprocess.run(
+        [
+            f"--output={output}",
+            "--sample_rate=8000",
+            "--window_samples=400",
+            "--validation_fraction=0.5",
+            "--direct_num_workers=1",
+            "--direct_running_mode=in_memory",
+        ]
+    )
+    return output
+
+
+def _args(dataset, job_dir, *extra):
+    return [
+        f"--data={dataset}", f"--job_dir={job_dir}", "--model=tiny", "--batch_size=4",
+        "--summary_audio_secs=0.005", "--eval_batches=2", *extra,
+    ]  # fmt: skip
+
+
+def test_receptive_field_is_computed_from_the_dilations():
+    assert model.PRESETS["default"].receptive_field == 2048
+    assert model.PRESETS["large"].receptive_field == 4094
+    assert TINY.receptive_field == 1 + 63 + 1
+    assert model.WaveNetConfig(filter_width=3, dilations=(1, 2, 4)).receptive_field == 2 * 7 + 3
+
+
+@pytest.mark.parametrize("filter_width", [2, 3])
+def test_model_is_causal_and_sees_exactly_its_receptive_field(filter_width):
+    import keras
+
+    config = model.WaveNetConfig(
+        quantization_channels=32, residual_channels=8, dilation_channels=8, skip_channels=8,
+        filter_width=filter_width, dilations=(1, 2, 4, 8),
+    )  # fmt: skip
+    keras.utils.set_random_seed(1)
+    wavenet = model.build_wavenet(config)
+    for weight in wavenet.weights:  # Non-zero biases too, so nothing hides behind a zero.
+        weight.assign(np.random.default_rng(2).normal(0, 0.3, weight.shape).astype("float32"))
+    codes = np.random.default_rng(0).integers(0, 32, (1, 200)).astype("int32")
+    changed = codes.copy()
+    changed[0, 100] = (codes[0, 100] + 7) % 32
+    a, b = np.asarray(wavenet(codes)), np.asarray(wavenet(changed))
+    differs = np.abs(a - b).max(axis=-1)[0] > 1e-6
+    rf = config.receptive_field
+    assert not differs[:100].any()  # Nothing before the change moves.
+    assert differs[100] and differs[100 + rf - 1]  # The change is seen up to rf - 1 samples later...
+    assert not differs[100 + rf :].any()  # ...and no further.
+
+
+def test_mirrored_on_two_devices_matches_one_device_for_the_same_global_batch(clips_dataset, tmp_path):
+    import tensorflow as tf
+
+    batch = np.random.default_rng(0).integers(0, 256, (4, 200)).astype("int32")
+
+    def fixed(ctx):
+        # One input pipeline: successive per-replica batches go to successive replicas,
+        # so both strategies see the same 4 windows in every step.
+        return tf.data.Dataset.from_tensor_slices(batch).batch(ctx.get_per_replica_batch_size(4)).repeat()
+
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    assert len(cpus) == 2
+    results = {}
+    for name, strategy in {
+        "one": tf.distribute.OneDeviceStrategy(cpus[0]),
+        "mirrored": tf.distribute.MirroredStrategy(cpus),
+    }.items():
+        results[name] = task.run(
+            _args(clips_dataset, tmp_path / name, "--steps=3", "--summary_audio_secs=0"),
+            dataset_override=fixed,
+            strategy_override=strategy,
+        )
+    one = [loss for _, loss in results["one"]["losses"]]
+    mirrored = [loss for _, loss in results["mirrored"]["losses"]]
+    assert len(one) == 3 and one[0] != one[2]  # Three steps that changed the weights...
+    assert mirrored == pytest.approx(one, rel=1e-5)  # ...identically on one device and two replicas.
+
+
+def test_resumed_run_continues_at_the_same_step_and_joins_the_loss_curve(clips_dataset, tmp_path):
+    steps = ["--steps=8", "--checkpoint_every=2", "--eval_every=100"]
+    whole = task.run(_args(clips_dataset, tmp_path / "whole", *steps))
+    first = task.run(_args(clips_dataset, tmp_path / "resumed", *steps), stop_after_steps=4)
+    assert first["step"] == 4 and first["export_dir"] is None
+    second = task.run(_args(clips_dataset, tmp_path / "resumed", *steps))
+    assert [s for s, _ in second["losses"]] == [5, 6, 7, 8]
+    assert [loss for _, loss in first["losses"] + second["losses"]] == pytest.approx(
+        [loss for _, loss in whole["losses"]], rel=1e-4
+    )
+
+
+@pytest.mark.slow
+def test_validation_loss_falls_below_the_code_histogram_entropy(clips_dataset, tmp_path):
+    description = data.read_description(str(clips_dataset))
+    entropy_nats = task.entropy_bits(description, str(clips_dataset)) * np.log(2)
+    result = task.run(
+        _args(clips_dataset, tmp_path, "--steps=300", "--eval_every=300", "--batch_size=16", "--learning_rate=3e-3")
+    )
+    assert result["validation_loss_nats"] < entropy_nats - 0.5
+    exported = json.loads((tmp_path / "export" / "config.json").read_text())
+    assert exported["sample_rate"] == 8000 and exported["receptive_field"] == TINY.receptive_field
+    assert os.path.exists(tmp_path / "logs" / "validation")
+
+
+def test_windows_shorter_than_the_receptive_field_are_refused(clips_dataset, tmp_path):
+    with pytest.raises(data.DatasetMismatchError, match=r"window_samples=400, shorter than the model's receptive"):
+        task.run([f"--data={clips_dataset}", f"--job_dir={tmp_path}", "--model=default"])
+
+
+def test_sample_rate_differing_from_the_trained_model_is_refused(clips_dataset, tmp_path):
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "config.json").write_text(json.dumps({"sample_rate": 16000}))
+    with pytest.raises(data.DatasetMismatchError, match=r"sample_rate=8000 Hz, the model was trained at 16000 Hz"):
+        task.run(_args(clips_dataset, tmp_path))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(clips_dataset, tmp_path):
+    with pytest.raises(task.TrainingError, match=r"the loss became nan at step \d+.*last good checkpoint"):
+        task.run(_args(clips_dataset, tmp_path, "--steps=50", "--checkpoint_every=1", "--learning_rate=1e30"))
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_multi_worker_training_agrees_on_the_weights(clips_dataset, tmp_path):
+    import keras
+
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "trainer.task", *_args(clips_dataset, tmp_path, "--steps=3", "--strategy=auto")],
+                env={**os.environ, "TF_CONFIG": json.dumps(tf_config), "CUDA_VISIBLE_DEVICES": ""},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    chief = keras.saving.load_model(tmp_path / "export" / "model.keras")
+    other = keras.saving.load_model(tmp_path / "workers" / "worker_1" / "export" / "model.keras")
+    for a, b in zip(chief.weights, other.weights, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+    assert json.loads((tmp_path / "export" / "config.json").read_text())["step"] == 3
+    shutil.rmtree(tmp_path / "workers")

@@ -1,0 +1,128 @@
+"""The WaveNet, and only the WaveNet.
+
+van den Oord et al., "WaveNet: A Generative Model for Raw Audio" (2016):
+mu-law codes (section 2.2) go through an embedding and a causal convolution,
+then stacks of dilated causal convolutions with gated tanh x sigmoid units
+(section 2.3) and residual and parameterised skip connections (section 2.4);
+the summed skips go through ReLU -> 1x1 -> ReLU -> 1x1 to a softmax over the
+quantization channels.
+
+Built with Keras 3 built-in layers only (functional API, named layers), so
+the exported `.keras` file loads without this module, and the sampler can
+read each layer's weights by name for its cached generation.
+"""
+
+import dataclasses
+import json
+
+import keras
+
+# Layer names, shared with the sampler through the exported model.
+EMBEDDING = "embedding"
+CAUSAL_CONV = "causal_conv"
+SKIP_OUT = "skip_out"
+LOGITS = "logits"
+
+
+def gate_name(layer):
+    return f"gate_{layer}"
+
+
+def residual_skip_name(layer):
+    return f"residual_skip_{layer}"
+
+
+@dataclasses.dataclass(frozen=True)
+class WaveNetConfig:
+    """Hyperparameters of a WaveNet.
+
+    Attributes:
+      quantization_channels: number of mu-law codes (input vocabulary and softmax size).
+      residual_channels: channels of the residual stream.
+      dilation_channels: channels of each gated unit.
+      skip_channels: channels of the skip connections and the output stack.
+      filter_width: kernel size of the causal and dilated convolutions.
+      dilations: dilation of each layer, in order.
+    """
+
+    quantization_channels: int = 256
+    residual_channels: int = 32
+    dilation_channels: int = 32
+    skip_channels: int = 128
+    filter_width: int = 2
+    dilations: tuple = tuple(2**i for i in range(10)) * 2
+
+    @property
+    def receptive_field(self):
+        """Samples of input that one output sees, the current sample included.
+
+        The initial causal convolution sees `filter_width` samples; each dilated
+        layer adds (filter_width - 1) * dilation.
+        """
+        return (self.filter_width - 1) * sum(self.dilations) + self.filter_width
+
+    def to_json(self):
+        return json.dumps({**dataclasses.asdict(self), "dilations": list(self.dilations)}, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values):
+        values = dict(values)
+        values["dilations"] = tuple(values["dilations"])
+        return cls(**values)
+
+
+PRESETS = {
+    # One stack of dilations 1..32, receptive field 65 samples: tests and quick CPU tries.
+    "tiny": WaveNetConfig(
+        residual_channels=16,
+        dilation_channels=16,
+        skip_channels=32,
+        dilations=tuple(2**i for i in range(6)),
+    ),
+    # 2 stacks of dilations 1..512, receptive field 2,048 samples (0.128 s at 16 kHz).
+    "default": WaveNetConfig(),
+    # 4 stacks of 1..512, wider: receptive field 4,094 samples (0.256 s at 16 kHz).
+    "large": WaveNetConfig(
+        residual_channels=64,
+        dilation_channels=64,
+        skip_channels=256,
+        dilations=tuple(2**i for i in range(10)) * 4,
+    ),
+}
+
+
+def build_wavenet(config):
+    """The WaveNet as a Keras functional model.
+
+    Args:
+      config: WaveNetConfig.
+
+    Returns:
+      keras.Model mapping int32 [batch, time] codes in [0, quantization_channels)
+      to float [batch, time, quantization_channels] logits; output t depends only
+      on inputs 0..t (causal), and on all of t - receptive_field + 1 .. t.
+    """
+    codes = keras.Input(shape=(None,), dtype="int32", name="codes")
+    x = keras.layers.Embedding(config.quantization_channels, config.residual_channels, name=EMBEDDING)(codes)
+    x = keras.layers.Conv1D(config.residual_channels, config.filter_width, padding="causal", name=CAUSAL_CONV)(x)
+    skips = []
+    for layer, dilation in enumerate(config.dilations):
+        # Filter and gate in one convolution, split in half (same maths as two).
+        gated = keras.layers.Conv1D(
+            2 * config.dilation_channels,
+            config.filter_width,
+            dilation_rate=dilation,
+            padding="causal",
+            name=gate_name(layer),
+        )(x)
+        filt, gate = keras.ops.split(gated, 2, axis=-1)
+        z = keras.ops.tanh(filt) * keras.ops.sigmoid(gate)
+        # Residual and skip 1x1 convolutions in one.
+        out = keras.layers.Conv1D(config.residual_channels + config.skip_channels, 1, name=residual_skip_name(layer))(z)
+        residual, skip = keras.ops.split(out, [config.residual_channels], axis=-1)
+        x = x + residual
+        skips.append(skip)
+    h = keras.ops.relu(keras.ops.sum(keras.ops.stack(skips), axis=0))
+    h = keras.ops.relu(keras.layers.Conv1D(config.skip_channels, 1, name=SKIP_OUT)(h))
+    logits = keras.layers.Conv1D(config.quantization_channels, 1, name=LOGITS, dtype="float32")(h)
+    return keras.Model(codes, logits, name="wavenet")
