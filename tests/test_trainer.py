@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from pipelines import contract, preprocess
+from pipelines import preprocess
 from trainer import data, model, task
 
 TINY = model.PRESETS["tiny"]
