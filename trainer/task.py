@@ -299,9 +299,12 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
     samples_per_step = global_batch * crop
     progress = _progress_bar(start_step, args.steps, enabled=chief)
     started = time.monotonic()
+    timed_from = None  # (step, time) after the first step, which includes tracing and compilation.
     while int(step.numpy()) < args.steps:
         loss = float(train_step(iterator))
         current = int(step.numpy())
+        if timed_from is None:
+            timed_from = (current, time.monotonic())
         if not math.isfinite(loss):
             raise TrainingError(
                 f"the loss became {loss} at step {current}; training stopped. The last good checkpoint "
@@ -337,12 +340,15 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
     for writer in writers.values():
         writer.flush()
     export_dir = export(wavenet, config, description, int(step.numpy()), posixpath.join(write_dir, EXPORT_DIR))
+    timed_steps = int(step.numpy()) - timed_from[0] if timed_from else 0
     return {
         "step": int(step.numpy()),
         "train_loss_nats": last_loss,
         "validation_loss_nats": val_loss,
         "losses": losses,
         "export_dir": export_dir,
+        # Training throughput after the first step (audio samples of input per second).
+        "samples_per_sec": timed_steps * samples_per_step / (time.monotonic() - timed_from[1]) if timed_steps else None,
     }
 
 
