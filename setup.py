@@ -23,6 +23,7 @@ REQUIRED_PACKAGES = [
     "beautifulsoup4>=4.12,<5",
     "requests>=2.31,<3",
     "tqdm>=4.66,<5",
+    "pillow>=10",  # spectrogram PNGs of generated clips
 ]
 
 TEST_PACKAGES = [

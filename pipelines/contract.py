@@ -1,9 +1,10 @@
-"""The dataset contract shared by the pipeline, the trainer and the sampler.
+"""The contracts shared by the pipeline, the trainer and the sampler.
 
 This is the one small module that all three programs import: the names and
-defaults of the TFRecord features and of `dataset.json`, and the mu-law codec.
-It depends on numpy only, so Beam workers, the trainer and the sampler can all
-import it cheaply.
+defaults of the TFRecord features and of `dataset.json` (the dataset
+contract), the files and layer names of an exported model (the model
+contract), and the mu-law codec. It depends on numpy only, so Beam workers,
+the trainer and the sampler can all import it cheaply.
 """
 
 import numpy as np
@@ -25,6 +26,26 @@ DATASET_FILE = "dataset.json"
 FAILURES_FILE = "failures.jsonl"
 TRACKS_FILE = "tracks.jsonl"
 TFRECORD_SUFFIX = ".tfrecord"
+
+# The model contract: what trainer.task exports and sampler.generate loads.
+MODEL_FILE = "model.keras"  # Keras built-in layers only
+MODEL_CONFIG_FILE = "config.json"  # hyperparameters, receptive_field, sample_rate, quantization_channels
+EXPORT_DIR = "export"
+EMBEDDING_LAYER = "embedding"
+CAUSAL_CONV_LAYER = "causal_conv"
+SKIP_OUT_LAYER = "skip_out"
+LOGITS_LAYER = "logits"
+
+
+def gate_layer(index):
+    """Name of dilated layer `index`'s filter-and-gate convolution (2 x dilation_channels outputs)."""
+    return f"gate_{index}"
+
+
+def residual_skip_layer(index):
+    """Name of dilated layer `index`'s 1x1 residual-and-skip convolution (residual, then skip channels)."""
+    return f"residual_skip_{index}"
+
 
 TRAIN = "train"
 VALIDATION = "validation"

@@ -239,3 +239,37 @@ def pytest_configure(config):
 
     cpus = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+@pytest.fixture(scope="session")
+def clips_dataset(tmp_path_factory):
+    """The bundled clips preprocessed at 8 kHz into 400-sample windows, half the tracks in validation."""
+    from pipelines import preprocess
+
+    output = tmp_path_factory.mktemp("trainer-data")
+    preprocess.run(
+        [
+            f"--output={output}",
+            "--sample_rate=8000",
+            "--window_samples=400",
+            "--validation_fraction=0.5",
+            "--direct_num_workers=1",
+            "--direct_running_mode=in_memory",
+        ]
+    )
+    return output
+
+
+@pytest.fixture(scope="session")
+def trained_job(clips_dataset, tmp_path_factory):
+    """A job_dir holding a tiny WaveNet trained for 40 steps on `clips_dataset`, exported."""
+    from trainer import task
+
+    job_dir = tmp_path_factory.mktemp("job")
+    task.run(
+        [
+            f"--data={clips_dataset}", f"--job_dir={job_dir}", "--model=tiny", "--batch_size=8", "--steps=40",
+            "--summary_audio_secs=0", "--eval_batches=1",
+        ]
+    )  # fmt: skip
+    return job_dir

@@ -10,27 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from pipelines import preprocess
 from trainer import data, model, task
 
 TINY = model.PRESETS["tiny"]
-
-
-@pytest.fixture(scope="session")
-def clips_dataset(tmp_path_factory):
-    """The bundled clips preprocessed at 8 kHz into 400-sample windows, half the tracks in validation."""
-    output = tmp_path_factory.mktemp("trainer-data")
-    preprocess.run(
-        [
-            f"--output={output}",
-            "--sample_rate=8000",
-            "--window_samples=400",
-            "--validation_fraction=0.5",
-            "--direct_num_workers=1",
-            "--direct_running_mode=in_memory",
-        ]
-    )
-    return output
 
 
 def _args(dataset, job_dir, *extra):

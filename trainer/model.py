@@ -17,19 +17,7 @@ import json
 
 import keras
 
-# Layer names, shared with the sampler through the exported model.
-EMBEDDING = "embedding"
-CAUSAL_CONV = "causal_conv"
-SKIP_OUT = "skip_out"
-LOGITS = "logits"
-
-
-def gate_name(layer):
-    return f"gate_{layer}"
-
-
-def residual_skip_name(layer):
-    return f"residual_skip_{layer}"
+from pipelines import contract
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,8 +91,12 @@ def build_wavenet(config):
       on inputs 0..t (causal), and on all of t - receptive_field + 1 .. t.
     """
     codes = keras.Input(shape=(None,), dtype="int32", name="codes")
-    x = keras.layers.Embedding(config.quantization_channels, config.residual_channels, name=EMBEDDING)(codes)
-    x = keras.layers.Conv1D(config.residual_channels, config.filter_width, padding="causal", name=CAUSAL_CONV)(x)
+    x = keras.layers.Embedding(config.quantization_channels, config.residual_channels, name=contract.EMBEDDING_LAYER)(
+        codes
+    )
+    x = keras.layers.Conv1D(
+        config.residual_channels, config.filter_width, padding="causal", name=contract.CAUSAL_CONV_LAYER
+    )(x)
     skips = []
     for layer, dilation in enumerate(config.dilations):
         # Filter and gate in one convolution, split in half (same maths as two).
@@ -113,16 +105,18 @@ def build_wavenet(config):
             config.filter_width,
             dilation_rate=dilation,
             padding="causal",
-            name=gate_name(layer),
+            name=contract.gate_layer(layer),
         )(x)
         filt, gate = keras.ops.split(gated, 2, axis=-1)
         z = keras.ops.tanh(filt) * keras.ops.sigmoid(gate)
         # Residual and skip 1x1 convolutions in one.
-        out = keras.layers.Conv1D(config.residual_channels + config.skip_channels, 1, name=residual_skip_name(layer))(z)
+        out = keras.layers.Conv1D(
+            config.residual_channels + config.skip_channels, 1, name=contract.residual_skip_layer(layer)
+        )(z)
         residual, skip = keras.ops.split(out, [config.residual_channels], axis=-1)
         x = x + residual
         skips.append(skip)
     h = keras.ops.relu(keras.ops.sum(keras.ops.stack(skips), axis=0))
-    h = keras.ops.relu(keras.layers.Conv1D(config.skip_channels, 1, name=SKIP_OUT)(h))
-    logits = keras.layers.Conv1D(config.quantization_channels, 1, name=LOGITS, dtype="float32")(h)
+    h = keras.ops.relu(keras.layers.Conv1D(config.skip_channels, 1, name=contract.SKIP_OUT_LAYER)(h))
+    logits = keras.layers.Conv1D(config.quantization_channels, 1, name=contract.LOGITS_LAYER, dtype="float32")(h)
     return keras.Model(codes, logits, name="wavenet")

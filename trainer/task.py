@@ -31,9 +31,7 @@ from trainer import data, model
 
 _LOGGER = logging.getLogger(__name__)
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
-EXPORT_DIR = "export"
-EXPORT_MODEL = "model.keras"
-EXPORT_CONFIG = "config.json"
+EXPORT_DIR, EXPORT_MODEL, EXPORT_CONFIG = contract.EXPORT_DIR, contract.MODEL_FILE, contract.MODEL_CONFIG_FILE
 
 
 class TrainingError(RuntimeError):
