@@ -10,6 +10,7 @@ using every core. Runs unchanged on Dataflow, Spark and Flink (--runner).
 
 import json
 import logging
+import os
 import sys
 import time
 
@@ -21,6 +22,9 @@ from apache_beam.runners.runner import PipelineState
 
 from pipelines import contract, scrape, sources, transforms
 from pipelines.options import DEFAULT_INPUTS, PreprocessOptions
+
+# Set in the Flex Template launcher image (templates/Dockerfile), never on workers or laptops.
+FLEX_TEMPLATE_ENV = "FLEX_TEMPLATE_PYTHON_PY_FILE"
 
 
 class PreprocessError(RuntimeError):
@@ -247,6 +251,10 @@ def run(argv=None, save_main_session=True):
     pipeline = beam.Pipeline(runner=runner, options=options)
     build_pipeline(pipeline, preprocess, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), previous)
     result = pipeline.run()
+    if os.environ.get(FLEX_TEMPLATE_ENV):
+        # Launched from a Dataflow Flex Template: the launcher must return once the job is submitted.
+        logging.info("Submitted from a Flex Template; dataset.json is written when the job finishes.")
+        return None
     state = result.wait_until_finish()
     wall_secs = time.monotonic() - started
     if state != PipelineState.DONE:

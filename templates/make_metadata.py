@@ -1,0 +1,56 @@
+"""Writes templates/metadata.json, the Flex Template's parameters, from PreprocessOptions.
+
+    python templates/make_metadata.py > templates/metadata.json
+
+tests/test_templates.py checks that the committed file and the options agree.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pipelines.options import PreprocessOptions  # noqa: E402
+
+# Parameters whose values are paths or URLs, checked by Dataflow before launch.
+REGEXES = {
+    "input": [r"^(gs://|s3://|https?://|@|/).+"],
+    "output": [r"^(gs|s3)://.+"],
+    "scrape_url": [r"^https?://.+"],
+}
+
+
+def parameters():
+    parser = argparse.ArgumentParser()
+    PreprocessOptions._add_argparse_args(parser)
+    params = []
+    for action in parser._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        help_text = (action.help or "") % {"default": action.default}
+        param = {
+            "name": action.dest,
+            "label": action.dest.replace("_", " ").capitalize(),
+            "helpText": help_text,
+            "isOptional": action.dest != "output",
+        }
+        if action.dest in REGEXES:
+            param["regexes"] = REGEXES[action.dest]
+        params.append(param)
+    return params
+
+
+def metadata():
+    return {
+        "name": "wavenet-music-toolkit preprocess",
+        "description": "Music files, globs, URLs or scraped listing pages -> mu-law TFRecord windows, "
+        "dataset.json, failures.jsonl and tracks.jsonl (python -m pipelines.preprocess). One input pattern or "
+        "@list file per job; a list file names any number of paths and URLs.",
+        "parameters": parameters(),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(metadata(), indent=2))
