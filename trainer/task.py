@@ -22,6 +22,7 @@ import math
 import os
 import posixpath
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -43,8 +44,18 @@ def parse_args(argv):
         prog="python -m trainer.task",
         description="Train a WaveNet on TFRecord windows written by pipelines.preprocess.",
     )
-    parser.add_argument("--data", required=True, help="Output directory of pipelines.preprocess (local or gs://).")
-    parser.add_argument("--job_dir", required=True, help="Directory for checkpoints, logs and the export.")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="Output directory of pipelines.preprocess: local or gs:// (read directly), or s3:// and other "
+        "Beam filesystems (staged to local disk first).",
+    )
+    parser.add_argument(
+        "--job_dir",
+        required=True,
+        help="Directory for checkpoints, logs and the export: local or gs://, or s3:// (worked on locally, "
+        "copied back after every checkpoint and the export; resumes from what it holds).",
+    )
     parser.add_argument("--model", choices=sorted(model.PRESETS), default="default", help="Model preset.")
     parser.add_argument("--steps", type=int, default=100000, help="Total training steps. Default: %(default)s.")
     parser.add_argument(
@@ -134,6 +145,82 @@ def _write_dir(job_dir, strategy):
     return posixpath.join(job_dir, "workers", f"{resolver.task_type}_{resolver.task_id}")
 
 
+def needs_staging(uri):
+    """Whether TensorFlow cannot read/write `uri` itself: it does local paths and gs://, not s3://."""
+    return "://" in uri and not uri.startswith("gs://")
+
+
+def _copy(source, destination):
+    import shutil
+
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    if "://" not in destination:
+        os.makedirs(os.path.dirname(destination), exist_ok=True)
+    with FileSystems.open(source, compression_type=CompressionTypes.UNCOMPRESSED) as src:
+        with FileSystems.create(destination, compression_type=CompressionTypes.UNCOMPRESSED) as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def stage_dataset(data_uri, local_dir):
+    """Copies dataset.json and every shard it lists to local_dir, through Beam's filesystems (s3://, ...).
+
+    Returns:
+      local_dir, a directory `trainer.data` reads like the original.
+    """
+    from apache_beam.io.filesystems import FileSystems
+
+    _copy(FileSystems.join(data_uri, contract.DATASET_FILE), os.path.join(local_dir, contract.DATASET_FILE))
+    description = data.read_description(local_dir)
+    names = [name for split in description["splits"].values() for name in split["files"]]
+    for name in names:
+        _copy(FileSystems.join(data_uri, name), os.path.join(local_dir, name))
+    _LOGGER.warning("Staged %s (%d shards) to %s", data_uri, len(names), local_dir)
+    return local_dir
+
+
+class JobDirMirror:
+    """A local working copy of a job_dir that TensorFlow cannot write itself (s3://).
+
+    `pull` copies what the remote job_dir holds (to resume); `push` uploads the
+    files that changed since the last push (after each checkpoint and the export).
+    """
+
+    def __init__(self, remote, local):
+        self.remote = remote.rstrip("/")
+        self.local = local
+        self._pushed = {}  # relative path -> (size, mtime) at the last push
+
+    def pull(self):
+        from apache_beam.io.filesystems import FileSystems
+
+        matches = FileSystems.match([self.remote + "/**"])[0].metadata_list
+        for metadata in matches:
+            relative = metadata.path[len(self.remote) :].lstrip("/")
+            _copy(metadata.path, os.path.join(self.local, relative))
+            self._pushed[relative] = self._signature(relative)
+        return len(matches)
+
+    def push(self):
+        from apache_beam.io.filesystems import FileSystems
+
+        pushed = 0
+        for root, _, files in os.walk(self.local):
+            for name in files:
+                relative = os.path.relpath(os.path.join(root, name), self.local)
+                signature = self._signature(relative)
+                if self._pushed.get(relative) != signature:
+                    _copy(os.path.join(self.local, relative), FileSystems.join(self.remote, *relative.split(os.sep)))
+                    self._pushed[relative] = signature
+                    pushed += 1
+        return pushed
+
+    def _signature(self, relative):
+        stat = os.stat(os.path.join(self.local, relative))
+        return stat.st_size, stat.st_mtime_ns
+
+
 def entropy_bits(description, data_dir, max_windows=2000):
     """Entropy in bits of the code histogram of the training split (the no-model baseline)."""
     import tensorflow as tf
@@ -170,6 +257,14 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
     import tensorflow as tf
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if needs_staging(args.data):
+        args.data = stage_dataset(args.data, tempfile.mkdtemp(prefix="wavenet-data-"))
+    mirror = None
+    if needs_staging(args.job_dir):
+        mirror = JobDirMirror(args.job_dir, tempfile.mkdtemp(prefix="wavenet-job-"))
+        _LOGGER.warning("Working in %s, mirrored to %s (%d files pulled)", mirror.local, mirror.remote, mirror.pull())
+        args.job_dir = mirror.local
+    push = mirror.push if mirror else lambda: None
     config = dataclasses.replace(model.PRESETS[args.model])
     description = data.read_description(args.data)
     config = dataclasses.replace(config, quantization_channels=description["quantization_channels"])
@@ -321,6 +416,7 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
             tf.summary.scalar("learning_rate", float(np.asarray(optimizer.learning_rate)))
         if current % args.checkpoint_every == 0 or current == args.steps:
             manager.save(checkpoint_number=current)
+            push()
         if current % args.eval_every == 0 or current == args.steps:
             val_loss = validation_loss()
             with writers["validation"].as_default(step=current):
@@ -338,6 +434,9 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
     for writer in writers.values():
         writer.flush()
     export_dir = export(wavenet, config, description, int(step.numpy()), posixpath.join(write_dir, EXPORT_DIR))
+    push()
+    if mirror:
+        export_dir = posixpath.join(mirror.remote, os.path.relpath(export_dir, mirror.local))
     timed_steps = int(step.numpy()) - timed_from[0] if timed_from else 0
     return {
         "step": int(step.numpy()),
@@ -390,8 +489,6 @@ def export(wavenet, config, description, step, export_dir):
     tf.io.gfile.makedirs(export_dir)
     local = export_dir
     if "://" in export_dir:
-        import tempfile
-
         local = tempfile.mkdtemp()
     wavenet.save(os.path.join(local, EXPORT_MODEL))
     exported = {
