@@ -197,3 +197,11 @@ def test_training_on_staged_data_resumes_from_the_mirrored_job_dir(clips_dataset
     assert [s for s, _ in second["losses"]] == [5, 6]
     assert second["export_dir"] == str(remote_job / "export")
     assert json.loads((remote_job / "export" / "config.json").read_text())["step"] == 6
+
+
+def test_sagemaker_train_argument_becomes_flags(tmp_path):
+    path = tmp_path / "hyperparameters.json"
+    path.write_text(json.dumps({"data": '"s3://b/windows"', "steps": "200", "mixed_precision": "true",
+                                "sagemaker_region": '"us-east-1"'}))  # fmt: skip
+    assert task.sagemaker_argv(["train"], str(path)) == ["--data=s3://b/windows", "--steps=200", "--mixed_precision"]
+    assert task.sagemaker_argv(["--steps=3"], str(path)) == ["--steps=3"]

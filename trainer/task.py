@@ -526,10 +526,35 @@ def _progress_bar(initial, total, enabled):
     return tqdm(initial=initial, total=total, unit="step", disable=not enabled, mininterval=interval)
 
 
+SAGEMAKER_HYPERPARAMETERS = "/opt/ml/input/config/hyperparameters.json"
+
+
+def sagemaker_argv(argv, hyperparameters_path=SAGEMAKER_HYPERPARAMETERS):
+    """SageMaker starts a training container as `IMAGE train` with its settings in hyperparameters.json.
+
+    Returns:
+      argv with `train` replaced by --name=value for each hyperparameter (values
+      arrive as strings, possibly JSON-quoted); argv unchanged otherwise.
+    """
+    if argv != ["train"] or not os.path.exists(hyperparameters_path):
+        return argv
+    with open(hyperparameters_path) as f:
+        hyperparameters = json.load(f)
+    flags = []
+    for name, value in hyperparameters.items():
+        if name.startswith("sagemaker_"):
+            continue  # SageMaker's own settings.
+        value = str(value)
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        flags.append(f"--{name}" if value.lower() == "true" else f"--{name}={value}")
+    return flags
+
+
 def main():
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        result = run()
+        result = run(sagemaker_argv(sys.argv[1:]))
     except (data.DatasetMismatchError, TrainingError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
