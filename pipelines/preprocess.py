@@ -184,6 +184,10 @@ def check_description(description, max_failure_fraction):
         )
 
 
+def _count(n, noun):
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def format_summary(description, output, wall_secs, new_secs):
     """The closing summary printed after a local run, as a str.
 
@@ -206,7 +210,7 @@ def format_summary(description, output, wall_secs, new_secs):
         f"{description['encoding']} {description['quantization_channels']} channels",
         "Windows: "
         + ", ".join(
-            f"{name} {split['windows']} ({split['tracks']} tracks, {len(split['files'])} shards)"
+            f"{name} {split['windows']} ({_count(split['tracks'], 'track')}, {_count(len(split['files']), 'shard')})"
             for name, split in splits.items()
         )
         + f"; {accounting['windows_silent_dropped']} silent dropped",

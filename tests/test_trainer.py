@@ -99,7 +99,9 @@ def test_validation_loss_falls_below_the_code_histogram_entropy(clips_dataset, t
     result = task.run(
         _args(clips_dataset, tmp_path, "--steps=300", "--eval_every=300", "--batch_size=16", "--learning_rate=3e-3")
     )
-    assert result["validation_loss_nats"] < entropy_nats - 0.5
+    assert description["splits"]["validation"]["tracks"] == 1 and description["splits"]["train"]["tracks"] == 3
+    # A held-out song, predicted a nat per sample better than the code histogram of the training songs.
+    assert result["validation_loss_nats"] < entropy_nats - 1.0
     exported = json.loads((tmp_path / "export" / "config.json").read_text())
     assert exported["sample_rate"] == 8000 and exported["receptive_field"] == TINY.receptive_field
     assert os.path.exists(tmp_path / "logs" / "validation")
