@@ -103,20 +103,11 @@ class ExpandInputs(beam.PTransform):
         return matched.uris | "ToSources" >> beam.Map(source_record), matched[FAILED]
 
 
-class ScrapeListingsFn(beam.DoFn):
-    """All start URLs -> scraped track sources; unreadable listing pages -> FAILED.
+class _FetchingDoFn(beam.DoFn):
+    """A DoFn holding one polite `fetch.Fetcher` per instance (HTTP sessions are not picklable)."""
 
-    One element holds every start URL, so de-duplication and --max_tracks apply
-    across listings; listing pages are read one after another (politeness),
-    and the downloads fan out after the Reshuffle.
-    """
-
-    def __init__(self, fetch_config, max_pages, max_tracks):
+    def __init__(self, fetch_config):
         self._fetch_config = fetch_config
-        self._max_pages = max_pages
-        self._max_tracks = max_tracks
-        self._scraped = Metrics.counter(NAMESPACE, TRACKS_SCRAPED)
-        self._pages_failed = Metrics.counter(NAMESPACE, PAGES_FAILED)
         self._fetcher = None
 
     def setup(self):
@@ -125,6 +116,22 @@ class ScrapeListingsFn(beam.DoFn):
     def teardown(self):
         if self._fetcher is not None:
             self._fetcher.close()
+
+
+class ScrapeListingsFn(_FetchingDoFn):
+    """All start URLs -> scraped track sources; unreadable listing pages -> FAILED.
+
+    One element holds every start URL, so de-duplication and --max_tracks apply
+    across listings; listing pages are read one after another (politeness),
+    and the downloads fan out after the Reshuffle.
+    """
+
+    def __init__(self, fetch_config, max_pages, max_tracks):
+        super().__init__(fetch_config)
+        self._max_pages = max_pages
+        self._max_tracks = max_tracks
+        self._scraped = Metrics.counter(NAMESPACE, TRACKS_SCRAPED)
+        self._pages_failed = Metrics.counter(NAMESPACE, PAGES_FAILED)
 
     def process(self, start_urls):
         for item in scrape.scrape(start_urls, self._fetcher, self._max_pages, self._max_tracks):
@@ -193,7 +200,7 @@ class SelectSources(beam.PTransform):
         return picked.sources | "Reshuffle" >> beam.Reshuffle(), picked[SKIPPED]
 
 
-class ProcessTrackFn(beam.DoFn):
+class ProcessTrackFn(_FetchingDoFn):
     """Track source -> windows (main output), a track record (TRACKS) or a failure (FAILED).
 
     Streams the track through decode, downmix, resample, mu-law and
@@ -201,10 +208,9 @@ class ProcessTrackFn(beam.DoFn):
     """
 
     def __init__(self, config, validation_fraction, fetch_config):
+        super().__init__(fetch_config)
         self._config = config
         self._validation_fraction = validation_fraction
-        self._fetch_config = fetch_config
-        self._fetcher = None
         self._counters = {
             name: Metrics.counter(NAMESPACE, name)
             for name in (
@@ -212,13 +218,6 @@ class ProcessTrackFn(beam.DoFn):
                 BYTES_READ, SAMPLES_OUT, WINDOWS_KEPT, WINDOWS_SILENT,
             )
         }  # fmt: skip
-
-    def setup(self):
-        self._fetcher = fetch.Fetcher(self._fetch_config)
-
-    def teardown(self):
-        if self._fetcher is not None:
-            self._fetcher.close()
 
     def process(self, source):
         self._counters[TRACKS_INPUT].inc()
