@@ -207,3 +207,16 @@ def test_sagemaker_train_argument_becomes_flags(tmp_path):
                                 "sagemaker_region": '"us-east-1"'}))  # fmt: skip
     assert task.sagemaker_argv(["train"], str(path)) == ["--data=s3://b/windows", "--steps=200", "--mixed_precision"]
     assert task.sagemaker_argv(["--steps=3"], str(path)) == ["--steps=3"]
+
+
+@pytest.mark.parametrize("flag", ["--mixed_precision", "--jit_compile"])
+def test_mixed_precision_and_xla_train_and_export(clips_dataset, tmp_path, flag):
+    import keras
+
+    result = task.run(_args(clips_dataset, tmp_path, "--steps=3", "--eval_every=3", flag))
+    assert keras.mixed_precision.global_policy().name == "float32"  # Global state left as found.
+    losses = [loss for _, loss in result["losses"]]
+    assert len(losses) == 3 and all(np.isfinite(losses)) and losses[2] < losses[0]
+    exported = keras.saving.load_model(tmp_path / "export" / "model.keras")
+    expected_policy = "mixed_float16" if flag == "--mixed_precision" else "float32"
+    assert exported.get_layer("gate_0").dtype_policy.name == expected_policy

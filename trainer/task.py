@@ -285,8 +285,6 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
 
     keras.utils.set_random_seed(args.seed)
     strategy = strategy_override or get_strategy(args.strategy, args.tpu)
-    if args.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.tpu else "mixed_float16")
     global_batch = args.batch_size
     if global_batch % strategy.num_replicas_in_sync:
         raise ValueError(f"--batch_size={global_batch} must divide by {strategy.num_replicas_in_sync} replicas")
@@ -294,7 +292,14 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
     chief = _is_chief(strategy)
 
     with strategy.scope():
-        wavenet = model.build_wavenet(config)
+        previous_policy = keras.mixed_precision.global_policy()
+        if args.mixed_precision:
+            # Layers keep the policy they are built with; the global one is restored right after.
+            keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.tpu else "mixed_float16")
+        try:
+            wavenet = model.build_wavenet(config)
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
         optimizer = keras.optimizers.Adam(args.learning_rate)
         if args.mixed_precision:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -343,9 +348,12 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
         optimizer.apply(grads, wavenet.trainable_variables)
         return loss
 
-    @tf.function(jit_compile=args.jit_compile or None)
+    # XLA compiles the replica's computation; reading the input iterator stays outside it.
+    compiled_replica = tf.function(train_replica, jit_compile=True) if args.jit_compile else train_replica
+
+    @tf.function
     def train_step(iterator):
-        loss = strategy.run(train_replica, args=(next(iterator),))
+        loss = strategy.run(compiled_replica, args=(next(iterator),))
         step.assign_add(1)
         return strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
 
