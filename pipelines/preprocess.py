@@ -1,7 +1,7 @@
 """python -m pipelines.preprocess: music files and URLs -> mu-law TFRecord windows.
 
-    match inputs -> Reshuffle -> decode -> mono -> resample -> mu-law -> windows
-      -> tf.train.Example -> train-*.tfrecord / validation-*.tfrecord
+    match inputs / scrape listings -> one source per track -> Reshuffle -> decode -> mono
+      -> resample -> windows -> mu-law -> tf.train.Example -> train-*.tfrecord / validation-*.tfrecord
     plus dataset.json, failures.jsonl and tracks.jsonl in --output.
 
 With no --input, processes the clips bundled with the package into ./output
@@ -127,10 +127,10 @@ def local_runner(options, argv):
     """The runner for a job started without --runner: Beam's FnApiRunner, one process per core.
 
     The FnApiRunner is the engine behind Beam's DirectRunner. Naming it keeps
-    local runs predictable: since Beam 2.64 a bare DirectRunner first tries to
-    download the Prism runner from GitHub, which fails on machines without
-    internet access and runs a different engine on those with it. An explicit
-    --runner (DirectRunner included) is left to Beam.
+    local runs predictable: Beam 2.77's DirectRunner first tries to download
+    the Prism runner from GitHub, which fails on machines without internet
+    access (costing time on every run) and runs a different engine on those
+    with it. An explicit --runner (DirectRunner included) is left to Beam.
 
     Returns:
       a runner instance, or None when --runner was given.

@@ -71,7 +71,9 @@ def match_pattern(pattern):
 
     A URL is returned as is. A local directory expands to the audio files
     under it (by extension, recursively). Anything else is matched with Beam's
-    `FileSystems.match` (globs work on local, gs:// and s3:// paths).
+    `FileSystems.match` (globs work on local, gs:// and s3:// paths; in Beam's
+    globs `**` spans directories, so `dir/**.mp3` is every mp3 below dir). A
+    leading ~ in a local pattern is the home directory.
 
     Args:
       pattern: str.
@@ -84,6 +86,8 @@ def match_pattern(pattern):
     """
     if is_url(pattern):
         return [pattern]
+    if "://" not in pattern:
+        pattern = os.path.expanduser(pattern)  # Globs are quoted, so the shell left ~ alone.
     only_audio = os.path.isdir(pattern)
     glob = os.path.join(pattern, "**") if only_audio else pattern
     try:

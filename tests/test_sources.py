@@ -65,3 +65,13 @@ def test_empty_file_is_refused_when_opened(tmp_path):
     with pytest.raises(audio.TrackError, match=r"empty file \(0 bytes\)") as raised:
         sources.open_uri(str(tmp_path / "empty.mp3"), fetch.Fetcher())
     assert raised.value.stage == "read"
+
+
+def test_double_star_spans_directories_and_tilde_is_home(clips_dir, monkeypatch):
+    nested = clips_dir / "albums" / "one"
+    nested.mkdir(parents=True)
+    (nested / "deep.mp3").write_bytes((clips_dir / "Awakening.mp3").read_bytes())
+    monkeypatch.setenv("HOME", str(clips_dir))
+    uris = sources.match_pattern("~/**.mp3")
+    assert str(nested / "deep.mp3") in uris and str(clips_dir / "Awakening.mp3") in uris
+    (nested / "deep.mp3").unlink()
