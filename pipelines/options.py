@@ -137,6 +137,18 @@ class PreprocessOptions(PipelineOptions):
             help="TFRecord shards per split; 0 lets the runner choose. Default: %(default)s.",
         )
         group.add_argument(
+            "--input_subscription",
+            default=None,
+            help="With --streaming: Pub/Sub subscription (projects/PROJECT/subscriptions/NAME) whose messages "
+            "name tracks: Cloud Storage notifications, or a path or URL per message.",
+        )
+        group.add_argument(
+            "--window_secs",
+            type=int,
+            default=60,
+            help="With --streaming: seconds between writes of shards, failures and track files. Default: %(default)s.",
+        )
+        group.add_argument(
             "--max_download_bytes",
             type=int,
             default=1 << 30,

@@ -245,6 +245,8 @@ def run(argv=None, save_main_session=True):
     preprocess.audio_config()  # Fail on bad options before any work.
     if not 0.0 <= preprocess.validation_fraction <= 1.0:
         raise ValueError(f"--validation_fraction must be in [0, 1], got {preprocess.validation_fraction}")
+    if options.view_as(StandardOptions).streaming:
+        return _run_streaming(options, preprocess)
     previous = None
     if preprocess.skip_existing and FileSystems.exists(FileSystems.join(preprocess.output, contract.DATASET_FILE)):
         previous = read_description(preprocess.output)
@@ -271,6 +273,21 @@ def run(argv=None, save_main_session=True):
     _log_counters(result)
     check_description(description, preprocess.max_failure_fraction)
     return description
+
+
+def _run_streaming(options, preprocess):
+    """Submits the streaming job (it runs until cancelled) and returns None."""
+    from pipelines import streaming
+
+    streaming.assert_streaming_options(preprocess)
+    pipeline = beam.Pipeline(options=options)
+    messages = pipeline | "ReadPubSub" >> beam.io.ReadFromPubSub(
+        subscription=preprocess.input_subscription, with_attributes=True
+    )
+    streaming.build_streaming_pipeline(messages, preprocess)
+    pipeline.run()
+    logging.warning("Streaming job submitted; it writes into %s every %d s.", preprocess.output, preprocess.window_secs)
+    return None
 
 
 def _log_counters(result):

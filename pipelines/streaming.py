@@ -1,0 +1,264 @@
+"""Streaming mode of the preprocess pipeline: tracks processed as they arrive on Pub/Sub.
+
+    python -m pipelines.preprocess --streaming --input_subscription projects/P/subscriptions/S \\
+        --output gs://BUCKET/windows [--window_secs 60]
+
+Each message names one track: a Cloud Storage notification (OBJECT_FINALIZE:
+gs://bucket/object), or a path or URL in its body (plain text, or JSON with
+"uri"). Tracks are deduplicated across the whole stream with keyed state,
+processed exactly as in batch mode (`transforms.ProcessTrackFn`), and written
+every --window_secs: TFRecord shards, failures and track index files per
+window, while one stateful writer keeps dataset.json describing everything
+written so far.
+"""
+
+import json
+import posixpath
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.coders import BooleanCoder, PickleCoder
+from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.tfrecordio import _TFRecordUtil
+from apache_beam.metrics import Metrics
+from apache_beam.transforms import window as beam_window
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+
+from pipelines import contract, scrape, transforms
+
+STAGE_MESSAGE = "message"
+MESSAGES_IGNORED = "messages_ignored"
+_KEY = "dataset"
+
+
+def track_uri_from_message(data, attributes):
+    """The track URI a Pub/Sub message names, or None for a notification to ignore.
+
+    Args:
+      data: message body, bytes.
+      attributes: dict of message attributes.
+
+    Returns:
+      str URI, or None for Cloud Storage events other than OBJECT_FINALIZE.
+
+    Raises:
+      ValueError: when the message names no track.
+    """
+    attributes = attributes or {}
+    if "bucketId" in attributes and "objectId" in attributes:
+        if attributes.get("eventType", "OBJECT_FINALIZE") != "OBJECT_FINALIZE":
+            return None
+        return f"gs://{attributes['bucketId']}/{attributes['objectId']}"
+    text = (data or b"").decode("utf-8", "replace").strip()
+    if text.startswith("{"):
+        try:
+            body = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"message body is not valid JSON: {e}") from e
+        if body.get("uri") or body.get("url"):
+            return body.get("uri") or body.get("url")
+        if body.get("bucket") and body.get("name"):
+            return f"gs://{body['bucket']}/{body['name']}"
+        raise ValueError("JSON message names no track (expected uri, url, or bucket and name)")
+    if not text or "\n" in text:
+        raise ValueError("message body must be one path or URL")
+    return text
+
+
+class ParseMessagesFn(beam.DoFn):
+    """PubsubMessage -> track source record, or a failure record (FAILED)."""
+
+    def __init__(self):
+        self._ignored = Metrics.counter(transforms.NAMESPACE, MESSAGES_IGNORED)
+
+    def process(self, message):
+        data, attributes = getattr(message, "data", message), getattr(message, "attributes", {})
+        try:
+            uri = track_uri_from_message(data, attributes)
+        except ValueError as e:
+            yield pvalue.TaggedOutput(
+                transforms.FAILED,
+                {"uri": repr(data[:200]), "stage": STAGE_MESSAGE, "error": str(e)},
+            )
+            return
+        if uri is None:
+            self._ignored.inc()
+            return
+        yield transforms.source_record(uri)
+
+
+class FirstSeenFn(beam.DoFn):
+    """(track_id, source) -> the source the first time its track_id is seen in the stream; later ones SKIPPED."""
+
+    SEEN = ReadModifyWriteStateSpec("seen", BooleanCoder())
+
+    def __init__(self):
+        self._skipped = Metrics.counter(transforms.NAMESPACE, transforms.TRACKS_SKIPPED)
+
+    def process(self, keyed, seen=beam.DoFn.StateParam(SEEN)):  # noqa: B008 (Beam's state idiom)
+        track_id, source = keyed
+        if seen.read():
+            self._skipped.inc()
+            yield pvalue.TaggedOutput(transforms.SKIPPED, track_id)
+            return
+        seen.write(True)
+        yield source
+
+
+class TFRecordSink(fileio.FileSink):
+    """A fileio sink writing serialized examples as TFRecords (Beam's own record framing)."""
+
+    def open(self, fh):
+        self._fh = fh
+
+    def write(self, record):
+        _TFRecordUtil.write_record(self._fh, record)
+
+    def flush(self):
+        self._fh.flush()
+
+
+class WriteWindowed(beam.PTransform):
+    """Elements of each window -> files `<prefix>-<window>-<pane>-SSSSS-of-NNNNN<suffix>`; returns FileResults."""
+
+    def __init__(self, output, prefix, suffix, sink):
+        super().__init__()
+        self._output, self._prefix, self._suffix, self._sink = output, prefix, suffix, sink
+
+    def expand(self, pcoll):
+        return pcoll | fileio.WriteToFiles(
+            path=self._output,
+            file_naming=fileio.default_file_naming(self._prefix, self._suffix),
+            sink=lambda _: self._sink(),
+            shards=1,
+        )
+
+
+class MergeDescriptionFn(beam.DoFn):
+    """One writer for dataset.json: merges each window's part into the running description and rewrites it."""
+
+    DESCRIPTION = ReadModifyWriteStateSpec("description", PickleCoder())
+
+    def __init__(self, output_dir, config, validation_fraction):
+        self._output_dir = output_dir
+        self._config = config
+        self._validation_fraction = validation_fraction
+
+    def process(self, keyed, state=beam.DoFn.StateParam(DESCRIPTION)):  # noqa: B008 (Beam's state idiom)
+        _, parts = keyed
+        stats = transforms.DatasetStatsFn().create_accumulator()
+        shard_paths = {split: [] for split in contract.SPLITS}
+        counts = {"tracks_input": 0, "tracks_failed": 0, "tracks_skipped_existing": 0}
+        for kind, value in parts:
+            if kind == "stats":
+                stats = transforms.DatasetStatsFn().merge_accumulators([stats, value])
+            elif kind == "file":
+                shard_paths[value[0]].append(value[1])
+            else:
+                counts[kind] += value
+        previous = state.read()
+        description = transforms.describe_dataset(
+            self._config, self._validation_fraction, stats, shard_paths, counts, previous
+        )
+        if previous:  # In a stream, the accounting adds up over windows.
+            for key, value in previous["accounting"].items():
+                description["accounting"][key] += value
+        # A stream writes these per window.
+        description["failures_file"], description["tracks_file"] = "failures-*.jsonl", "tracks-*.jsonl"
+        state.write(description)
+        path = FileSystems.join(self._output_dir, contract.DATASET_FILE)
+        with FileSystems.create(path, mime_type="application/json") as f:
+            f.write(json.dumps(description, indent=2, sort_keys=True).encode("utf-8"))
+        yield description
+
+
+def build_streaming_pipeline(messages, options):
+    """Adds the streaming steps after a PCollection of Pub/Sub messages.
+
+    Args:
+      messages: PCollection of PubsubMessage (or bytes bodies), timestamped.
+      options: PreprocessOptions.
+
+    Returns:
+      PCollection of dataset.json contents (dict), one per window written.
+    """
+    config = options.audio_config()
+    output = options.output
+    fetch_config = scrape.fetch_config(options, max_bytes=options.max_download_bytes)
+    parsed = messages | "ParseMessages" >> beam.ParDo(ParseMessagesFn()).with_outputs(transforms.FAILED, main="sources")
+    firsts = (
+        parsed.sources
+        | "KeyByTrackId" >> beam.Map(lambda source: (source["track_id"], source))
+        | "FirstSeen" >> beam.ParDo(FirstSeenFn()).with_outputs(transforms.SKIPPED, main="sources")
+    )
+    fixed = beam_window.FixedWindows(options.window_secs)
+    sources = firsts.sources | "WindowSources" >> beam.WindowInto(fixed)
+    processed = sources | "ProcessTracks" >> beam.ParDo(
+        transforms.ProcessTrackFn(config, options.validation_fraction, fetch_config)
+    ).with_outputs(transforms.FAILED, transforms.TRACKS, main="windows")
+
+    failures = (
+        parsed[transforms.FAILED] | "WindowMessageFailures" >> beam.WindowInto(fixed),
+        processed[transforms.FAILED],
+    ) | "FlattenFailures" >> beam.Flatten()
+    skipped = firsts[transforms.SKIPPED] | "WindowSkipped" >> beam.WindowInto(fixed)
+    tracks = processed[transforms.TRACKS]
+
+    parts = []
+    by_split = processed.windows | "PartitionSplits" >> beam.Partition(
+        lambda w, _: contract.SPLITS.index(transforms.split_for(w.track_id, options.validation_fraction)),
+        len(contract.SPLITS),
+    )
+    for i, split in enumerate(contract.SPLITS):
+        name = split.capitalize()
+        written = (
+            by_split[i]
+            | f"Batch{name}" >> beam.BatchElements(min_batch_size=1, max_batch_size=64)
+            | f"Encode{name}" >> beam.ParDo(transforms.EncodeExamplesFn())
+            | f"Write{name}" >> WriteWindowed(output, split, ".tfrecord", TFRecordSink)
+        )
+        parts.append(
+            written
+            | f"Files{name}" >> beam.Map(lambda r, split=split: ("file", (split, posixpath.basename(r.file_name))))
+        )
+    for label, pcoll in (("Failures", failures), ("Tracks", tracks)):
+        (
+            pcoll
+            | f"Json{label}" >> beam.Map(json.dumps, sort_keys=True)
+            | f"Write{label}" >> WriteWindowed(output, label.lower(), ".jsonl", fileio.TextSink)
+        )
+    parts.append(
+        tracks
+        | "WindowStats" >> beam.CombineGlobally(transforms.DatasetStatsFn()).without_defaults()
+        | "TagStats" >> beam.Map(lambda stats: ("stats", stats))
+    )
+    for kind, pcoll in (
+        ("tracks_failed", failures),
+        ("tracks_skipped_existing", skipped),
+        ("tracks_input", (sources, skipped, parsed[transforms.FAILED] | "WindowInputFailures" >> beam.WindowInto(fixed))
+         | "FlattenInputs" >> beam.Flatten()),
+    ):  # fmt: skip
+        parts.append(
+            pcoll
+            | f"Count_{kind}" >> beam.combiners.Count.Globally().without_defaults()
+            | f"Tag_{kind}" >> beam.Map(lambda n, kind=kind: (kind, n))
+        )
+    return (
+        parts
+        | "FlattenParts" >> beam.Flatten()
+        | "KeyParts" >> beam.Map(lambda part: (_KEY, part))
+        | "GroupWindowParts" >> beam.GroupByKey()
+        | "GlobalWindow" >> beam.WindowInto(beam_window.GlobalWindows())
+        | "MergeDescription" >> beam.ParDo(MergeDescriptionFn(output, config, options.validation_fraction))
+    )
+
+
+def assert_streaming_options(options):
+    """Raises ValueError when streaming options are missing or inconsistent."""
+    if not options.input_subscription:
+        raise ValueError("--streaming needs --input_subscription (projects/PROJECT/subscriptions/NAME)")
+    if options.input or options.scrape_url:
+        raise ValueError("--streaming reads tracks from --input_subscription only, not --input or --scrape_url")
+    if options.window_secs <= 0:
+        raise ValueError(f"--window_secs must be positive, got {options.window_secs}")

@@ -1,0 +1,110 @@
+"""Streaming mode on Beam's DirectRunner, fed by a TestStream of Pub/Sub messages."""
+
+import json
+import os
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.io.gcp.pubsub import PubsubMessage
+from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+from apache_beam.testing import test_stream as beam_test_stream
+from apache_beam.transforms.window import TimestampedValue
+
+from pipelines import contract, streaming
+from pipelines.options import PreprocessOptions
+from tests.conftest import CLIPS
+
+
+def _read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.mark.parametrize(
+    "data, attributes, expected",
+    [
+        (b"gs://b/a.mp3\n", {}, "gs://b/a.mp3"),
+        (b'{"uri": "https://x/a.ogg"}', {}, "https://x/a.ogg"),
+        (b'{"bucket": "b", "name": "raw/a.flac"}', {}, "gs://b/raw/a.flac"),
+        (b"{}", {"bucketId": "b", "objectId": "raw/a.mp3", "eventType": "OBJECT_FINALIZE"}, "gs://b/raw/a.mp3"),
+        (b"{}", {"bucketId": "b", "objectId": "raw/a.mp3", "eventType": "OBJECT_DELETE"}, None),
+    ],
+    ids=["text", "json-uri", "json-object", "gcs-finalize", "gcs-delete-ignored"],
+)
+def test_messages_name_tracks(data, attributes, expected):
+    assert streaming.track_uri_from_message(data, attributes) == expected
+
+
+@pytest.mark.parametrize("data", [b"", b"a.mp3\nb.mp3", b"{not json", b'{"size": 3}'])
+def test_messages_naming_no_track_are_refused(data):
+    with pytest.raises(ValueError):
+        streaming.track_uri_from_message(data, {})
+
+
+@pytest.mark.slow
+def test_stream_writes_windows_failures_and_a_description(tmp_path):
+    import tensorflow as tf
+
+    output = tmp_path / "out"
+    output.mkdir()
+    options = PreprocessOptions(
+        [f"--output={output}", "--window_secs=60", "--window_samples=8000", "--validation_fraction=0",
+         "--streaming"]
+    )  # fmt: skip
+    preprocess_options = options.view_as(PreprocessOptions)
+
+    def message(path, seconds):
+        return TimestampedValue(PubsubMessage(path.encode(), {}), seconds)
+
+    stream = (
+        beam_test_stream.TestStream()
+        .advance_watermark_to(0)
+        .add_elements([message(CLIPS["mp3_44k"], 1), message(CLIPS["flac_44k"], 2)])
+        .add_elements([TimestampedValue(PubsubMessage(b"", {}), 3)])  # Names no track.
+        .advance_watermark_to(61)
+        .add_elements([message(CLIPS["mp3_44k"], 62), message(CLIPS["wav_44k"], 63)])  # A duplicate and a new one.
+        .add_elements(
+            [
+                TimestampedValue(
+                    PubsubMessage(b"{}", {"bucketId": "b", "objectId": "x", "eventType": "OBJECT_DELETE"}), 64
+                )
+            ]
+        )  # fmt: skip
+        .advance_watermark_to_infinity()
+    )
+    with beam.Pipeline(runner=BundleBasedDirectRunner(), options=options) as pipeline:
+        streaming.build_streaming_pipeline(pipeline | stream, preprocess_options)
+
+    with open(output / contract.DATASET_FILE) as f:
+        description = json.load(f)
+    accounting = description["accounting"]
+    assert (accounting["tracks_input"], accounting["tracks_ok"], accounting["tracks_failed"]) == (5, 3, 1)
+    assert accounting["tracks_skipped_existing"] == 1
+    train = description["splits"]["train"]
+    assert train["tracks"] == 3 and len(train["files"]) == 2  # One shard per window.
+    records = list(tf.data.TFRecordDataset([str(output / f) for f in train["files"]]))
+    assert len(records) == train["windows"] == 16 + 6 + 4  # 8 s, 3 s and 2 s of audio in 0.5 s windows.
+    example = tf.io.parse_single_example(records[0], {"audio": tf.io.FixedLenFeature([], tf.string)})
+    assert len(np.frombuffer(example["audio"].numpy(), np.uint8)) == 8000
+    failure_files = [f for f in os.listdir(output) if f.startswith("failures")]
+    failures = [record for name in failure_files for record in _read_jsonl(output / name)]
+    assert [f["stage"] for f in failures] == ["message"]
+    track_files = [f for f in os.listdir(output) if f.startswith("tracks")]
+    assert len(track_files) == 2 and description["tracks_file"] == "tracks-*.jsonl"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--streaming"], "needs --input_subscription"),
+        (["--streaming", "--input_subscription=projects/p/subscriptions/s", "--input=a.mp3"], "only"),
+        (["--streaming", "--input_subscription=projects/p/subscriptions/s", "--window_secs=0"], "positive"),
+    ],
+    ids=["no-subscription", "with-input", "bad-window"],
+)
+def test_streaming_options_are_checked_before_submitting(args, message, tmp_path):
+    from pipelines import preprocess
+
+    with pytest.raises(ValueError, match=message):
+        preprocess.run([*args, f"--output={tmp_path}"])
