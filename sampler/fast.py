@@ -22,11 +22,16 @@ EXPORT_MODEL, EXPORT_CONFIG = contract.MODEL_FILE, contract.MODEL_CONFIG_FILE
 
 
 def resolve_export_dir(path):
-    """An export directory from a job_dir or the export directory itself.
+    """A local export directory from a job_dir or its export/, local or remote.
+
+    Remote paths (gs://, s3://, any Beam filesystem) are fetched into a
+    temporary directory: the export is two small files.
 
     Raises:
-      FileNotFoundError: when neither holds model.keras and config.json.
+      FileNotFoundError: when neither path nor path/export holds model.keras and config.json.
     """
+    if "://" in path:
+        return _fetch_export(path)
     for candidate in (path, os.path.join(path, contract.EXPORT_DIR)):
         if os.path.isfile(os.path.join(candidate, EXPORT_MODEL)) and os.path.isfile(
             os.path.join(candidate, EXPORT_CONFIG)
@@ -36,6 +41,23 @@ def resolve_export_dir(path):
         f"no exported model in {path}: expected {EXPORT_MODEL} and {EXPORT_CONFIG} there or in {path}/export "
         "(written by python -m trainer.task)"
     )
+
+
+def _fetch_export(uri):
+    import shutil
+    import tempfile
+
+    from apache_beam.io.filesystems import FileSystems
+
+    for candidate in (uri.rstrip("/"), FileSystems.join(uri.rstrip("/"), contract.EXPORT_DIR)):
+        names = [FileSystems.join(candidate, name) for name in (EXPORT_MODEL, EXPORT_CONFIG)]
+        if all(FileSystems.exists(name) for name in names):
+            local = tempfile.mkdtemp(prefix="wavenet-export-")
+            for remote, name in zip(names, (EXPORT_MODEL, EXPORT_CONFIG), strict=True):
+                with FileSystems.open(remote) as src, open(os.path.join(local, name), "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            return local
+    raise FileNotFoundError(f"no exported model in {uri} or {uri}/{contract.EXPORT_DIR}")
 
 
 class FastWaveNet:

@@ -27,7 +27,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m sampler.generate", description="Generate audio from a WaveNet exported by trainer.task."
     )
-    parser.add_argument("--model", required=True, help="The training --job_dir, or its export/ directory.")
+    parser.add_argument(
+        "--model", required=True, help="The training --job_dir, or its export/ directory: local, gs:// or s3://."
+    )
     parser.add_argument("--seconds", type=float, required=True, help="Seconds of audio to generate per clip.")
     parser.add_argument(
         "--output",

@@ -117,3 +117,10 @@ def test_walkthrough_from_real_clips_to_a_wav(tmp_path):
         samples = np.frombuffer(f.readframes(8000), "<i2")
     assert len(np.unique(samples)) > 10
     assert contract.DEFAULT_SAMPLE_RATE == 16000
+
+
+def test_export_is_fetched_through_beam_filesystems(trained_job):
+    # Remote paths (gs://, s3://) take this route; Beam's local filesystem stands in for them here.
+    local = fast._fetch_export(str(trained_job))
+    assert sorted(os.listdir(local)) == [contract.MODEL_CONFIG_FILE, contract.MODEL_FILE]
+    assert fast.FastWaveNet.load(local).config["sample_rate"] == 8000
