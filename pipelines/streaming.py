@@ -187,22 +187,20 @@ def build_streaming_pipeline(messages, options):
     output = options.output
     fetch_config = scrape.fetch_config(options, max_bytes=options.max_download_bytes)
     parsed = messages | "ParseMessages" >> beam.ParDo(ParseMessagesFn()).with_outputs(transforms.FAILED, main="sources")
-    firsts = (
+    first_seen = (
         parsed.sources
         | "KeyByTrackId" >> beam.Map(lambda source: (source["track_id"], source))
         | "FirstSeen" >> beam.ParDo(FirstSeenFn()).with_outputs(transforms.SKIPPED, main="sources")
     )
     fixed = beam_window.FixedWindows(options.window_secs)
-    sources = firsts.sources | "WindowSources" >> beam.WindowInto(fixed)
+    sources = first_seen.sources | "WindowSources" >> beam.WindowInto(fixed)
     processed = sources | "ProcessTracks" >> beam.ParDo(
         transforms.ProcessTrackFn(config, options.validation_fraction, fetch_config)
     ).with_outputs(transforms.FAILED, transforms.TRACKS, main="windows")
 
-    failures = (
-        parsed[transforms.FAILED] | "WindowMessageFailures" >> beam.WindowInto(fixed),
-        processed[transforms.FAILED],
-    ) | "FlattenFailures" >> beam.Flatten()
-    skipped = firsts[transforms.SKIPPED] | "WindowSkipped" >> beam.WindowInto(fixed)
+    message_failures = parsed[transforms.FAILED] | "WindowMessageFailures" >> beam.WindowInto(fixed)
+    failures = (message_failures, processed[transforms.FAILED]) | "FlattenFailures" >> beam.Flatten()
+    skipped = first_seen[transforms.SKIPPED] | "WindowSkipped" >> beam.WindowInto(fixed)
     tracks = processed[transforms.TRACKS]
 
     parts = []
@@ -236,8 +234,7 @@ def build_streaming_pipeline(messages, options):
     for kind, pcoll in (
         ("tracks_failed", failures),
         ("tracks_skipped_existing", skipped),
-        ("tracks_input", (sources, skipped, parsed[transforms.FAILED] | "WindowInputFailures" >> beam.WindowInto(fixed))
-         | "FlattenInputs" >> beam.Flatten()),
+        ("tracks_input", (sources, skipped, message_failures) | "FlattenInputs" >> beam.Flatten()),
     ):  # fmt: skip
         parts.append(
             pcoll
