@@ -18,6 +18,7 @@ REQUIRED_PACKAGES = [
     "soxr>=0.5,<2",
     "resampy>=0.4.3,<0.5",
     "pydub>=0.25.1,<0.26",
+    "audioop-lts; python_version >= '3.13'",  # pydub imports audioop, removed in Python 3.13.
     "numpy>=1.26,<3",
     "google-crc32c>=1.5,<2",
     "beautifulsoup4>=4.12,<5",
