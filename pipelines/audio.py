@@ -374,12 +374,6 @@ class WindowCutter:
         self._buffer_start += keep_from
 
 
-def peak_dbfs(audio):
-    """Peak level in dB relative to full scale (1.0); -inf for all zeros."""
-    peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
-    return 20.0 * math.log10(peak) if peak > 0 else -math.inf
-
-
 @dataclasses.dataclass
 class TrackStats:
     """What happened to one track, filled in as its windows are consumed.
@@ -424,11 +418,18 @@ class Track:
         self._block_samples = block_samples
         self.stats = TrackStats()
 
-    def __iter__(self):
+    def mono_blocks(self):
+        """The track decoded, downmixed and resampled, block by block.
+
+        Yields:
+          float32 [n] mono audio at `config.sample_rate`; n varies per block.
+          Fills `stats` (all but the window counts) as it goes.
+
+        Raises:
+          TrackError: stage 'decode' if no audio can be decoded.
+        """
         config = self._config
         stats = self.stats
-        silence_peak = 10.0 ** (config.silence_threshold_db / 20.0)
-        cutter = WindowCutter(config.window_samples, config.hop_samples)
         resampler = None
         blocks = _DECODE_FUNCTIONS[config.decoder](self._fileobj, self._block_samples)
         while True:
@@ -459,14 +460,22 @@ class Track:
                     resampler = StreamResampler(block_rate, config.sample_rate, config.resampler)
                 mono = resampler.resample_chunk(downmix(audio))
             stats.samples += len(mono)
+            yield mono
+            if block is None:
+                return
+
+    def __iter__(self):
+        config = self._config
+        stats = self.stats
+        silence_peak = 10.0 ** (config.silence_threshold_db / 20.0)
+        cutter = WindowCutter(config.window_samples, config.hop_samples)
+        for mono in self.mono_blocks():
             for offset, window in cutter.push(mono):
                 if np.max(np.abs(window)) < silence_peak:
                     stats.silent_windows += 1
                     continue
                 stats.windows += 1
                 yield offset, contract.mu_law_encode(window, config.quantization_channels)
-            if block is None:
-                break
         if stats.samples < config.window_samples:
             raise TrackError(
                 STAGE_WINDOW,

@@ -64,14 +64,9 @@ def primer_codes(path, sample_rate, quantization_channels, max_samples):
 
     config = audio.AudioConfig(sample_rate=sample_rate, quantization_channels=quantization_channels)
     tail = np.zeros(0, np.float32)
-    resampler = None
     with open(path, "rb") as f:
-        for block_rate, block in audio.decode_pyav(f):
-            resampler = resampler or audio.StreamResampler(block_rate, sample_rate, config.resampler)
-            tail = np.concatenate([tail, resampler.resample_chunk(audio.downmix(block))])[-max_samples:]
-    if resampler is None:
-        raise audio.TrackError(audio.STAGE_DECODE, f"{path} holds no audio")
-    tail = np.concatenate([tail, resampler.resample_chunk(np.zeros(0, np.float32), last=True)])[-max_samples:]
+        for mono in audio.Track(f, config).mono_blocks():
+            tail = np.concatenate([tail, mono])[-max_samples:]
     return contract.mu_law_encode(tail, quantization_channels).astype(np.int32)
 
 

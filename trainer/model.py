@@ -52,12 +52,6 @@ class WaveNetConfig:
     def to_json(self):
         return json.dumps({**dataclasses.asdict(self), "dilations": list(self.dilations)}, sort_keys=True)
 
-    @classmethod
-    def from_dict(cls, values):
-        values = dict(values)
-        values["dilations"] = tuple(values["dilations"])
-        return cls(**values)
-
 
 PRESETS = {
     # One stack of dilations 1..32, receptive field 65 samples: tests and quick CPU tries.
