@@ -90,6 +90,14 @@ def clips_dir(tmp_path_factory):
     return directory
 
 
+def read_jsonl(path):
+    """The records of a JSON-lines file."""
+    import json
+
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def decoded_duration_secs(path):
     """Duration of a file as PyAV decodes it: decoded samples / sample rate."""
     import av

@@ -11,16 +11,11 @@ import numpy as np
 import pytest
 
 from pipelines import contract, preprocess
-from tests.conftest import CLIPS, broken_file_contents, decoded_duration_secs
+from tests.conftest import CLIPS, broken_file_contents, decoded_duration_secs, read_jsonl
 
 WINDOW_SAMPLES = 8000
 HOP_SAMPLES = 6000
 QUANTIZATION_CHANNELS = 64
-
-
-def _read_jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _parse_shards(paths):
@@ -90,7 +85,7 @@ def test_accounting_holds_and_nothing_is_lost(mixed_run):
 
 
 def test_each_broken_input_is_in_the_failures_file_with_its_reason(mixed_run):
-    failures = {os.path.basename(r["uri"]): r for r in _read_jsonl(mixed_run["output"] / contract.FAILURES_FILE)}
+    failures = {os.path.basename(r["uri"]): r for r in read_jsonl(mixed_run["output"] / contract.FAILURES_FILE)}
     for name, (_, stage, reason) in broken_file_contents().items():
         assert failures[name]["stage"] == stage, name
         assert re.search(reason, failures[name]["error"]), name
@@ -101,7 +96,7 @@ def test_each_broken_input_is_in_the_failures_file_with_its_reason(mixed_run):
 
 def test_windows_parse_back_with_tensorflow_with_length_range_and_offsets(mixed_run):
     description = mixed_run["description"]
-    tracks = {t["track_id"]: t for t in _read_jsonl(mixed_run["output"] / contract.TRACKS_FILE)}
+    tracks = {t["track_id"]: t for t in read_jsonl(mixed_run["output"] / contract.TRACKS_FILE)}
     windows_by_track = collections.defaultdict(list)
     for split in contract.SPLITS:
         files = description["splits"][split]["files"]
@@ -121,7 +116,7 @@ def test_windows_parse_back_with_tensorflow_with_length_range_and_offsets(mixed_
 
 
 def test_seconds_match_the_sources_durations(mixed_run):
-    tracks = _read_jsonl(mixed_run["output"] / contract.TRACKS_FILE)
+    tracks = read_jsonl(mixed_run["output"] / contract.TRACKS_FILE)
     by_uri = {t["uri"]: t for t in tracks}
     for path in CLIPS.values():
         local = by_uri[os.path.join(mixed_run["clips_dir"], os.path.basename(path))]
@@ -186,7 +181,7 @@ def test_job_fails_with_reason_when_no_track_succeeds(tmp_path, broken_dir):
         f"no track succeeded ({len(broken_file_contents())} of {len(broken_file_contents())} inputs failed"
         in result.stderr
     )
-    assert len(_read_jsonl(tmp_path / contract.FAILURES_FILE)) == len(broken_file_contents())
+    assert len(read_jsonl(tmp_path / contract.FAILURES_FILE)) == len(broken_file_contents())
 
 
 @pytest.mark.parametrize(

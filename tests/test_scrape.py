@@ -1,16 +1,11 @@
-import json
 import os
 
 import pytest
 
 from pipelines import contract, fetch, preprocess, scrape
+from tests.conftest import read_jsonl
 
 FAST = ["--requests_per_second=50", "--max_retries=3"]
-
-
-def _read_jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def test_listing_page_yields_tracks_and_next_page(music_site):
@@ -39,7 +34,7 @@ def test_scrape_follows_pages_dedupes_and_stops_at_limits(music_site, max_pages,
 def test_scrape_cli_lists_tracks_without_downloading_audio(music_site, tmp_path, capsys):
     output = tmp_path / "tracks.jsonl"
     scrape.main(["--url", f"{music_site.base_url}/genre/Ambient/", "--output", str(output), *FAST])
-    tracks = _read_jsonl(output)
+    tracks = read_jsonl(output)
     assert len(tracks) == 8
     assert {t["title"] for t in tracks} >= {"Awakening", "Secret", "Deprecation"}
     assert set(tracks[0]) == {"track_id", "audio_url", "title", "artist", "licence", "page_url"}
@@ -73,10 +68,10 @@ def test_pipeline_scrapes_downloads_and_processes_each_track_once(music_site, tm
     ]
     description = preprocess.run(args)
 
-    tracks = _read_jsonl(output / contract.TRACKS_FILE)
+    tracks = read_jsonl(output / contract.TRACKS_FILE)
     assert sorted(t["title"] for t in tracks) == ["Awakening", "Coherence", "Deprecation", "Media Threat", "Nebula"]
     assert all(t["licence"].startswith("https://creativecommons.org/") and t["page_url"] for t in tracks)
-    failures = {os.path.basename(f["uri"]): f for f in _read_jsonl(output / contract.FAILURES_FILE)}
+    failures = {os.path.basename(f["uri"]): f for f in read_jsonl(output / contract.FAILURES_FILE)}
     assert failures["missing.mp3"]["status"] == 404 and "HTTP 404" in failures["missing.mp3"]["error"]
     assert "not audio" in failures["error-page.mp3"]["error"]
     assert failures["secret.mp3"]["error"] == "disallowed by robots.txt"
@@ -102,7 +97,7 @@ def test_pipeline_scrapes_downloads_and_processes_each_track_once(music_site, tm
     assert again["splits"] == description["splits"]
     assert again["accounting"]["tracks_skipped_existing"] == 5
     assert again["accounting"]["tracks_ok"] == 0
-    assert len(_read_jsonl(output / contract.TRACKS_FILE)) == 5
+    assert len(read_jsonl(output / contract.TRACKS_FILE)) == 5
     shards = sorted(f for f in os.listdir(output) if f.endswith(".tfrecord"))
     assert shards == sorted(f for split in again["splits"].values() for f in split["files"])
     downloads = {path for _, path, _ in music_site.requests if path.startswith(("/files/", "/slow/"))}

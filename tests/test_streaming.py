@@ -13,12 +13,7 @@ from apache_beam.transforms.window import TimestampedValue
 
 from pipelines import contract, streaming
 from pipelines.options import PreprocessOptions
-from tests.conftest import CLIPS
-
-
-def _read_jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+from tests.conftest import CLIPS, read_jsonl
 
 
 @pytest.mark.parametrize(
@@ -88,7 +83,7 @@ def test_stream_writes_windows_failures_and_a_description(tmp_path):
     example = tf.io.parse_single_example(records[0], {"audio": tf.io.FixedLenFeature([], tf.string)})
     assert len(np.frombuffer(example["audio"].numpy(), np.uint8)) == 8000
     failure_files = [f for f in os.listdir(output) if f.startswith("failures")]
-    failures = [record for name in failure_files for record in _read_jsonl(output / name)]
+    failures = [record for name in failure_files for record in read_jsonl(output / name)]
     assert [f["stage"] for f in failures] == ["message"]
     track_files = [f for f in os.listdir(output) if f.startswith("tracks")]
     assert len(track_files) == 2 and description["tracks_file"] == "tracks-*.jsonl"
