@@ -567,11 +567,14 @@ def main():
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     val = result["validation_loss_nats"]
-    print(
-        f"Trained to step {result['step']}: train loss {result['train_loss_nats']:.3f} nats/sample"
-        + (f", validation {val:.3f} nats ({val / math.log(2):.2f} bits)/sample" if val is not None else "")
-        + f"\nExported to {result['export_dir']}"
-    )
+    line = f"Trained to step {result['step']}: train loss {result['train_loss_nats']:.3f} nats/sample"
+    if val is not None:
+        line += f", validation {val:.3f} nats ({val / math.log(2):.2f} bits)/sample"
+    args = parse_args(sagemaker_argv(sys.argv[1:]))
+    if not needs_staging(args.data):
+        baseline = entropy_bits(data.read_description(args.data), args.data)
+        line += f"; the code histogram's entropy (a model that learned nothing else) is {baseline:.2f} bits"
+    print(f"{line}\nExported to {result['export_dir']}")
 
 
 if __name__ == "__main__":
