@@ -25,6 +25,10 @@ REQUIRED_PACKAGES = [
     "requests>=2.31,<3",
     "tqdm>=4.66,<5",
     "pillow>=10",  # spectrogram PNGs of generated clips
+    # The sampler's CPU engine: a numba kernel calling SciPy's BLAS, held to one BLAS thread per kernel thread.
+    "numba>=0.59",
+    "scipy>=1.11",
+    "threadpoolctl>=3.1",
 ]
 
 TEST_PACKAGES = [
@@ -32,10 +36,9 @@ TEST_PACKAGES = [
     "ruff>=0.6",
 ]
 
-# benchmarks/: scipy for the legacy pydub + scipy + resampy recipe it compares
-# against, psutil to follow the memory of the pipeline's process tree.
+# benchmarks/: psutil to follow the memory of the pipeline's process tree (scipy,
+# for the legacy pydub + scipy + resampy recipe they compare against, is required anyway).
 BENCHMARK_PACKAGES = [
-    "scipy>=1.11",
     "psutil>=5.9",
 ]
 

@@ -1,12 +1,13 @@
 """Generation speed of the default WaveNet: cached (fast) against naive, 1 stream and a batch of 64.
 
-    python benchmarks/sampler_benchmark.py [--seconds 2] [--batches 1,64] [--cores 1,2]
+    python benchmarks/sampler_benchmark.py [--seconds 2] [--batches 1,64] [--cores 1,2] [--engines cpu,xla]
 
-Each (cores, batch) runs in its own process pinned to that many cores before
-TensorFlow starts. Weights are random: speed does not depend on their values.
-"naive" generates by a full forward pass over the receptive field per sample,
-what a plain `model(context)` loop costs. Targets on the project's 2-core CPU:
-one stream >= 8,000 samples/s; a batch of 64 >= 10x real time at 16 kHz.
+Each (engine, cores, batch) runs in its own process pinned to that many cores
+before TensorFlow starts; the cpu engine uses one thread per core. Weights are
+random: speed does not depend on their values. "naive" generates by a full
+forward pass over the receptive field per sample, what a plain `model(context)`
+loop costs. Targets on the project's 2-core CPU: one stream >= 8,000 samples/s;
+a batch of 64 >= 10x real time at 16 kHz.
 """
 
 import argparse
@@ -19,26 +20,30 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+CHUNK = 4000
 
 
-def measure(batch, seconds, naive_samples):
+def measure(engine, cores, batch, seconds, naive_samples):
     import numpy as np
 
-    from sampler.fast import FastWaveNet
+    from sampler import fast
     from trainer import model, task
 
     config = model.PRESETS["default"]
     wavenet = model.build_wavenet(config)
     exported = {"model": {**dataclasses.asdict(config), "dilations": list(config.dilations)},
-                "receptive_field": config.receptive_field}  # fmt: skip
-    fast = FastWaveNet(wavenet, exported)
+                "receptive_field": config.receptive_field,
+                "quantization_channels": config.quantization_channels}  # fmt: skip
+    generator = fast.make(wavenet, exported, engine=engine, threads=cores)
     n = int(seconds * 16000)
-    fast.generate(min(n, 4000), batch_size=batch)  # Compile both chunk sizes used below.
-    fast.generate(n % 4000 or 4000, batch_size=batch)
+    # Compile (and for XLA trace both chunk sizes used below) before timing.
+    generator.generate(min(n, CHUNK), batch_size=batch, chunk=CHUNK)
+    generator.generate(n % CHUNK or CHUNK, batch_size=batch, chunk=CHUNK)
     started = time.perf_counter()
-    codes = fast.generate(n, batch_size=batch)
+    codes = generator.generate(n, batch_size=batch, chunk=CHUNK)
     fast_rate = codes.size / (time.perf_counter() - started)
-    result = {"batch": batch, "fast_samples_per_sec": fast_rate}
+    assert codes.shape == (batch, n) and len(np.unique(codes)) > 1
+    result = {"engine": engine, "cores": cores, "batch": batch, "fast_samples_per_sec": fast_rate}
     if naive_samples:
         task.generate_naive(wavenet, config, 8, 0)  # Trace once.
         started = time.perf_counter()
@@ -51,38 +56,40 @@ def measure(batch, seconds, naive_samples):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.0, help="Seconds generated per stream.")
-    parser.add_argument("--batches", default="1,64")
-    parser.add_argument("--cores", default="1,2")
-    parser.add_argument("--naive_samples", type=int, default=300, help="Samples for the naive rate (batch 1).")
+    parser.add_argument("--batches", default="1,64", help="Comma-separated batch sizes (clips generated together).")
+    parser.add_argument("--cores", default="1,2", help="Comma-separated core counts to pin each run to.")
+    parser.add_argument("--engines", default="cpu,xla", help="Comma-separated engines (sampler.fast.ENGINES).")
+    parser.add_argument(
+        "--naive_samples", type=int, default=300, help="Samples for the naive rate (batch 1, cpu engine rows)."
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        cores, batch = map(int, args.child.split(","))
-        os.sched_setaffinity(0, set(range(cores)))  # Before TensorFlow starts its thread pools.
-        result = measure(batch, args.seconds, args.naive_samples if batch == 1 else 0)
-        print("RESULT " + json.dumps({**result, "cores": cores}))
+        engine, cores, batch = args.child.split(",")
+        cores, batch = int(cores), int(batch)
+        os.sched_setaffinity(0, set(range(cores)))  # Before TensorFlow and numba start their threads.
+        naive = args.naive_samples if batch == 1 and engine == "cpu" else 0
+        result = measure(engine, cores, batch, args.seconds, naive)
+        print("RESULT " + json.dumps(result))
         return
 
     print(f"default model, {args.seconds:g} s per stream at 16 kHz")
-    rows = []
-    for cores in map(int, args.cores.split(",")):
-        for batch in map(int, args.batches.split(",")):
-            child = [sys.executable, __file__, "--child", f"{cores},{batch}", "--seconds", str(args.seconds)]
-            child += ["--naive_samples", str(args.naive_samples)]
-            out = subprocess.run(child, capture_output=True, text=True, check=True).stdout
-            result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
-            rows.append(result)
-            line = (
-                f"{cores} core(s), batch {batch:>4}: {result['fast_samples_per_sec']:>10,.0f} samples/s aggregate, "
-                f"{result['fast_samples_per_sec'] / batch:>8,.0f} per stream, "
-                f"{result['fast_samples_per_sec'] / 16000:6.2f}x real time"
-            )
-            if "naive_samples_per_sec" in result:
-                line += (
-                    f"; naive {result['naive_samples_per_sec']:,.0f} samples/s -> cached is "
-                    f"{result['fast_samples_per_sec'] / result['naive_samples_per_sec']:.0f}x faster"
+    for engine in args.engines.split(","):
+        for cores in map(int, args.cores.split(",")):
+            for batch in map(int, args.batches.split(",")):
+                child = [sys.executable, __file__, "--child", f"{engine},{cores},{batch}"]
+                child += ["--seconds", str(args.seconds), "--naive_samples", str(args.naive_samples)]
+                out = subprocess.run(child, capture_output=True, text=True, check=True).stdout
+                result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+                rate = result["fast_samples_per_sec"]
+                line = (
+                    f"{engine} engine, {cores} core(s), batch {batch:>4}: {rate:>10,.0f} samples/s aggregate, "
+                    f"{rate / batch:>8,.0f} per stream, {rate / 16000:6.2f}x real time"
                 )
-            print(line, flush=True)
+                if "naive_samples_per_sec" in result:
+                    naive = result["naive_samples_per_sec"]
+                    line += f"; naive {naive:,.0f} samples/s -> cached is {rate / naive:.0f}x faster"
+                print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,14 @@ sample costs one step per layer instead of a pass over the receptive field.
 The queues are ring buffers; zeros in them are exactly the zero padding of the
 causal convolutions, so the cached computation equals the full forward pass.
 
-Loads only the exported model (`model.keras`, Keras built-in layers) and its
-`config.json`; the steps run in a `tf.while_loop` compiled with XLA.
+Two engines run the same algorithm:
+  cpu: `sampler.cpu`, a numba kernel calling BLAS directly, clips split
+       across CPU threads (no per-step dispatch: the CPU default).
+  xla: `sampler.xla`, one XLA-compiled `tf.while_loop` per chunk of samples
+       (the GPU default: all clips of a batch in one kernel launch per op).
+
+Both load only the exported model (`model.keras`, Keras built-in layers) and
+its `config.json`.
 """
 
 import json
@@ -19,6 +25,7 @@ import numpy as np
 from pipelines import contract
 
 EXPORT_MODEL, EXPORT_CONFIG = contract.MODEL_FILE, contract.MODEL_CONFIG_FILE
+ENGINES = ("auto", "cpu", "xla")
 
 
 def resolve_export_dir(path):
@@ -60,17 +67,69 @@ def _fetch_export(uri):
     raise FileNotFoundError(f"no exported model in {uri} or {uri}/{contract.EXPORT_DIR}")
 
 
-class FastWaveNet:
-    """A WaveNet's weights arranged for one-step-at-a-time generation.
+def default_engine():
+    """'xla' when TensorFlow sees a GPU, else 'cpu'."""
+    import tensorflow as tf
+
+    return "xla" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+def make(keras_model, config, engine="auto", threads=None):
+    """A cached generator for a Keras WaveNet.
+
+    Args:
+      keras_model: the WaveNet (`trainer.model.build_wavenet`, or the exported model).
+      config: the export's config.json as a dict (needs "model" and "quantization_channels").
+      engine: one of ENGINES; "auto" picks `default_engine()`.
+      threads: CPU threads for the cpu engine (None: every core this process may use).
+
+    Raises:
+      ValueError: unknown engine.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "auto":
+        engine = default_engine()
+    if engine == "cpu":
+        from sampler.cpu import CpuWaveNet
+
+        return CpuWaveNet(keras_model, config, threads=threads)
+    from sampler.xla import XlaWaveNet
+
+    return XlaWaveNet(keras_model, config)
+
+
+def load(path, engine="auto", threads=None):
+    """Loads an export written by `trainer.task` (path: job_dir or its export/, local or remote).
+
+    Raises:
+      FileNotFoundError: no export at path.
+      ValueError: unknown engine.
+    """
+    import keras
+
+    export_dir = resolve_export_dir(path)
+    with open(os.path.join(export_dir, EXPORT_CONFIG)) as f:
+        config = json.load(f)
+    wavenet = keras.saving.load_model(os.path.join(export_dir, EXPORT_MODEL), compile=False)
+    return make(wavenet, config, engine=engine, threads=threads)
+
+
+class CachedWaveNet:
+    """What both engines share: the hyperparameters, priming, and the chunked loops.
+
+    Engines implement `_initial_state(batch_size)`, `_state_from(codes, activations)`,
+    `_sample(state, codes, t, n, temperature, seed)` and `_forced(state, inputs, t)`.
 
     Attributes:
       config: the exported config.json (dict): model hyperparameters,
         receptive_field, sample_rate, quantization_channels.
+      engine: "cpu" or "xla".
     """
 
-    def __init__(self, keras_model, config):
-        import tensorflow as tf
+    engine = None
 
+    def __init__(self, keras_model, config):
         self.config = config
         self.keras_model = keras_model
         hyper = config["model"]
@@ -78,158 +137,33 @@ class FastWaveNet:
         self.filter_width = hyper["filter_width"]
         self.dilations = list(hyper["dilations"])
         self.residual_channels = hyper["residual_channels"]
+        self.dilation_channels = hyper["dilation_channels"]
+        self.skip_channels = hyper["skip_channels"]
 
-        def weights(name):
-            layer = keras_model.get_layer(name)
-            return [tf.constant(np.asarray(w), tf.float32) for w in layer.weights]
+    def layer_weights(self, name):
+        """A layer's weights as float32 numpy arrays ([kernel, bias] for convolutions)."""
+        return [np.asarray(w, np.float32) for w in self.keras_model.get_layer(name).get_weights()]
 
-        def taps(name):
-            # Conv1D kernel [width, in, out] -> [width * in, out]: the taps of one step in one matmul.
-            kernel, bias = weights(name)
-            width, c_in, c_out = kernel.shape
-            return tf.reshape(kernel, [width * c_in, c_out]), bias
+    def queue_lengths(self):
+        """Ring buffer lengths: the causal convolution's, then one per dilated layer."""
+        return [self.filter_width - 1] + [(self.filter_width - 1) * d for d in self.dilations]
 
-        (self._embedding,) = weights(contract.EMBEDDING_LAYER)
-        self._causal = taps(contract.CAUSAL_CONV_LAYER)
-        self._gates = [taps(contract.gate_layer(i)) for i in range(len(self.dilations))]
-        self._residual_skip = [weights(contract.residual_skip_layer(i)) for i in range(len(self.dilations))]
-        self._skip_out = weights(contract.SKIP_OUT_LAYER)
-        self._logits = weights(contract.LOGITS_LAYER)
-        for kernel_bias in (*self._residual_skip, self._skip_out, self._logits):
-            kernel_bias[0] = kernel_bias[0][0]  # 1x1 convolutions: [1, in, out] -> [in, out]
-        self._compiled = {}
+    def _layer_inputs(self, history):
+        """Inputs of the causal and of every dilated convolution over `history`, in one parallel pass.
 
-    @classmethod
-    def load(cls, path):
-        """Loads an export written by `trainer.task` (path: job_dir or its export/)."""
+        Args:
+          history: int32 [batch, time] codes.
+
+        Returns:
+          list of float32 [time, batch, residual_channels] numpy arrays: the causal
+          convolution's input (the embedding), then each dilated layer's input.
+        """
         import keras
 
-        export_dir = resolve_export_dir(path)
-        with open(os.path.join(export_dir, EXPORT_CONFIG)) as f:
-            config = json.load(f)
-        return cls(keras.saving.load_model(os.path.join(export_dir, EXPORT_MODEL), compile=False), config)
-
-    def initial_state(self, batch_size):
-        """Empty queues (zeros: the causal convolutions' padding).
-
-        Returns:
-          list of float32 [queue_length, batch_size, channels] tensors, one for
-          the causal convolution then one per dilated layer.
-        """
-        import tensorflow as tf
-
-        lengths = [self.filter_width - 1] + [(self.filter_width - 1) * d for d in self.dilations]
-        return [tf.zeros([n, batch_size, self.residual_channels]) for n in lengths]
-
-    def _conv_step(self, queue, x, t, dilation, kernel_bias):
-        """One output of a dilated causal convolution; returns (output, updated queue)."""
-        import tensorflow as tf
-        from tensorflow.compiler.tf2xla.python import xla
-
-        length = (self.filter_width - 1) * dilation
-        zero = tf.constant(0)
-        size = [1, queue.shape[1], queue.shape[2]]
-        # Taps from the oldest, x[t - (width-1) d], to the current input x[t], as Keras orders them.
-        past = [
-            xla.dynamic_slice(queue, [tf.math.floormod(t - m * dilation, length), zero, zero], size)[0]
-            for m in range(self.filter_width - 1, 0, -1)
-        ]
-        out = tf.matmul(tf.concat([*past, x], axis=-1), kernel_bias[0]) + kernel_bias[1]
-        # XLA updates the queue in place inside the while loop (a scatter would copy it every step).
-        queue = xla.dynamic_update_slice(queue, x[None], [tf.math.floormod(t, length), zero, zero])
-        return out, queue
-
-    def step(self, state, codes, t):
-        """Advances every queue by one sample.
-
-        Args:
-          state: list of queues (`initial_state`).
-          codes: int32 [batch] the codes at time t.
-          t: int32 scalar, the time index of `codes`.
-
-        Returns:
-          (logits float32 [batch, quantization_channels] for time t + 1, new state).
-        """
-        import tensorflow as tf
-
-        x = tf.gather(self._embedding, codes)
-        h, causal_queue = self._conv_step(state[0], x, t, 1, self._causal)
-        new_state = [causal_queue]
-        skips = 0.0
-        channels = self.residual_channels
-        for i, dilation in enumerate(self.dilations):
-            gated, queue = self._conv_step(state[i + 1], h, t, dilation, self._gates[i])
-            new_state.append(queue)
-            filt, gate = tf.split(gated, 2, axis=-1)
-            z = tf.tanh(filt) * tf.sigmoid(gate)
-            out = tf.matmul(z, self._residual_skip[i][0]) + self._residual_skip[i][1]
-            h = h + out[:, :channels]
-            skips = skips + out[:, channels:]
-        hidden = tf.nn.relu(tf.matmul(tf.nn.relu(skips), self._skip_out[0]) + self._skip_out[1])
-        return tf.matmul(hidden, self._logits[0]) + self._logits[1], new_state
-
-    def _loop(self, kind):
-        """A compiled loop over `n` steps; kind 'sample' draws codes, 'forced' reads them."""
-        import tensorflow as tf
-
-        if kind in self._compiled:
-            return self._compiled[kind]
-
-        def body(sampling, state, code, t, n, inputs, temperature, seed, out):
-            def one(i, state, code, out):
-                logits, state = self.step(state, code, t + i)
-                if sampling:
-                    # Gumbel-max: argmax(logits / T + Gumbel noise) is an exact sample of
-                    # softmax(logits / T) (E. J. Gumbel, 1954; Maddison et al., "A* Sampling",
-                    # 2014), and compiles with XLA where categorical sampling does not.
-                    uniform = tf.random.stateless_uniform(
-                        tf.shape(logits), seed=tf.stack([seed, tf.cast(t + i, tf.int64)]), minval=1e-20, maxval=1.0
-                    )
-                    gumbel = -tf.math.log(-tf.math.log(uniform))
-                    next_code = tf.argmax(logits / temperature + gumbel, axis=-1, output_type=tf.int32)
-                    out = out.write(i, next_code)
-                else:
-                    next_code = inputs[:, tf.minimum(i + 1, tf.shape(inputs)[1] - 1)]
-                    out = out.write(i, logits)
-                return i + 1, state, next_code, out
-
-            _, state, code, out = tf.while_loop(
-                lambda i, *_: i < n, one, [tf.constant(0), state, code, out], parallel_iterations=1
-            )
-            return state, code, out.stack()
-
-        # n is a Python int (XLA needs the TensorArray's size at compile time):
-        # at most two traces, for the chunk size and the last, shorter chunk.
-        @tf.function(jit_compile=True)
-        def sample(state, code, t, n, temperature, seed):
-            out = tf.TensorArray(tf.int32, size=n)
-            return body(True, state, code, t, n, code[:, None], temperature, seed, out)
-
-        @tf.function(jit_compile=True)
-        def forced(state, inputs, t):
-            n = tf.shape(inputs)[1]
-            out = tf.TensorArray(tf.float32, size=n)
-            return body(False, state, inputs[:, 0], t, n, inputs, 1.0, tf.constant(0, tf.int64), out)
-
-        self._compiled = {"sample": sample, "forced": forced}
-        return self._compiled[kind]
-
-    def teacher_forced_logits(self, codes):
-        """Per-step logits of the cached path while reading given codes.
-
-        Args:
-          codes: int [batch, time] codes.
-
-        Returns:
-          float32 [batch, time, quantization_channels]: logits after each code,
-          to compare with the full model's output at the same positions.
-        """
-        import tensorflow as tf
-
-        codes = tf.constant(codes, tf.int32)
-        state = self.initial_state(codes.shape[0])
-        _, _, logits = self._loop("forced")(state, codes, tf.constant(0))
-        return np.transpose(logits.numpy(), (1, 0, 2))
+        model = self.keras_model
+        names = [contract.CAUSAL_CONV_LAYER] + [contract.gate_layer(i) for i in range(len(self.dilations))]
+        inputs_of = keras.Model(model.input, [model.get_layer(n).input for n in names])
+        return [np.transpose(np.asarray(a, np.float32), (1, 0, 2)) for a in inputs_of(history)]
 
     def prime(self, primer_codes):
         """Fills the queues from a primer in one parallel pass of the full model.
@@ -238,30 +172,46 @@ class FastWaveNet:
           primer_codes: int [batch, time] codes (time >= 1).
 
         Returns:
-          (state, last codes int32 [batch], t: time index of the last code).
+          (state, last codes int32 [batch], t: time index of the last code). The
+          last code is not fed yet: the first generation step feeds it.
         """
-        import keras
-        import tensorflow as tf
-
         primer_codes = np.asarray(primer_codes, np.int32)
-        model = self.keras_model
-        names = [contract.CAUSAL_CONV_LAYER] + [contract.gate_layer(i) for i in range(len(self.dilations))]
-        inputs_of = keras.Model(model.input, [model.get_layer(n).input for n in names])
         # Feed all but the last code: the last one is fed by the first generation step.
         history, time = primer_codes[:, :-1], primer_codes.shape[1] - 1
-        state = self.initial_state(primer_codes.shape[0])
-        if time:
-            activations = inputs_of(history)
-            lengths = [q.shape[0] for q in state]
-            filled = []
-            for act, length in zip(activations, lengths, strict=True):
-                act = tf.transpose(tf.cast(act, tf.float32), [1, 0, 2])  # [time, batch, channels]
-                queue = np.zeros([length, *act.shape[1:]], np.float32)
-                for s in range(max(0, time - length), time):  # The last `length` inputs, at s mod length.
-                    queue[s % length] = act[s]
-                filled.append(tf.constant(queue))
-            state = filled
-        return state, tf.constant(primer_codes[:, -1]), time
+        activations = self._layer_inputs(history) if time else None
+        return self._state_from(history, activations), primer_codes[:, -1], time
+
+    @staticmethod
+    def ring_from(activations, length):
+        """The ring buffer [length, batch, channels] holding the last `length` of activations [time, ...].
+
+        The input at time s sits at slot s mod length, as the stepping loop leaves it.
+        """
+        time = activations.shape[0]
+        ring = np.zeros((length, *activations.shape[1:]), np.float32)
+        for s in range(max(0, time - length), time):
+            ring[s % length] = activations[s]
+        return ring
+
+    def teacher_forced_logits(self, codes, primer_codes=None):
+        """Per-step logits of the cached path while reading given codes.
+
+        Args:
+          codes: int [batch, time] codes fed one step at a time.
+          primer_codes: optional int [batch, primer_time] codes fed first, in one
+            parallel pass (`prime`).
+
+        Returns:
+          float32 [batch, time, quantization_channels]: entry [:, i] is the full
+          model's output at position primer_time + i of concat(primer, codes).
+        """
+        codes = np.asarray(codes, np.int32)
+        if primer_codes is None:
+            state, t = self._initial_state(codes.shape[0]), 0
+        else:
+            state, _, t = self.prime(np.concatenate([np.asarray(primer_codes, np.int32), codes[:, :1]], axis=1))
+        _, logits = self._forced(state, codes, t)
+        return logits
 
     def generate(
         self, num_samples, batch_size=1, temperature=1.0, seed=0, primer_codes=None, chunk=4000, progress=None
@@ -272,7 +222,7 @@ class FastWaveNet:
           num_samples: codes to generate per clip.
           batch_size: clips generated together (ignored when primer_codes is given).
           temperature: softmax temperature (> 0); 1 samples the model's distribution.
-          seed: int; the same seed gives the same clips.
+          seed: int; the same seed and engine give the same clips.
           primer_codes: int [batch, time] codes to continue, or None to start
             from silence (the mid code).
           chunk: samples per compiled call; progress is reported between calls.
@@ -280,26 +230,25 @@ class FastWaveNet:
 
         Returns:
           int32 [batch, num_samples] codes in [0, quantization_channels).
-        """
-        import tensorflow as tf
 
+        Raises:
+          ValueError: temperature <= 0 or a negative seed.
+        """
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if seed < 0:
+            raise ValueError(f"seed must be non-negative, got {seed}")
         if primer_codes is None:
-            state = self.initial_state(batch_size)
-            code = tf.fill([batch_size], self.quantization_channels // 2)
+            state = self._initial_state(batch_size)
+            codes = np.full([batch_size], self.quantization_channels // 2, np.int32)
             t = 0
         else:
-            state, code, t = self.prime(primer_codes)
-        sample = self._loop("sample")
+            state, codes, t = self.prime(primer_codes)
         pieces, done = [], 0
         while done < num_samples:
             n = min(chunk, num_samples - done)
-            state, code, codes = sample(
-                state, code, tf.constant(t + done), n, tf.constant(temperature, tf.float32),
-                tf.constant(seed, tf.int64),
-            )  # fmt: skip
-            pieces.append(codes.numpy().T)
+            state, codes, new = self._sample(state, codes, t + done, n, float(temperature), int(seed))
+            pieces.append(new)
             done += n
             if progress is not None:
                 progress(n)

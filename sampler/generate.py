@@ -2,6 +2,7 @@
 
     python -m sampler.generate --model JOB_DIR_OR_EXPORT --seconds 5 --output clip.wav \\
         [--num_clips 4] [--temperature 1.0] [--seed 0] [--primer song.mp3] [--spectrogram]
+        [--engine auto|cpu|xla] [--threads N]
 
 Generates with the cached (fast) algorithm of `sampler.fast`, all clips in one
 batch, with a progress bar; writes 16-bit WAV files at the model's sample rate.
@@ -18,7 +19,7 @@ import numpy as np
 
 from pipelines import contract
 from pipelines.audio import TrackError
-from sampler.fast import FastWaveNet
+from sampler import fast
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def parse_args(argv):
     parser.add_argument(
         "--temperature", type=float, default=1.0, help="Softmax temperature; below 1 is more conservative."
     )
-    parser.add_argument("--seed", type=int, default=0, help="Same seed, same clips.")
+    parser.add_argument("--seed", type=int, default=0, help="Same seed and engine, same clips (non-negative).")
     parser.add_argument(
         "--primer",
         default=None,
@@ -48,6 +49,20 @@ def parse_args(argv):
         "the preprocess pipeline does; its last receptive field fills the caches in one parallel pass.",
     )
     parser.add_argument("--spectrogram", action="store_true", help="Also write a spectrogram PNG beside each clip.")
+    parser.add_argument(
+        "--engine",
+        choices=fast.ENGINES,
+        default="auto",
+        help="cpu: numba kernel, clips split across CPU threads; xla: one XLA-compiled loop (for GPUs); "
+        "auto: xla when TensorFlow sees a GPU, else cpu.",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for the cpu engine (default: every core this process may use); "
+        "each thread generates its share of the clips.",
+    )
     return parser.parse_args(argv)
 
 
@@ -114,7 +129,9 @@ def run(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.seconds <= 0 or args.num_clips < 1:
         raise ValueError("--seconds must be positive and --num_clips at least 1")
-    wavenet = FastWaveNet.load(args.model)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError("--threads must be at least 1")
+    wavenet = fast.load(args.model, engine=args.engine, threads=args.threads)
     sample_rate = wavenet.config["sample_rate"]
     channels = wavenet.config["quantization_channels"]
     num_samples = int(round(args.seconds * sample_rate))
@@ -142,9 +159,10 @@ def run(argv=None):
         if args.spectrogram:
             write_spectrogram(os.path.splitext(path)[0] + ".png", audio, sample_rate)
     total = num_samples * args.num_clips
+    engine = wavenet.engine + (f", {wavenet.threads} thread(s)" if wavenet.engine == "cpu" else "")
     print(
         f"Generated {args.num_clips} clip(s) of {args.seconds:g} s at {sample_rate} Hz in {elapsed:.1f} s: "
-        f"{total / elapsed:,.0f} samples/s ({total / elapsed / sample_rate:.1f}x real time)"
+        f"{total / elapsed:,.0f} samples/s ({total / elapsed / sample_rate:.1f}x real time; {engine} engine)"
     )
     for path in paths:
         print(f"  {path}")

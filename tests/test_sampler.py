@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 from pipelines import contract
-from sampler import fast, generate
+from sampler import cpu, fast, generate
 from tests.conftest import CLIPS
 from trainer import model
 
+ENGINES = ["cpu", "xla"]
 
-def _random_wavenet(filter_width, quantization_channels=64, seed=0):
+
+def _random_wavenet(filter_width, quantization_channels=64, seed=0, engine="cpu", threads=2):
     config = model.WaveNetConfig(
         quantization_channels=quantization_channels, residual_channels=8, dilation_channels=8, skip_channels=16,
         filter_width=filter_width, dilations=(1, 2, 4, 8, 1, 2, 4, 8),
@@ -29,12 +31,14 @@ def _random_wavenet(filter_width, quantization_channels=64, seed=0):
         "receptive_field": config.receptive_field,
         "quantization_channels": quantization_channels,
     }
-    return wavenet, fast.FastWaveNet(wavenet, exported), config
+    return wavenet, fast.make(wavenet, exported, engine=engine, threads=threads), config
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("filter_width", [2, 3])
-def test_cached_logits_equal_the_full_forward_pass(filter_width):
-    wavenet, fast_wavenet, config = _random_wavenet(filter_width)
+def test_cached_logits_equal_the_full_forward_pass(filter_width, engine):
+    wavenet, fast_wavenet, config = _random_wavenet(filter_width, engine=engine)
+    assert fast_wavenet.engine == engine
     codes = np.random.default_rng(1).integers(0, 64, (3, 3 * config.receptive_field)).astype("int32")
     full = np.asarray(wavenet(codes))
     cached = fast_wavenet.teacher_forced_logits(codes)
@@ -42,19 +46,20 @@ def test_cached_logits_equal_the_full_forward_pass(filter_width):
     np.testing.assert_allclose(cached, full, atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("filter_width", [2, 3])
-def test_priming_fills_the_caches_like_stepping_through_the_primer(filter_width):
-    import tensorflow as tf
+def test_priming_fills_the_caches_like_stepping_through_the_primer(filter_width, engine):
+    wavenet, fast_wavenet, config = _random_wavenet(filter_width, engine=engine)
+    codes = np.random.default_rng(2).integers(0, 64, (2, config.receptive_field + 40)).astype("int32")
+    primer_length = config.receptive_field + 17
+    cached = fast_wavenet.teacher_forced_logits(codes[:, primer_length:], primer_codes=codes[:, :primer_length])
+    full = np.asarray(wavenet(codes))[:, primer_length:]
+    np.testing.assert_allclose(cached, full, atol=2e-5, rtol=1e-5)
 
-    wavenet, fast_wavenet, config = _random_wavenet(filter_width)
-    primer = np.random.default_rng(2).integers(0, 64, (2, config.receptive_field + 17)).astype("int32")
-    state, code, t = fast_wavenet.prime(primer)
-    logits, _ = fast_wavenet.step(state, code, tf.constant(t))
-    np.testing.assert_allclose(np.asarray(logits), np.asarray(wavenet(primer))[:, -1], atol=2e-5, rtol=1e-5)
 
-
-def test_same_seed_same_clips_and_codes_in_range():
-    _, fast_wavenet, _ = _random_wavenet(2)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_same_seed_same_clips_and_codes_in_range(engine):
+    _, fast_wavenet, _ = _random_wavenet(2, engine=engine)
     a = fast_wavenet.generate(300, batch_size=3, seed=7, chunk=128)
     b = fast_wavenet.generate(300, batch_size=3, seed=7, chunk=100)
     c = fast_wavenet.generate(300, batch_size=3, seed=8, chunk=128)
@@ -63,16 +68,52 @@ def test_same_seed_same_clips_and_codes_in_range():
     assert not np.array_equal(a, c)
     assert not np.array_equal(a[0], a[1])  # Clips of a batch differ.
     assert a.min() >= 0 and a.max() < 64
+    with pytest.raises(ValueError, match="seed must be non-negative"):
+        fast_wavenet.generate(10, seed=-1)
 
 
-def test_sampling_follows_the_model_distribution():
-    _, fast_wavenet, _ = _random_wavenet(2, quantization_channels=8)
+def test_cpu_clips_do_not_depend_on_threads_chunks_or_batch():
+    _, one_thread, _ = _random_wavenet(3, engine="cpu", threads=1)
+    _, two_threads, _ = _random_wavenet(3, engine="cpu", threads=2)
+    # 1,100 samples cross a block of random numbers (RANDOM_BLOCK = 1,024) inside a chunk and between chunks.
+    a = one_thread.generate(1100, batch_size=3, seed=5, chunk=1100)
+    b = two_threads.generate(1100, batch_size=5, seed=5, chunk=300)
+    assert np.array_equal(a, b[:3])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sampling_follows_the_model_distribution(engine):
+    _, fast_wavenet, _ = _random_wavenet(2, quantization_channels=8, engine=engine)
     codes = fast_wavenet.generate(1, batch_size=4000, seed=3)[:, 0]
     # The first step from silence (mid code, empty queues) has one distribution for every clip.
     logits = fast_wavenet.teacher_forced_logits(np.full((1, 1), 4, np.int32))[0, 0]
     expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     observed = np.bincount(codes, minlength=8) / len(codes)
     np.testing.assert_allclose(observed, expected, atol=0.03)
+    # Temperature 0.5 samples softmax(2 * logits).
+    codes = fast_wavenet.generate(1, batch_size=4000, seed=4, temperature=0.5)[:, 0]
+    sharper = np.exp(2 * (logits - logits.max())) / np.exp(2 * (logits - logits.max())).sum()
+    np.testing.assert_allclose(np.bincount(codes, minlength=8) / len(codes), sharper, atol=0.03)
+
+
+def test_cpu_kernel_activations_match_numpy():
+    import numba
+
+    @numba.njit
+    def apply(x):
+        out = np.empty((2, x.shape[0]), np.float32)
+        for i in range(x.shape[0]):
+            out[0, i] = cpu.tanh(x[i])
+            out[1, i] = cpu.exp_nonpositive(min(x[i], np.float32(0)))
+        return out
+
+    x = np.linspace(-90, 20, 200_001).astype(np.float32)
+    tanh, exp = apply(x)
+    np.testing.assert_allclose(tanh, np.tanh(x.astype(np.float64)), atol=1e-6, rtol=0)
+    reference = np.exp(np.minimum(x, 0).astype(np.float64))
+    normal = reference > 1e-37  # Below that the kernel's exp flushes to ~1e-38, which sampling cannot tell apart.
+    np.testing.assert_allclose(exp[normal], reference[normal], rtol=5e-7)
+    assert np.all(exp[~normal] < 2e-37)
 
 
 def test_cli_writes_wavs_at_the_model_rate_with_spectrograms(trained_job, tmp_path, capsys):
@@ -90,6 +131,17 @@ def test_cli_writes_wavs_at_the_model_rate_with_spectrograms(trained_job, tmp_pa
         assert samples.std() > 0
         assert os.path.getsize(os.path.splitext(path)[0] + ".png") > 1000
     assert "Generated 2 clip(s) of 0.25 s at 8000 Hz" in capsys.readouterr().out
+
+
+def test_cli_xla_engine_and_bad_threads(trained_job, tmp_path, capsys):
+    (path,) = generate.run(
+        [f"--model={trained_job}", "--seconds=0.05", f"--output={tmp_path / 'x.wav'}", "--engine=xla"]
+    )
+    with wave.open(path) as f:
+        assert f.getnframes() == 400
+    assert "xla engine" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="--threads"):
+        generate.run([f"--model={trained_job}", "--seconds=1", f"--output={tmp_path / 'y.wav'}", "--threads=0"])
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
@@ -123,4 +175,4 @@ def test_export_is_fetched_through_beam_filesystems(trained_job):
     # Remote paths (gs://, s3://) take this route; Beam's local filesystem stands in for them here.
     local = fast._fetch_export(str(trained_job))
     assert sorted(os.listdir(local)) == [contract.MODEL_CONFIG_FILE, contract.MODEL_FILE]
-    assert fast.FastWaveNet.load(local).config["sample_rate"] == 8000
+    assert fast.load(local).config["sample_rate"] == 8000

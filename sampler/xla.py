@@ -1,0 +1,165 @@
+"""The XLA engine: the cached generation loop as one XLA-compiled `tf.while_loop` per chunk.
+
+The GPU default (every op of a step is one kernel launch for the whole batch).
+Sampling uses the Gumbel-max trick because XLA has no categorical sampling
+kernel on CPU.
+"""
+
+import numpy as np
+
+from pipelines import contract
+from sampler.fast import CachedWaveNet
+
+
+class XlaWaveNet(CachedWaveNet):
+    """A WaveNet's weights arranged for one-step-at-a-time generation under XLA.
+
+    State: list of float32 [queue_length, batch, residual_channels] tensors, one
+    for the causal convolution then one per dilated layer.
+    """
+
+    engine = "xla"
+
+    def __init__(self, keras_model, config):
+        import tensorflow as tf
+
+        super().__init__(keras_model, config)
+
+        def weights(name):
+            return [tf.constant(w) for w in self.layer_weights(name)]
+
+        def taps(name):
+            # Conv1D kernel [width, in, out] -> [width * in, out]: the taps of one step in one matmul.
+            kernel, bias = weights(name)
+            width, c_in, c_out = kernel.shape
+            return tf.reshape(kernel, [width * c_in, c_out]), bias
+
+        (self._embedding,) = weights(contract.EMBEDDING_LAYER)
+        self._causal = taps(contract.CAUSAL_CONV_LAYER)
+        self._gates = [taps(contract.gate_layer(i)) for i in range(len(self.dilations))]
+        self._residual_skip = [weights(contract.residual_skip_layer(i)) for i in range(len(self.dilations))]
+        self._skip_out = weights(contract.SKIP_OUT_LAYER)
+        self._logits = weights(contract.LOGITS_LAYER)
+        for kernel_bias in (*self._residual_skip, self._skip_out, self._logits):
+            kernel_bias[0] = kernel_bias[0][0]  # 1x1 convolutions: [1, in, out] -> [in, out]
+        self._compiled = None
+
+    def _initial_state(self, batch_size):
+        import tensorflow as tf
+
+        return [tf.zeros([n, batch_size, self.residual_channels]) for n in self.queue_lengths()]
+
+    def _state_from(self, history, activations):
+        import tensorflow as tf
+
+        if activations is None:
+            return self._initial_state(history.shape[0])
+        return [tf.constant(self.ring_from(a, n)) for a, n in zip(activations, self.queue_lengths(), strict=True)]
+
+    def _conv_step(self, queue, x, t, dilation, kernel_bias):
+        """One output of a dilated causal convolution; returns (output, updated queue)."""
+        import tensorflow as tf
+        from tensorflow.compiler.tf2xla.python import xla
+
+        length = (self.filter_width - 1) * dilation
+        zero = tf.constant(0)
+        size = [1, queue.shape[1], queue.shape[2]]
+        # Taps from the oldest, x[t - (width-1) d], to the current input x[t], as Keras orders them.
+        past = [
+            xla.dynamic_slice(queue, [tf.math.floormod(t - m * dilation, length), zero, zero], size)[0]
+            for m in range(self.filter_width - 1, 0, -1)
+        ]
+        out = tf.matmul(tf.concat([*past, x], axis=-1), kernel_bias[0]) + kernel_bias[1]
+        # XLA updates the queue in place inside the while loop (a scatter would copy it every step).
+        queue = xla.dynamic_update_slice(queue, x[None], [tf.math.floormod(t, length), zero, zero])
+        return out, queue
+
+    def step(self, state, codes, t):
+        """Advances every queue by one sample.
+
+        Args:
+          state: list of queues.
+          codes: int32 [batch] the codes at time t.
+          t: int32 scalar, the time index of `codes`.
+
+        Returns:
+          (logits float32 [batch, quantization_channels] for time t + 1, new state).
+        """
+        import tensorflow as tf
+
+        x = tf.gather(self._embedding, codes)
+        h, causal_queue = self._conv_step(state[0], x, t, 1, self._causal)
+        new_state = [causal_queue]
+        skips = 0.0
+        channels = self.residual_channels
+        for i, dilation in enumerate(self.dilations):
+            gated, queue = self._conv_step(state[i + 1], h, t, dilation, self._gates[i])
+            new_state.append(queue)
+            filt, gate = tf.split(gated, 2, axis=-1)
+            z = tf.tanh(filt) * tf.sigmoid(gate)
+            out = tf.matmul(z, self._residual_skip[i][0]) + self._residual_skip[i][1]
+            h = h + out[:, :channels]
+            skips = skips + out[:, channels:]
+        hidden = tf.nn.relu(tf.matmul(tf.nn.relu(skips), self._skip_out[0]) + self._skip_out[1])
+        return tf.matmul(hidden, self._logits[0]) + self._logits[1], new_state
+
+    def _loops(self):
+        """Compiled loops over `n` steps: 'sample' draws codes, 'forced' reads them."""
+        import tensorflow as tf
+
+        if self._compiled is not None:
+            return self._compiled
+
+        def body(sampling, state, code, t, n, inputs, temperature, seed, out):
+            def one(i, state, code, out):
+                logits, state = self.step(state, code, t + i)
+                if sampling:
+                    # Gumbel-max: argmax(logits / T + Gumbel noise) is an exact sample of
+                    # softmax(logits / T) (E. J. Gumbel, 1954; Maddison et al., "A* Sampling",
+                    # 2014), and compiles with XLA where categorical sampling does not.
+                    uniform = tf.random.stateless_uniform(
+                        tf.shape(logits), seed=tf.stack([seed, tf.cast(t + i, tf.int64)]), minval=1e-20, maxval=1.0
+                    )
+                    gumbel = -tf.math.log(-tf.math.log(uniform))
+                    next_code = tf.argmax(logits / temperature + gumbel, axis=-1, output_type=tf.int32)
+                    out = out.write(i, next_code)
+                else:
+                    next_code = inputs[:, tf.minimum(i + 1, tf.shape(inputs)[1] - 1)]
+                    out = out.write(i, logits)
+                return i + 1, state, next_code, out
+
+            _, state, code, out = tf.while_loop(
+                lambda i, *_: i < n, one, [tf.constant(0), state, code, out], parallel_iterations=1
+            )
+            return state, code, out.stack()
+
+        # n is a Python int (XLA needs the TensorArray's size at compile time):
+        # at most two traces, for the chunk size and the last, shorter chunk.
+        @tf.function(jit_compile=True)
+        def sample(state, code, t, n, temperature, seed):
+            out = tf.TensorArray(tf.int32, size=n)
+            return body(True, state, code, t, n, code[:, None], temperature, seed, out)
+
+        @tf.function(jit_compile=True)
+        def forced(state, inputs, t):
+            n = tf.shape(inputs)[1]
+            out = tf.TensorArray(tf.float32, size=n)
+            return body(False, state, inputs[:, 0], t, n, inputs, 1.0, tf.constant(0, tf.int64), out)
+
+        self._compiled = {"sample": sample, "forced": forced}
+        return self._compiled
+
+    def _sample(self, state, codes, t, n, temperature, seed):
+        import tensorflow as tf
+
+        state, code, new = self._loops()["sample"](
+            state, tf.constant(codes, tf.int32), tf.constant(t), n, tf.constant(temperature, tf.float32),
+            tf.constant(seed, tf.int64),
+        )  # fmt: skip
+        return state, code.numpy(), new.numpy().T
+
+    def _forced(self, state, inputs, t):
+        import tensorflow as tf
+
+        state, _, logits = self._loops()["forced"](state, tf.constant(inputs, tf.int32), tf.constant(t))
+        return state, np.transpose(logits.numpy(), (1, 0, 2))
