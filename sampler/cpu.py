@@ -60,11 +60,13 @@ def _matmul(sgemm, a, b, c, dims, no_transpose, alpha_beta):
 
 @numba.njit(inline="always", fastmath=True, error_model="numpy")
 def tanh(x):
-    """tanh of a float32: Eigen's rational approximation (`ptanh_float`, the one TensorFlow's CPU kernels use).
+    """tanh of a float32: Eigen's rational approximation (`ptanh_float` in Eigen/src/Core/MathFunctionsImpl.h,
+    which TensorFlow's CPU kernels and XLA's CPU tanh use), without its |x| < 0.0004 identity branch.
 
     Odd polynomial of degree 13 over even of degree 6, inputs clamped to
-    +-7.905311 where tanh rounds to +-1 in float32; absolute error below 1e-6.
-    Written out so that LLVM vectorises it (a libm call per element does not).
+    +-7.905311 where the approximation reaches +-1; absolute error below 1e-6
+    (tests/test_sampler.py). Written out so that LLVM vectorises it (a libm
+    call per element does not).
     """
     clamp = np.float32(7.90531110763549805)
     x = min(max(x, -clamp), clamp)
@@ -312,6 +314,8 @@ class CpuWaveNet(CachedWaveNet):
         self._logits_kernel = np.ascontiguousarray(kernel[0])
         self._dilations = np.asarray(self.dilations, np.int64)
         self._pool = None
+        # Compile the kernel now (~3 s on first use, then read from numba's cache), not inside the progress bar.
+        self._forced(self._initial_state(1), np.zeros((1, 1), np.int32), 0)
 
     def _groups(self, batch_size):
         """Contiguous groups of clips, as equal as possible, one per thread."""
