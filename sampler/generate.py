@@ -141,14 +141,16 @@ def run(argv=None):
         primer = np.tile(codes[None, :], (args.num_clips, 1))
 
     started = time.monotonic()
-    with tqdm(total=num_samples, unit="sample", unit_scale=True, desc=f"{args.num_clips} clip(s)") as bar:
+    # Counted over all clips, like the closing line's samples/s.
+    total = num_samples * args.num_clips
+    with tqdm(total=total, unit="sample", unit_scale=True, desc=f"{args.num_clips} clip(s)") as bar:
         codes = wavenet.generate(
             num_samples,
             batch_size=args.num_clips,
             temperature=args.temperature,
             seed=args.seed,
             primer_codes=primer,
-            progress=bar.update,
+            progress=lambda n: bar.update(n * args.num_clips),
         )
     elapsed = time.monotonic() - started
     paths = output_paths(args.output, args.num_clips)
@@ -158,14 +160,16 @@ def run(argv=None):
         write_wav(path, audio, sample_rate)
         if args.spectrogram:
             write_spectrogram(os.path.splitext(path)[0] + ".png", audio, sample_rate)
-    total = num_samples * args.num_clips
-    engine = wavenet.engine + (f", {wavenet.threads} thread(s)" if wavenet.engine == "cpu" else "")
+    engine = f"{wavenet.engine} engine" + (f", {wavenet.threads} thread(s)" if wavenet.engine == "cpu" else "")
     print(
         f"Generated {args.num_clips} clip(s) of {args.seconds:g} s at {sample_rate} Hz in {elapsed:.1f} s: "
-        f"{total / elapsed:,.0f} samples/s ({total / elapsed / sample_rate:.1f}x real time; {engine} engine)"
+        f"{total / elapsed:,.0f} samples/s ({total / elapsed / sample_rate:.1f}x real time; {engine})"
     )
-    for path in paths:
-        print(f"  {path}")
+    if len(paths) <= 8:
+        for path in paths:
+            print(f"  {path}")
+    else:
+        print(f"  {paths[0]} ... {paths[-1]}")
     return paths
 
 
