@@ -118,8 +118,11 @@ def load(path, engine="auto", threads=None):
 class CachedWaveNet:
     """What both engines share: the hyperparameters, priming, and the chunked loops.
 
-    Engines implement `_initial_state(batch_size)`, `_state_from(codes, activations)`,
-    `_sample(state, codes, t, n, temperature, seed)` and `_forced(state, inputs, t)`.
+    Engines implement `_initial_state(batch_size)`, `_state_from(history, activations)`
+    (caches after the codes `history`, whose layer inputs are `activations`; None when
+    history is empty), `_sample(state, codes, t, n, temperature, seed)` -> (state, next
+    codes, sampled codes [batch, n]) and `_forced(state, inputs, t)` -> (state, logits
+    [batch, n, quantization_channels]).
 
     Attributes:
       config: the exported config.json (dict): model hyperparameters,
@@ -137,8 +140,6 @@ class CachedWaveNet:
         self.filter_width = hyper["filter_width"]
         self.dilations = list(hyper["dilations"])
         self.residual_channels = hyper["residual_channels"]
-        self.dilation_channels = hyper["dilation_channels"]
-        self.skip_channels = hyper["skip_channels"]
 
     def layer_weights(self, name):
         """A layer's weights as float32 numpy arrays ([kernel, bias] for convolutions)."""
