@@ -1,6 +1,7 @@
-"""Generation speed of the default WaveNet: cached (fast) against naive, 1 stream and a batch of 64.
+"""Generation speed of a WaveNet preset (default: "default"): cached against naive, 1 stream and a batch of 64.
 
     python benchmarks/sampler_benchmark.py [--seconds 2] [--batches 1,64] [--cores 1,2] [--engines cpu,xla]
+        [--preset default]
 
 Each (engine, cores, batch) runs in its own process pinned to that many cores
 before TensorFlow starts; the cpu engine uses one thread per core. Weights are
@@ -23,13 +24,13 @@ sys.path.insert(0, REPO)
 CHUNK = 4000
 
 
-def measure(engine, cores, batch, seconds, naive_samples):
+def measure(preset, engine, cores, batch, seconds, naive_samples):
     import numpy as np
 
     from sampler import fast
     from trainer import model, task
 
-    config = model.PRESETS["default"]
+    config = model.PRESETS[preset]
     wavenet = model.build_wavenet(config)
     exported = {"model": {**dataclasses.asdict(config), "dilations": list(config.dilations)},
                 "receptive_field": config.receptive_field,
@@ -62,6 +63,7 @@ def main():
     parser.add_argument(
         "--naive_samples", type=int, default=300, help="Samples for the naive rate (batch 1, cpu engine rows)."
     )
+    parser.add_argument("--preset", default="default", help="Model preset (trainer.model.PRESETS).")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -69,16 +71,17 @@ def main():
         cores, batch = int(cores), int(batch)
         os.sched_setaffinity(0, set(range(cores)))  # Before TensorFlow and numba start their threads.
         naive = args.naive_samples if batch == 1 and engine == "cpu" else 0
-        result = measure(engine, cores, batch, args.seconds, naive)
+        result = measure(args.preset, engine, cores, batch, args.seconds, naive)
         print("RESULT " + json.dumps(result))
         return
 
-    print(f"default model, {args.seconds:g} s per stream at 16 kHz")
+    print(f"{args.preset} model, {args.seconds:g} s per stream at 16 kHz")
     for engine in args.engines.split(","):
         for cores in map(int, args.cores.split(",")):
             for batch in map(int, args.batches.split(",")):
                 child = [sys.executable, __file__, "--child", f"{engine},{cores},{batch}"]
                 child += ["--seconds", str(args.seconds), "--naive_samples", str(args.naive_samples)]
+                child += ["--preset", args.preset]
                 out = subprocess.run(child, capture_output=True, text=True, check=True).stdout
                 result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
                 rate = result["fast_samples_per_sec"]
