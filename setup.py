@@ -34,6 +34,7 @@ REQUIRED_PACKAGES = [
 TEST_PACKAGES = [
     "pytest>=8,<10",
     "ruff>=0.6",
+    "import-linter>=2.1,<3",  # `lint-imports`: the boundaries between the three programs (pyproject.toml)
 ]
 
 # benchmarks/: psutil to follow the memory of the pipeline's process tree (scipy,

@@ -12,7 +12,6 @@ a batch of 64 >= 10x real time at 16 kHz.
 """
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
@@ -27,14 +26,13 @@ CHUNK = 4000
 def measure(preset, engine, cores, batch, seconds, naive_samples):
     import numpy as np
 
+    from pipelines import contract
     from sampler import fast
-    from trainer import model, task
+    from trainer import loop, model
 
     config = model.PRESETS[preset]
     wavenet = model.build_wavenet(config)
-    exported = {"model": {**dataclasses.asdict(config), "dilations": list(config.dilations)},
-                "receptive_field": config.receptive_field,
-                "quantization_channels": config.quantization_channels}  # fmt: skip
+    exported = contract.ModelConfig(wavenet=config, sample_rate=16000)
     generator = fast.make(wavenet, exported, engine=engine, threads=cores)
     n = int(seconds * 16000)
     # Compile (and for XLA trace both chunk sizes used below) before timing.
@@ -46,9 +44,9 @@ def measure(preset, engine, cores, batch, seconds, naive_samples):
     assert codes.shape == (batch, n) and len(np.unique(codes)) > 1
     result = {"engine": engine, "cores": cores, "batch": batch, "fast_samples_per_sec": fast_rate}
     if naive_samples:
-        task.generate_naive(wavenet, config, 8, 0)  # Trace once.
+        loop.generate_naive(wavenet, config, 8, 0)  # Trace once.
         started = time.perf_counter()
-        task.generate_naive(wavenet, config, naive_samples, 0)
+        loop.generate_naive(wavenet, config, naive_samples, 0)
         result["naive_samples_per_sec"] = naive_samples / (time.perf_counter() - started)
         assert np.isfinite(result["naive_samples_per_sec"])
     return result

@@ -40,8 +40,8 @@ def main():
     with tempfile.TemporaryDirectory() as workdir:
         dataset_dir = os.path.join(workdir, "data")
         preprocess.run([f"--output={dataset_dir}", "--direct_num_workers=1", "--direct_running_mode=in_memory"])
-        description = data.read_description(dataset_dir)
-        window = description["window_samples"]
+        description = contract.read_description(dataset_dir)
+        window = description.window_samples
         flags = [
             f"--data={dataset_dir}", f"--job_dir={os.path.join(workdir, 'job')}", f"--model={args.model}",
             f"--steps={args.steps}", f"--batch_size={args.batch_size}", "--eval_every=1000000",
@@ -49,9 +49,9 @@ def main():
         ]  # fmt: skip
         flags += ["--mixed_precision"] * args.mixed_precision + ["--jit_compile"] * args.jit_compile
         result = task.run(flags)
-        model_rate = result["samples_per_sec"]
+        model_rate = result.samples_per_sec
 
-        paths = data.shard_paths(dataset_dir, description, contract.TRAIN)
+        paths = data.split_paths(dataset_dir, description, contract.TRAIN)
         dataset = data.make_dataset(paths, window, args.batch_size, seed=0)
         iterator = iter(dataset)
         next(iterator)
@@ -62,7 +62,7 @@ def main():
 
     devices = [d.name for d in tf.config.list_logical_devices()]
     print(f"\ndevices: {devices}; model {args.model}, global batch {args.batch_size} x {window} samples")
-    print(f"training:   {model_rate:>12,.0f} samples/s ({model_rate / description['sample_rate']:.2f}x real time)")
+    print(f"training:   {model_rate:>12,.0f} samples/s ({model_rate / description.sample_rate:.2f}x real time)")
     print(f"input only: {input_rate:>12,.0f} samples/s")
     print(f"input / training: {input_rate / model_rate:.0f}x (target >= 10x)")
 

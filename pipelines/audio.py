@@ -1,11 +1,11 @@
 """Pure audio functions: decode, downmix, resample, window, mu-law.
 
 Everything here works on numpy arrays and file objects and knows nothing of
-Beam, so the same code runs in a DoFn, in a test and in the sampler's primer.
-A track flows through as a stream of blocks: `process_track` pulls blocks
-from the decoder, downmixes, resamples with a streaming resampler, cuts
-windows and encodes each one, so memory is bounded by a block and a window,
-not by the length of the track.
+Beam, so the same code runs in a DoFn, in a test and (through
+`contract.recording_codes`) in the sampler's primer. A `Track` flows through
+as a stream of blocks: it pulls blocks from the decoder, downmixes, resamples
+with a streaming resampler, cuts windows and encodes each one, so memory is
+bounded by a block and a window, not by the length of the track.
 """
 
 import dataclasses
@@ -14,14 +14,8 @@ import shutil
 
 import numpy as np
 
-from pipelines import contract
-
-# Stages named in failure records.
-STAGE_MATCH = "match"
-STAGE_READ = "read"
-STAGE_DECODE = "decode"
-STAGE_PROCESS = "process"
-STAGE_WINDOW = "window"
+from pipelines import compat, contract
+from pipelines.contract import STAGE_DECODE, STAGE_WINDOW, TrackError
 
 DECODERS = ("pyav", "pydub")
 RESAMPLERS = ("soxr_hq", "soxr_vhq", "kaiser_best", "kaiser_fast")
@@ -30,14 +24,6 @@ RESAMPLERS = ("soxr_hq", "soxr_vhq", "kaiser_best", "kaiser_fast")
 # large enough that per-call overhead vanishes, small enough (0.25 MiB of
 # float32 per channel) that memory stays flat.
 DEFAULT_BLOCK_SAMPLES = 1 << 16
-
-
-class TrackError(Exception):
-    """A track could not be used; `stage` says where it failed."""
-
-    def __init__(self, stage, message):
-        super().__init__(message)
-        self.stage = stage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,9 +271,8 @@ class _ResampyStream:
 
     def __init__(self, in_rate, out_rate, filter_name):
         import resampy
-        from resampy.interpn import resample_f_s
 
-        self._kernel = resample_f_s
+        self._kernel = compat.resampy_kernel()
         interp_win, precision, _ = resampy.filters.get_filter(filter_name)
         sample_ratio = out_rate / in_rate
         if sample_ratio < 1:
@@ -383,7 +368,7 @@ class TrackStats:
       source_channels: channel count of the decoded stream.
       samples: samples at the output sample rate after resampling.
       windows: windows kept.
-      silent_windows: windows dropped as digital silence.
+      windows_silent_dropped: windows dropped as digital silence.
       decode_error: set when decoding stopped early on corrupt data after
         some audio was decoded; the audio before it is kept.
     """
@@ -392,7 +377,7 @@ class TrackStats:
     source_channels: int = 0
     samples: int = 0
     windows: int = 0
-    silent_windows: int = 0
+    windows_silent_dropped: int = 0
     decode_error: str = ""
 
 
@@ -428,41 +413,49 @@ class Track:
         Raises:
           TrackError: stage 'decode' if no audio can be decoded.
         """
-        config = self._config
-        stats = self.stats
+        config, stats = self._config, self.stats
         resampler = None
-        blocks = _DECODE_FUNCTIONS[config.decoder](self._fileobj, self._block_samples)
-        while True:
-            try:
-                block = next(blocks, None)
-                if block is not None and resampler is not None and block[0] != stats.source_sample_rate:
-                    raise TrackError(
-                        STAGE_DECODE,
-                        f"sample rate changes mid-stream from {stats.source_sample_rate} to {block[0]} Hz",
-                    )
-            except Exception as e:  # Decoders raise many types on corrupt data.
-                if resampler is None:
-                    if isinstance(e, TrackError):
-                        raise
-                    raise TrackError(STAGE_DECODE, f"no decodable audio: {e}") from e
-                # Corrupt data after good audio (a truncated download, say):
-                # keep what was decoded, note why it stopped.
-                stats.decode_error = f"decoding stopped after {stats.samples / config.sample_rate:.2f} s: {e}"
-                block = None
-            if block is None:
-                if resampler is None:
-                    raise TrackError(STAGE_DECODE, "the file holds no audio samples")
-                mono = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
-            else:
-                block_rate, audio = block
-                if resampler is None:
-                    stats.source_sample_rate, stats.source_channels = block_rate, audio.shape[0]
-                    resampler = StreamResampler(block_rate, config.sample_rate, config.resampler)
-                mono = resampler.resample_chunk(downmix(audio))
+        for block_rate, block in self._decoded_blocks():
+            if resampler is None:
+                stats.source_sample_rate, stats.source_channels = block_rate, block.shape[0]
+                resampler = StreamResampler(block_rate, config.sample_rate, config.resampler)
+            elif block_rate != stats.source_sample_rate:
+                self._stopped(f"sample rate changes mid-stream from {stats.source_sample_rate} to {block_rate} Hz")
+                break
+            mono = resampler.resample_chunk(downmix(block))
             stats.samples += len(mono)
             yield mono
-            if block is None:
-                return
+        if resampler is None:
+            raise TrackError(STAGE_DECODE, "the file holds no audio samples")
+        mono = resampler.resample_chunk(np.zeros(0, np.float32), last=True)  # The filter's delay line.
+        stats.samples += len(mono)
+        yield mono
+
+    def _decoded_blocks(self):
+        """(sample_rate, float32 [channels, n]) blocks from the decoder.
+
+        A failure before the first block is a TrackError; corrupt data after
+        good audio (a truncated download, say) ends the stream, keeping what
+        was decoded, and says why in `stats.decode_error`.
+        """
+        blocks = _DECODE_FUNCTIONS[self._config.decoder](self._fileobj, self._block_samples)
+        try:
+            first = next(blocks, None)
+        except TrackError:
+            raise
+        except Exception as e:  # Decoders raise many types on corrupt data.
+            raise TrackError(STAGE_DECODE, f"no decodable audio: {e}") from e
+        if first is None:
+            return
+        yield first
+        try:
+            yield from blocks
+        except Exception as e:  # As above: whatever the decoder raises, the audio before it is good.
+            self._stopped(str(e))
+
+    def _stopped(self, reason):
+        seconds = self.stats.samples / self._config.sample_rate
+        self.stats.decode_error = f"decoding stopped after {seconds:.2f} s: {reason}"
 
     def __iter__(self):
         config = self._config
@@ -472,7 +465,7 @@ class Track:
         for mono in self.mono_blocks():
             for offset, window in cutter.push(mono):
                 if np.max(np.abs(window)) < silence_peak:
-                    stats.silent_windows += 1
+                    stats.windows_silent_dropped += 1
                     continue
                 stats.windows += 1
                 yield offset, contract.mu_law_encode(window, config.quantization_channels)

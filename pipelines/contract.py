@@ -1,15 +1,32 @@
-"""The contracts shared by the pipeline, the trainer and the sampler.
+"""The contracts shared by the pipeline, the trainer and the sampler: their one home.
 
-This is the one small module that all three programs import: the names and
-defaults of the TFRecord features and of `dataset.json` (the dataset
-contract), the files and layer names of an exported model (the model
-contract), and the mu-law codec. It depends on numpy only, so Beam workers,
-the trainer and the sampler can all import it cheaply.
+`trainer/` and `sampler/` import nothing else from `pipelines` (import-linter
+checks it in CI). This module owns:
+
+- the dataset contract: file and feature names, the mu-law codec, and
+  `DatasetDescription` (dataset.json: built, validated, read, written, and the
+  one compatibility check, `check_compatible`);
+- the model contract: `WaveNetConfig` (the architecture), layer names, and
+  `ModelConfig` (export/config.json: built, validated, read, written);
+- the failure vocabulary: `TrackError`, the stage names, `failure_record`;
+- `recording_codes`: a recording turned into codes exactly as the pipeline
+  turns a track into windows (what the sampler's primer needs).
+
+It imports numpy only at module level, so Beam workers, the trainer and the
+sampler all import it cheaply; files are read and written through Beam's
+filesystems (local, gs://, s3://), imported when first used.
 """
+
+import contextlib
+import dataclasses
+import json
+import os
+import posixpath
 
 import numpy as np
 
 DATASET_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 1
 ENCODING = "mu-law"
 
 DEFAULT_SAMPLE_RATE = 16000
@@ -18,8 +35,13 @@ DEFAULT_WINDOW_SAMPLES = 16000
 
 # tf.train.Example feature keys.
 AUDIO_FEATURE = "audio"  # bytes: window_samples uint8 mu-law codes
-TRACK_ID_FEATURE = "track_id"  # bytes: stable hash of the source URI
+TRACK_ID_FEATURE = "track_id"  # bytes: stable hash of the track's identity
 OFFSET_FEATURE = "offset"  # int64: window start, in samples at sample_rate
+FEATURES = {
+    AUDIO_FEATURE: "bytes: window_samples uint8 mu-law codes",
+    TRACK_ID_FEATURE: "bytes: stable hash of the track's identity",
+    OFFSET_FEATURE: "int64: window start in samples at sample_rate",
+}
 
 # Files written into the output directory.
 DATASET_FILE = "dataset.json"
@@ -27,9 +49,13 @@ FAILURES_FILE = "failures.jsonl"
 TRACKS_FILE = "tracks.jsonl"
 TFRECORD_SUFFIX = ".tfrecord"
 
+TRAIN = "train"
+VALIDATION = "validation"
+SPLITS = (TRAIN, VALIDATION)
+
 # The model contract: what trainer.task exports and sampler.generate loads.
 MODEL_FILE = "model.keras"  # Keras built-in layers only
-MODEL_CONFIG_FILE = "config.json"  # hyperparameters, receptive_field, sample_rate, quantization_channels
+MODEL_CONFIG_FILE = "config.json"  # `ModelConfig`
 EXPORT_DIR = "export"
 EMBEDDING_LAYER = "embedding"
 CAUSAL_CONV_LAYER = "causal_conv"
@@ -47,9 +73,51 @@ def residual_skip_layer(index):
     return f"residual_skip_{index}"
 
 
-TRAIN = "train"
-VALIDATION = "validation"
-SPLITS = (TRAIN, VALIDATION)
+# ---------------------------------------------------------------------------------------------------------------
+# Failures: every input that cannot be used ends as one record with the stage that failed and why.
+
+STAGE_MATCH = "match"  # an input pattern matched no file
+STAGE_READ = "read"  # a file or URL could not be opened or downloaded
+STAGE_DECODE = "decode"  # no decodable audio
+STAGE_PROCESS = "process"  # an unexpected error while processing a track
+STAGE_WINDOW = "window"  # shorter than one window
+STAGE_SCRAPE = "scrape"  # a listing page could not be read
+STAGE_MESSAGE = "message"  # a streaming message named no track
+STAGES = (STAGE_MATCH, STAGE_READ, STAGE_DECODE, STAGE_PROCESS, STAGE_WINDOW, STAGE_SCRAPE, STAGE_MESSAGE)
+
+
+class TrackError(Exception):
+    """An input could not be used.
+
+    Attributes:
+      stage: one of STAGES, where it failed.
+      status: the HTTP status of a failed request, or None.
+    """
+
+    def __init__(self, stage, message, status=None):
+        super().__init__(message)
+        self.stage = stage
+        self.status = status
+
+
+def failure_record(uri, error):
+    """One line of the failures file.
+
+    Args:
+      uri: the input (path, URL, pattern, or a message's text).
+      error: a TrackError (any other exception is recorded at stage 'process').
+
+    Returns:
+      dict {"uri", "stage", "error"} plus "status" for HTTP failures.
+    """
+    record = {"uri": uri, "stage": getattr(error, "stage", STAGE_PROCESS), "error": str(error)}
+    if getattr(error, "status", None) is not None:
+        record["status"] = error.status
+    return record
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# mu-law
 
 
 def mu_law_encode(audio, quantization_channels=DEFAULT_QUANTIZATION_CHANNELS):
@@ -101,3 +169,453 @@ def _mu(quantization_channels):
     if not 2 <= quantization_channels <= 256:
         raise ValueError(f"quantization_channels must be in 2..256 to fit uint8 codes, got {quantization_channels}")
     return np.float32(quantization_channels - 1)
+
+
+def recording_codes(fileobj, sample_rate, quantization_channels, max_samples=None):
+    """A recording as mu-law codes, decoded, downmixed and resampled exactly as the pipeline does.
+
+    Uses the pipeline's default decoder (PyAV) and resampler (soxr_hq); no
+    windowing and no silence dropping. Memory is bounded by `max_samples`.
+
+    Args:
+      fileobj: readable, seekable binary file object of any format FFmpeg decodes.
+      sample_rate: output sample rate in Hz.
+      quantization_channels: mu-law levels, 2..256.
+      max_samples: keep only the last this many samples (None keeps all).
+
+    Returns:
+      uint8 [n] codes in [0, quantization_channels), n <= max_samples.
+
+    Raises:
+      TrackError: stage 'decode' when the file holds no decodable audio.
+    """
+    from pipelines import audio  # Decoders and resamplers: imported only by callers that need them.
+
+    config = audio.AudioConfig(sample_rate=sample_rate, quantization_channels=quantization_channels)
+    tail = np.zeros(0, np.float32)
+    for mono in audio.Track(fileobj, config).mono_blocks():
+        tail = np.concatenate([tail, mono])
+        if max_samples is not None:
+            tail = tail[-max_samples:]
+    return mu_law_encode(tail, quantization_channels)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The dataset contract: dataset.json
+
+
+class DatasetMismatchError(ValueError):
+    """A dataset does not match what its user needs; the message names both values."""
+
+
+class ContractError(ValueError):
+    """A dataset.json or config.json is malformed or of an unknown format version."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSummary:
+    """One split of a dataset.
+
+    Attributes:
+      files: TFRecord shard names, relative to the dataset directory (plain names, no directories).
+      windows: windows in those shards.
+      tracks: tracks whose windows are there (a track never straddles splits).
+      seconds: audio in the split's tracks, in seconds at the dataset's sample rate.
+    """
+
+    files: tuple = ()
+    windows: int = 0
+    tracks: int = 0
+    seconds: float = 0.0
+
+    def plus(self, other):
+        """The union of two disjoint summaries."""
+        return SplitSummary(
+            files=tuple(sorted(set(self.files) | set(other.files))),
+            windows=self.windows + other.windows,
+            tracks=self.tracks + other.tracks,
+            seconds=self.seconds + other.seconds,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Accounting:
+    """What became of a run's inputs: tracks_ok + tracks_failed + tracks_skipped_existing == tracks_input.
+
+    Attributes:
+      tracks_input: distinct tracks found, plus patterns and listing pages that yielded none.
+      tracks_ok: tracks processed into the dataset (silent ones included).
+      tracks_failed: lines of the failures file.
+      tracks_skipped_existing: tracks already in the output, not processed again.
+      tracks_silent: tracks whose every window was digital silence.
+      tracks_truncated: tracks kept up to corrupt data (`decode_error` in the track index).
+      windows_silent_dropped: windows dropped as digital silence.
+    """
+
+    tracks_input: int = 0
+    tracks_ok: int = 0
+    tracks_failed: int = 0
+    tracks_skipped_existing: int = 0
+    tracks_silent: int = 0
+    tracks_truncated: int = 0
+    windows_silent_dropped: int = 0
+
+    def plus(self, other):
+        """Field-by-field sum (a stream's accounting adds up over its windows)."""
+        return Accounting(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)})
+
+    def unaccounted(self):
+        """Inputs neither ok, failed nor skipped (0 when nothing was lost; negative if counted twice)."""
+        return self.tracks_input - self.tracks_ok - self.tracks_failed - self.tracks_skipped_existing
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetDescription:
+    """dataset.json: what a preprocess output holds and how it was made.
+
+    Attributes:
+      sample_rate: Hz of every window.
+      quantization_channels: mu-law levels, 2..256.
+      window_samples, hop_samples: window length and distance between window starts, in samples.
+      decoder, resampler: how the audio was decoded and resampled.
+      silence_threshold_db: windows with a lower peak (dBFS) were dropped.
+      validation_fraction: share of tracks assigned to validation by a stable hash.
+      splits: dict split name (SPLITS) -> SplitSummary, describing everything the output holds.
+      accounting: Accounting of the run that wrote this description (of the whole stream, in streaming mode).
+      runs: runs whose output this description holds.
+      failures_file, tracks_file: names (or globs) of the failures file and the track index.
+      encoding: always ENCODING.
+      format_version: DATASET_FORMAT_VERSION.
+    """
+
+    sample_rate: int
+    quantization_channels: int
+    window_samples: int
+    hop_samples: int
+    decoder: str
+    resampler: str
+    silence_threshold_db: float
+    validation_fraction: float
+    splits: dict
+    accounting: Accounting
+    runs: int = 1
+    failures_file: str = FAILURES_FILE
+    tracks_file: str = TRACKS_FILE
+    encoding: str = ENCODING
+    format_version: int = DATASET_FORMAT_VERSION
+
+    def __post_init__(self):
+        _check(self.format_version == DATASET_FORMAT_VERSION, f"unknown format_version {self.format_version!r}")
+        _check(self.encoding == ENCODING, f"encoding is {self.encoding!r}, expected {ENCODING!r}")
+        _check(self.sample_rate > 0, f"sample_rate must be positive, got {self.sample_rate}")
+        _check(2 <= self.quantization_channels <= 256, f"quantization_channels {self.quantization_channels}")
+        _check(self.window_samples > 0 and self.hop_samples > 0, "window_samples and hop_samples must be positive")
+        _check(set(self.splits) == set(SPLITS), f"splits must be {SPLITS}, got {sorted(self.splits)}")
+        for summary in self.splits.values():
+            for name in summary.files:
+                _check_plain_name(name)
+
+    @property
+    def seconds(self):
+        """Seconds of audio in all splits."""
+        return sum(split.seconds for split in self.splits.values())
+
+    @property
+    def windows(self):
+        """Windows in all splits."""
+        return sum(split.windows for split in self.splits.values())
+
+    def with_run(self, splits, accounting):
+        """This description with another run's output added.
+
+        Args:
+          splits: dict split -> SplitSummary of the run's shards and tracks (disjoint from these).
+          accounting: the run's Accounting, which replaces this one.
+
+        Returns:
+          a new DatasetDescription: the union of the splits, runs + 1.
+        """
+        return dataclasses.replace(
+            self,
+            splits={name: self.splits[name].plus(splits[name]) for name in SPLITS},
+            accounting=accounting,
+            runs=self.runs + 1,
+        )
+
+    def shard_paths(self, directory, split):
+        """Paths of a split's shards under `directory` (local or any Beam filesystem)."""
+        return [_join(directory, name) for name in self.splits[split].files]
+
+    def to_dict(self):
+        """The JSON object written as dataset.json."""
+        out = dataclasses.asdict(self)
+        out["splits"] = {
+            name: {**dataclasses.asdict(s), "files": list(s.files), "seconds": round(s.seconds, 3)}
+            for name, s in self.splits.items()
+        }
+        out["features"] = dict(FEATURES)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw):
+        """Parses and validates a dataset.json object.
+
+        Raises:
+          ContractError: malformed, unknown format version, or shard names that
+            are not plain file names (a description never chooses where a reader writes).
+        """
+        with _parsing(DATASET_FILE):
+            fields = {f.name for f in dataclasses.fields(cls)}
+            values = {k: v for k, v in raw.items() if k in fields}
+            values["splits"] = {
+                name: SplitSummary(**{**split, "files": tuple(split["files"])}) for name, split in raw["splits"].items()
+            }
+            values["accounting"] = Accounting(**raw["accounting"])
+            return cls(**values)
+
+
+def read_description(directory):
+    """The DatasetDescription of a dataset directory (local, gs://, s3://).
+
+    Raises:
+      FileNotFoundError: when the directory has no dataset.json.
+      ContractError: when it is malformed.
+    """
+    path = _join(directory, DATASET_FILE)
+    try:
+        text = _read_text(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path} not found: expected an output directory of python -m pipelines.preprocess"
+        ) from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ContractError(f"{path} is not valid JSON: {e}") from e
+    return DatasetDescription.from_dict(raw)
+
+
+def write_description(directory, description):
+    """Writes dataset.json into `directory` in one piece; returns its path."""
+    path = _join(directory, DATASET_FILE)
+    _write_text(path, json.dumps(description.to_dict(), indent=2, sort_keys=True))
+    return path
+
+
+def check_compatible(
+    description,
+    who,
+    sample_rate=None,
+    quantization_channels=None,
+    window_samples=None,
+    hop_samples=None,
+    min_window_samples=None,
+):
+    """The one compatibility check: refuses a dataset whose settings differ from what `who` needs.
+
+    Args:
+      description: DatasetDescription.
+      who: names the other side in messages ("this run", "the model").
+      sample_rate, quantization_channels, window_samples, hop_samples: values
+        that must be equal; None skips the check.
+      min_window_samples: windows must be at least this long (a model's
+        receptive field + 1); None skips it.
+
+    Raises:
+      DatasetMismatchError: naming the dataset's value and `who`'s.
+    """
+    for key, wanted in (
+        ("quantization_channels", quantization_channels),
+        ("sample_rate", sample_rate),
+        ("window_samples", window_samples),
+        ("hop_samples", hop_samples),
+    ):
+        have = getattr(description, key)
+        if wanted is not None and have != wanted:
+            unit = " Hz" if key == "sample_rate" else ""
+            raise DatasetMismatchError(f"the dataset has {key}={have}{unit}, {who} has {key}={wanted}{unit}")
+    if min_window_samples is not None and description.window_samples < min_window_samples:
+        raise DatasetMismatchError(
+            f"the dataset's windows have window_samples={description.window_samples}, shorter than "
+            f"{who} needs ({min_window_samples} samples)"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model contract: export/config.json
+
+
+@dataclasses.dataclass(frozen=True)
+class WaveNetConfig:
+    """Hyperparameters of a WaveNet (van den Oord et al., 2016), shared by the trainer and the sampler.
+
+    Attributes:
+      quantization_channels: number of mu-law codes (input vocabulary and softmax size).
+      residual_channels: channels of the residual stream.
+      dilation_channels: channels of each gated unit.
+      skip_channels: channels of the skip connections and the output stack.
+      filter_width: kernel size of the causal and dilated convolutions.
+      dilations: dilation of each layer, in order.
+    """
+
+    quantization_channels: int = DEFAULT_QUANTIZATION_CHANNELS
+    residual_channels: int = 32
+    dilation_channels: int = 32
+    skip_channels: int = 128
+    filter_width: int = 2
+    dilations: tuple = tuple(2**i for i in range(10)) * 2
+
+    @property
+    def receptive_field(self):
+        """Samples of input that one output sees, the current sample included.
+
+        The initial causal convolution sees `filter_width` samples; each dilated
+        layer adds (filter_width - 1) * dilation.
+        """
+        return (self.filter_width - 1) * sum(self.dilations) + self.filter_width
+
+    def to_dict(self):
+        return {**dataclasses.asdict(self), "dilations": list(self.dilations)}
+
+    @classmethod
+    def from_dict(cls, raw):
+        return cls(**{**raw, "dilations": tuple(raw["dilations"])})
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """export/config.json: everything the sampler needs beside the weights.
+
+    Attributes:
+      wavenet: the architecture (JSON key "model").
+      sample_rate: Hz of the audio the model was trained on (and generates).
+      step: training steps behind the exported weights.
+      encoding: always ENCODING.
+      format_version: MODEL_FORMAT_VERSION.
+    """
+
+    wavenet: WaveNetConfig
+    sample_rate: int
+    step: int = 0
+    encoding: str = ENCODING
+    format_version: int = MODEL_FORMAT_VERSION
+
+    def __post_init__(self):
+        _check(self.format_version == MODEL_FORMAT_VERSION, f"unknown model format_version {self.format_version!r}")
+        _check(self.encoding == ENCODING, f"encoding is {self.encoding!r}, expected {ENCODING!r}")
+        _check(self.sample_rate > 0, f"sample_rate must be positive, got {self.sample_rate}")
+        _check(2 <= self.quantization_channels <= 256, f"quantization_channels {self.quantization_channels}")
+
+    @property
+    def receptive_field(self):
+        return self.wavenet.receptive_field
+
+    @property
+    def quantization_channels(self):
+        return self.wavenet.quantization_channels
+
+    def to_dict(self):
+        # receptive_field and quantization_channels are derived, written for readers without this code.
+        return {
+            "format_version": self.format_version,
+            "model": self.wavenet.to_dict(),
+            "receptive_field": self.receptive_field,
+            "sample_rate": self.sample_rate,
+            "encoding": self.encoding,
+            "quantization_channels": self.quantization_channels,
+            "step": self.step,
+        }
+
+    @classmethod
+    def from_dict(cls, raw):
+        """Parses and validates a config.json object.
+
+        Raises:
+          ContractError: malformed, unknown format version, or derived fields
+            that disagree with the architecture.
+        """
+        with _parsing(MODEL_CONFIG_FILE):
+            config = cls(
+                wavenet=WaveNetConfig.from_dict(raw["model"]),
+                sample_rate=raw["sample_rate"],
+                step=raw.get("step", 0),
+                encoding=raw.get("encoding", ENCODING),
+                format_version=raw.get("format_version", MODEL_FORMAT_VERSION),
+            )
+        for key in ("receptive_field", "quantization_channels"):
+            _check(raw.get(key, getattr(config, key)) == getattr(config, key), f"{key} disagrees with the model")
+        return config
+
+
+def read_model_config(export_dir):
+    """The ModelConfig of an export directory (local, gs://, s3://).
+
+    Raises:
+      FileNotFoundError: no config.json there.
+      ContractError: malformed.
+    """
+    path = _join(export_dir, MODEL_CONFIG_FILE)
+    try:
+        return ModelConfig.from_dict(json.loads(_read_text(path)))
+    except json.JSONDecodeError as e:
+        raise ContractError(f"{path} is not valid JSON: {e}") from e
+
+
+def write_model_config(export_dir, config):
+    """Writes config.json into `export_dir`; returns its path."""
+    path = _join(export_dir, MODEL_CONFIG_FILE)
+    _write_text(path, json.dumps(config.to_dict(), indent=2, sort_keys=True))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+@contextlib.contextmanager
+def _parsing(file_name):
+    """Turns the errors of reading a JSON object into fields into one ContractError naming the file."""
+    try:
+        yield
+    except ContractError:
+        raise
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ContractError(f"malformed {file_name}: {type(e).__name__}: {e}") from e
+
+
+def _check(condition, message):
+    if not condition:
+        raise ContractError(message)
+
+
+def _check_plain_name(name):
+    """Names read from data never choose where we read or write: a plain file name only."""
+    _check(
+        isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0"),
+        f"file name {name!r} in {DATASET_FILE} is not a plain file name",
+    )
+
+
+def _join(directory, name):
+    return posixpath.join(directory, name) if "://" in directory else os.path.join(directory, name)
+
+
+def _read_text(path):
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    if not FileSystems.exists(path):
+        raise FileNotFoundError(path)
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        return f.read().decode("utf-8")
+
+
+def _write_text(path, text):
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    if "://" not in path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with FileSystems.create(path, mime_type="application/json", compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.write(text.encode("utf-8"))
+

@@ -22,7 +22,7 @@ import time
 import urllib.parse
 import urllib.robotparser
 
-from pipelines.audio import STAGE_READ, TrackError
+from pipelines.contract import STAGE_READ, TrackError
 
 DEFAULT_USER_AGENT = "wavenet-music-toolkit/0.1 (dataset preprocessing; obeys robots.txt)"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -34,9 +34,8 @@ class FetchError(TrackError):
     """A URL could not be fetched; `status` is the last HTTP status or None."""
 
     def __init__(self, url, reason, status=None, stage=STAGE_READ):
-        super().__init__(stage, reason)
+        super().__init__(stage, reason, status)
         self.url = url
-        self.status = status
 
 
 @dataclasses.dataclass(frozen=True)

@@ -143,10 +143,11 @@ class PreprocessOptions(PipelineOptions):
             "name tracks: Cloud Storage notifications, or a path or URL per message.",
         )
         group.add_argument(
-            "--window_secs",
+            "--streaming_window_secs",
             type=int,
             default=60,
-            help="With --streaming: seconds between writes of shards, failures and track files. Default: %(default)s.",
+            help="With --streaming: length in seconds of the stream's fixed windows; each window's shards, "
+            "failures and track files are written when it closes. Default: %(default)s.",
         )
         group.add_argument(
             "--max_download_bytes",

@@ -20,7 +20,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, SetupOptions, StandardOptions
 from apache_beam.runners.runner import PipelineState
 
-from pipelines import contract, scrape, sources, transforms
+from pipelines import compat, contract, scrape, sources, transforms
 from pipelines.options import DEFAULT_INPUTS, PreprocessOptions
 
 # Set in the Flex Template launcher image (templates/Dockerfile), never on workers or laptops.
@@ -28,7 +28,7 @@ FLEX_TEMPLATE_ENV = "FLEX_TEMPLATE_PYTHON_PY_FILE"
 
 
 class PreprocessError(RuntimeError):
-    """The job ran but its output is not usable; `description` is dataset.json (or None)."""
+    """The job ran but its output is not usable; `description` is its `contract.DatasetDescription` (or None)."""
 
     def __init__(self, message, description=None):
         super().__init__(message)
@@ -42,7 +42,7 @@ def build_pipeline(pipeline, options, run_id, previous=None):
       pipeline: a beam.Pipeline.
       options: PreprocessOptions.
       run_id: str naming this run's shards, so they sit beside earlier runs'.
-      previous: the output's existing dataset.json (dict) to add to, or None.
+      previous: the output's existing `contract.DatasetDescription` to add to, or None.
 
     Returns:
       PCollection holding the path of dataset.json once it is written.
@@ -78,20 +78,15 @@ def build_pipeline(pipeline, options, run_id, previous=None):
     to_process, skipped = (
         found | "FlattenSources" >> beam.Flatten() | "SelectSources" >> transforms.SelectSources(existing_ids)
     )
-    processed = to_process | "ProcessTracks" >> beam.ParDo(
-        transforms.ProcessTrackFn(config, options.validation_fraction, fetch_config)
-    ).with_outputs(transforms.FAILED, transforms.TRACKS, main="windows")
+    processed = to_process | "ProcessTracks" >> transforms.ProcessTracks(
+        config, options.validation_fraction, fetch_config
+    )
     tracks = processed[transforms.TRACKS]
     failures.append(processed[transforms.FAILED])
-
-    by_split = processed.windows | "PartitionSplits" >> beam.Partition(
-        lambda window, _: contract.SPLITS.index(transforms.split_for(window.track_id, options.validation_fraction)),
-        len(contract.SPLITS),
-    )
     shards = {
-        split: by_split[i]
+        split: processed[split]
         | f"Write{split.capitalize()}" >> transforms.WriteSplit(output, split, run_id, options.num_shards)
-        for i, split in enumerate(contract.SPLITS)
+        for split in contract.SPLITS
     }
 
     all_failures = failures | "FlattenFailures" >> beam.Flatten()
@@ -137,36 +132,25 @@ def local_runner(options, argv):
     """
     if options.view_as(StandardOptions).runner is not None:
         return None
-    from apache_beam.portability.api import beam_provision_api_pb2
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
-    from apache_beam.runners.portability.portable_runner import JobServiceHandle
-
     direct = options.view_as(DirectOptions)
     if not any(arg.startswith("--direct_num_workers") for arg in argv):
         direct.direct_num_workers = 0  # 0 = one per core.
     if not any(arg.startswith("--direct_running_mode") for arg in argv):
         direct.direct_running_mode = "multi_processing"
-    # As the DirectRunner does: workers read the pipeline options from here.
-    encoded_options = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    return fn_runner.FnApiRunner(
-        provision_info=fn_runner.ExtendedProvisionInfo(
-            beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded_options)
-        )
-    )
-
-
-def read_description(output):
-    """dataset.json of an output directory, as a dict."""
-    with FileSystems.open(FileSystems.join(output, contract.DATASET_FILE)) as f:
-        return json.loads(f.read().decode("utf-8"))
+    return compat.fn_api_runner(options)
 
 
 def check_description(description, max_failure_fraction):
-    """Raises PreprocessError when inputs went missing, none succeeded, or too many failed."""
-    accounting = description["accounting"]
-    ok, failed, total = accounting["tracks_ok"], accounting["tracks_failed"], accounting["tracks_input"]
-    skipped = accounting.get("tracks_skipped_existing", 0)
-    if ok + failed + skipped != total:
+    """Raises PreprocessError when inputs went missing, none succeeded, or too many failed.
+
+    Args:
+      description: contract.DatasetDescription.
+      max_failure_fraction: largest acceptable share of failed inputs.
+    """
+    accounting = description.accounting
+    ok, failed, total = accounting.tracks_ok, accounting.tracks_failed, accounting.tracks_input
+    skipped = accounting.tracks_skipped_existing
+    if accounting.unaccounted():
         raise PreprocessError(
             f"accounting does not hold: {ok} ok + {failed} failed + {skipped} skipped != {total} inputs",
             description,
@@ -192,32 +176,31 @@ def format_summary(description, output, wall_secs, new_secs):
     """The closing summary printed after a local run, as a str.
 
     Args:
-      description: dataset.json as a dict.
+      description: contract.DatasetDescription.
       output: the output directory.
       wall_secs: the job's wall time.
       new_secs: seconds of audio this run processed.
     """
-    accounting = description["accounting"]
-    splits = description["splits"]
-    seconds = sum(split["seconds"] for split in splits.values())
-    skipped = accounting.get("tracks_skipped_existing", 0)
+    accounting = description.accounting
+    seconds = description.seconds
+    skipped = accounting.tracks_skipped_existing
     lines = [
-        f"Tracks: {accounting['tracks_ok']} ok, {accounting['tracks_failed']} failed "
+        f"Tracks: {accounting.tracks_ok} ok, {accounting.tracks_failed} failed "
         + (f"({skipped} already in the output) " if skipped else "")
-        + f"of {accounting['tracks_input']} inputs"
-        + (f" ({accounting['tracks_truncated']} truncated by corrupt data)" if accounting["tracks_truncated"] else ""),
-        f"Audio in the dataset: {seconds / 3600:.3f} h ({seconds:.1f} s) at {description['sample_rate']} Hz, "
-        f"{description['encoding']} {description['quantization_channels']} channels",
+        + f"of {accounting.tracks_input} inputs"
+        + (f" ({accounting.tracks_truncated} truncated by corrupt data)" if accounting.tracks_truncated else ""),
+        f"Audio in the dataset: {seconds / 3600:.3f} h ({seconds:.1f} s) at {description.sample_rate} Hz, "
+        f"{description.encoding} {description.quantization_channels} channels",
         "Windows: "
         + ", ".join(
-            f"{name} {split['windows']} ({_count(split['tracks'], 'track')}, {_count(len(split['files']), 'shard')})"
-            for name, split in splits.items()
+            f"{name} {split.windows} ({_count(split.tracks, 'track')}, {_count(len(split.files), 'shard')})"
+            for name, split in description.splits.items()
         )
-        + f"; {accounting['windows_silent_dropped']} silent dropped",
+        + f"; {accounting.windows_silent_dropped} silent dropped",
         f"Throughput: {new_secs / wall_secs:.1f}x real time ({new_secs:.1f} s of audio in {wall_secs:.1f} s wall)",
         f"Output: {FileSystems.join(output, contract.DATASET_FILE)}",
     ]
-    if accounting["tracks_failed"]:
+    if accounting.tracks_failed:
         lines.append(f"Failures: {FileSystems.join(output, contract.FAILURES_FILE)}")
     return "\n".join(lines)
 
@@ -230,7 +213,7 @@ def run(argv=None, save_main_session=True):
       save_main_session: pickle the main module's globals for workers.
 
     Returns:
-      dataset.json as a dict, or None when the runner only submitted the job.
+      the output's contract.DatasetDescription, or None when the runner only submitted the job.
 
     Raises:
       PreprocessError: when no track succeeded or the failed share passes
@@ -249,9 +232,9 @@ def run(argv=None, save_main_session=True):
         return _run_streaming(options, preprocess)
     previous = None
     if preprocess.skip_existing and FileSystems.exists(FileSystems.join(preprocess.output, contract.DATASET_FILE)):
-        previous = read_description(preprocess.output)
-        transforms.check_compatible(previous, preprocess.audio_config())
-    previous_secs = sum(split["seconds"] for split in (previous or {}).get("splits", {}).values())
+        previous = contract.read_description(preprocess.output)
+        _check_previous(previous, preprocess.audio_config())
+    previous_secs = previous.seconds if previous else 0.0
 
     started = time.monotonic()
     pipeline = beam.Pipeline(runner=runner, options=options)
@@ -267,12 +250,29 @@ def run(argv=None, save_main_session=True):
         logging.info("Pipeline submitted (state %s); dataset.json is written when it finishes.", state)
         return None
 
-    description = read_description(preprocess.output)
-    new_secs = sum(split["seconds"] for split in description["splits"].values()) - previous_secs
+    description = contract.read_description(preprocess.output)
+    new_secs = description.seconds - previous_secs
     print(format_summary(description, preprocess.output, wall_secs, new_secs))
     _log_counters(result)
     check_description(description, preprocess.max_failure_fraction)
     return description
+
+
+def _check_previous(previous, config):
+    """Refuses to add to an output whose dataset was made with other settings."""
+    try:
+        contract.check_compatible(
+            previous,
+            "this run",
+            sample_rate=config.sample_rate,
+            quantization_channels=config.quantization_channels,
+            window_samples=config.window_samples,
+            hop_samples=config.hop_samples,
+        )
+    except contract.DatasetMismatchError as e:
+        raise contract.DatasetMismatchError(
+            f"{e}: use another --output, or --skip_existing=false to start afresh"
+        ) from None
 
 
 def _run_streaming(options, preprocess):
@@ -286,7 +286,9 @@ def _run_streaming(options, preprocess):
     )
     streaming.build_streaming_pipeline(messages, preprocess)
     pipeline.run()
-    logging.warning("Streaming job submitted; it writes into %s every %d s.", preprocess.output, preprocess.window_secs)
+    logging.warning(
+        "Streaming job submitted; it writes into %s every %d s.", preprocess.output, preprocess.streaming_window_secs
+    )
     return None
 
 

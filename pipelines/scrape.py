@@ -21,10 +21,9 @@ import urllib.parse
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import fetch, sources
-from pipelines.audio import TrackError
+from pipelines import contract, fetch, sources
+from pipelines.contract import STAGE_SCRAPE, TrackError
 
-STAGE_SCRAPE = "scrape"
 _LOGGER = logging.getLogger(__name__)
 
 
@@ -146,8 +145,8 @@ def scrape_listing(start_url, fetcher, max_pages, rules=SITES["fma"]):
       rules: SiteRules.
 
     Yields:
-      TrackRecord, or a failure dict ({"uri", "stage": "scrape", "error",
-      "status"}) for a page that could not be read; scraping stops there.
+      TrackRecord, or a failure record (`contract.failure_record`, stage
+      'scrape') for a page that could not be read; scraping stops there.
     """
     url, seen_pages = start_url, set()
     while url and len(seen_pages) < max_pages and url not in seen_pages:
@@ -155,7 +154,7 @@ def scrape_listing(start_url, fetcher, max_pages, rules=SITES["fma"]):
         try:
             response = fetcher.get(url)
         except fetch.FetchError as e:
-            yield {"uri": url, "stage": STAGE_SCRAPE, "error": str(e), "status": e.status}
+            yield contract.failure_record(url, TrackError(STAGE_SCRAPE, str(e), e.status))
             return
         tracks, url = parse_listing(response.body, response.url, rules)
         _LOGGER.info("Listing %s: %d tracks", response.url, len(tracks))

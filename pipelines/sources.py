@@ -14,7 +14,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import fetch
-from pipelines.audio import STAGE_MATCH, STAGE_READ, TrackError
+from pipelines.contract import STAGE_MATCH, STAGE_READ, TrackError
 
 # Extensions picked up when an input names a directory.
 AUDIO_EXTENSIONS = (

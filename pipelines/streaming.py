@@ -1,13 +1,13 @@
 """Streaming mode of the preprocess pipeline: tracks processed as they arrive on Pub/Sub.
 
     python -m pipelines.preprocess --streaming --input_subscription projects/P/subscriptions/S \\
-        --output gs://BUCKET/windows [--window_secs 60]
+        --output gs://BUCKET/windows [--streaming_window_secs 60]
 
 Each message names one track: a Cloud Storage notification (OBJECT_FINALIZE:
 gs://bucket/object), or a path or URL in its body (plain text, or JSON with
 "uri"). Tracks are deduplicated across the whole stream with keyed state,
-processed exactly as in batch mode (`transforms.ProcessTrackFn`), and written
-every --window_secs: TFRecord shards, failures and track index files per
+processed exactly as in batch mode (`transforms.ProcessTracks`), and written
+every --streaming_window_secs: TFRecord shards, failures and track index files per
 window, while one stateful writer keeps dataset.json describing everything
 written so far.
 """
@@ -19,15 +19,12 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.coders import BooleanCoder, PickleCoder
 from apache_beam.io import fileio
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.tfrecordio import _TFRecordUtil
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import window as beam_window
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from pipelines import contract, scrape, transforms
+from pipelines import compat, contract, scrape, transforms
 
-STAGE_MESSAGE = "message"
 MESSAGES_IGNORED = "messages_ignored"
 _KEY = "dataset"
 
@@ -77,10 +74,8 @@ class ParseMessagesFn(beam.DoFn):
         try:
             uri = track_uri_from_message(data, attributes)
         except ValueError as e:
-            yield pvalue.TaggedOutput(
-                transforms.FAILED,
-                {"uri": repr(data[:200]), "stage": STAGE_MESSAGE, "error": str(e)},
-            )
+            failure = contract.TrackError(contract.STAGE_MESSAGE, str(e))
+            yield pvalue.TaggedOutput(transforms.FAILED, contract.failure_record(repr(data[:200]), failure))
             return
         if uri is None:
             self._ignored.inc()
@@ -94,7 +89,7 @@ class FirstSeenFn(beam.DoFn):
     SEEN = ReadModifyWriteStateSpec("seen", BooleanCoder())
 
     def __init__(self):
-        self._skipped = Metrics.counter(transforms.NAMESPACE, transforms.TRACKS_SKIPPED)
+        self._skipped = Metrics.counter(transforms.NAMESPACE, transforms.TRACKS_SKIPPED_EXISTING)
 
     def process(self, keyed, seen=beam.DoFn.StateParam(SEEN)):  # noqa: B008 (Beam's state idiom)
         track_id, source = keyed
@@ -113,7 +108,7 @@ class TFRecordSink(fileio.FileSink):
         self._fh = fh
 
     def write(self, record):
-        _TFRecordUtil.write_record(self._fh, record)
+        compat.write_tfrecord(self._fh, record)
 
     def flush(self):
         self._fh.flush()
@@ -147,29 +142,24 @@ class MergeDescriptionFn(beam.DoFn):
 
     def process(self, keyed, state=beam.DoFn.StateParam(DESCRIPTION)):  # noqa: B008 (Beam's state idiom)
         _, parts = keyed
-        stats = transforms.DatasetStatsFn().create_accumulator()
-        shard_paths = {split: [] for split in contract.SPLITS}
+        stats_fn = transforms.DatasetStatsFn()
+        stats = stats_fn.create_accumulator()
+        shard_names = {split: [] for split in contract.SPLITS}
         counts = {"tracks_input": 0, "tracks_failed": 0, "tracks_skipped_existing": 0}
         for kind, value in parts:
             if kind == "stats":
-                stats = transforms.DatasetStatsFn().merge_accumulators([stats, value])
+                stats = stats_fn.merge_accumulators([stats, value])
             elif kind == "file":
-                shard_paths[value[0]].append(value[1])
+                shard_names[value[0]].append(value[1])
             else:
                 counts[kind] += value
-        previous = state.read()
-        description = transforms.describe_dataset(
-            self._config, self._validation_fraction, stats, shard_paths, counts, previous
-        )
-        if previous:  # In a stream, the accounting adds up over windows.
-            for key, value in previous["accounting"].items():
-                description["accounting"][key] += value
-        # A stream writes these per window.
-        description["failures_file"], description["tracks_file"] = "failures-*.jsonl", "tracks-*.jsonl"
+        description = transforms.describe_run(
+            self._config, self._validation_fraction, stats, shard_names, counts, state.read(),
+            cumulative=True,  # In a stream, the accounting adds up over windows...
+            failures_file="failures-*.jsonl", tracks_file="tracks-*.jsonl",  # ...and these are written per window.
+        )  # fmt: skip
         state.write(description)
-        path = FileSystems.join(self._output_dir, contract.DATASET_FILE)
-        with FileSystems.create(path, mime_type="application/json") as f:
-            f.write(json.dumps(description, indent=2, sort_keys=True).encode("utf-8"))
+        contract.write_description(self._output_dir, description)
         yield description
 
 
@@ -192,11 +182,9 @@ def build_streaming_pipeline(messages, options):
         | "KeyByTrackId" >> beam.Map(lambda source: (source["track_id"], source))
         | "FirstSeen" >> beam.ParDo(FirstSeenFn()).with_outputs(transforms.SKIPPED, main="sources")
     )
-    fixed = beam_window.FixedWindows(options.window_secs)
+    fixed = beam_window.FixedWindows(options.streaming_window_secs)
     sources = first_seen.sources | "WindowSources" >> beam.WindowInto(fixed)
-    processed = sources | "ProcessTracks" >> beam.ParDo(
-        transforms.ProcessTrackFn(config, options.validation_fraction, fetch_config)
-    ).with_outputs(transforms.FAILED, transforms.TRACKS, main="windows")
+    processed = sources | "ProcessTracks" >> transforms.ProcessTracks(config, options.validation_fraction, fetch_config)
 
     message_failures = parsed[transforms.FAILED] | "WindowMessageFailures" >> beam.WindowInto(fixed)
     failures = (message_failures, processed[transforms.FAILED]) | "FlattenFailures" >> beam.Flatten()
@@ -204,17 +192,12 @@ def build_streaming_pipeline(messages, options):
     tracks = processed[transforms.TRACKS]
 
     parts = []
-    by_split = processed.windows | "PartitionSplits" >> beam.Partition(
-        lambda w, _: contract.SPLITS.index(transforms.split_for(w.track_id, options.validation_fraction)),
-        len(contract.SPLITS),
-    )
-    for i, split in enumerate(contract.SPLITS):
+    for split in contract.SPLITS:
         name = split.capitalize()
         written = (
-            by_split[i]
-            | f"Batch{name}" >> beam.BatchElements(min_batch_size=1, max_batch_size=64)
-            | f"Encode{name}" >> beam.ParDo(transforms.EncodeExamplesFn())
-            | f"Write{name}" >> WriteWindowed(output, split, ".tfrecord", TFRecordSink)
+            processed[split]
+            | f"Encode{name}" >> transforms.EncodeExamples(min_batch_size=1)
+            | f"Write{name}" >> WriteWindowed(output, split, contract.TFRECORD_SUFFIX, TFRecordSink)
         )
         parts.append(
             written
@@ -257,5 +240,5 @@ def assert_streaming_options(options):
         raise ValueError("--streaming needs --input_subscription (projects/PROJECT/subscriptions/NAME)")
     if options.input or options.scrape_url:
         raise ValueError("--streaming reads tracks from --input_subscription only, not --input or --scrape_url")
-    if options.window_secs <= 0:
-        raise ValueError(f"--window_secs must be positive, got {options.window_secs}")
+    if options.streaming_window_secs <= 0:
+        raise ValueError(f"--streaming_window_secs must be positive, got {options.streaming_window_secs}")

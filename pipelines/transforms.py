@@ -5,6 +5,7 @@ DoFns here only wire the pure functions of `pipelines.audio`,
 Beam metrics and route failures to a tagged output; no audio logic lives here.
 """
 
+import dataclasses
 import json
 import logging
 import posixpath
@@ -16,38 +17,31 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipelines import audio, contract, examples, fetch, scrape, sources
+from pipelines.contract import Accounting, SplitSummary
 
 _LOGGER = logging.getLogger(__name__)
 
 NAMESPACE = "preprocess"
-# Counter names, read back by the driver.
+# Counter names, read back by the driver. Those that share a name with an `Accounting` field count the same thing.
 PATTERNS_UNMATCHED = "patterns_unmatched"
-TRACKS_INPUT = "tracks_input"
+TRACKS_STARTED = "tracks_started"  # tracks that entered processing (not the accounting's tracks_input)
 TRACKS_OK = "tracks_ok"
-TRACKS_FAILED = "tracks_failed"
+TRACKS_FAILED_PROCESSING = "tracks_failed_processing"  # a part of the accounting's tracks_failed
 TRACKS_SILENT = "tracks_silent"
 TRACKS_TRUNCATED = "tracks_truncated"
-TRACKS_SKIPPED = "tracks_skipped_existing"
+TRACKS_SKIPPED_EXISTING = "tracks_skipped_existing"
 TRACKS_SCRAPED = "tracks_scraped"
 PAGES_FAILED = "listing_pages_failed"
 BYTES_READ = "bytes_read"
 SAMPLES_OUT = "samples_out"
 WINDOWS_KEPT = "windows_kept"
-WINDOWS_SILENT = "windows_silent"
+WINDOWS_SILENT_DROPPED = "windows_silent_dropped"
 EXAMPLES_ENCODED = "examples_encoded"
 
 # Tagged outputs.
 FAILED = "failed"
 TRACKS = "tracks"
 SKIPPED = "skipped"
-
-
-def failure_record(uri, error):
-    """One line of failures.jsonl: the input, the stage that failed, why, and the HTTP status if any."""
-    record = {"uri": uri, "stage": getattr(error, "stage", "unknown"), "error": str(error)}
-    if getattr(error, "status", None) is not None:
-        record["status"] = error.status
-    return record
 
 
 def source_record(uri, **metadata):
@@ -78,9 +72,9 @@ class MatchInputsFn(beam.DoFn):
     def process(self, pattern):
         try:
             yield from sources.match_pattern(pattern)
-        except audio.TrackError as e:
+        except contract.TrackError as e:
             self._unmatched.inc()
-            yield pvalue.TaggedOutput(FAILED, failure_record(pattern, e))
+            yield pvalue.TaggedOutput(FAILED, contract.failure_record(pattern, e))
 
 
 class ExpandInputs(beam.PTransform):
@@ -166,7 +160,7 @@ class PickSourceFn(beam.DoFn):
     """(track_id, records) -> one record per track, or SKIPPED if already in the dataset."""
 
     def __init__(self):
-        self._skipped = Metrics.counter(NAMESPACE, TRACKS_SKIPPED)
+        self._skipped = Metrics.counter(NAMESPACE, TRACKS_SKIPPED_EXISTING)
 
     def process(self, keyed, existing_ids):
         track_id, records = keyed
@@ -214,13 +208,13 @@ class ProcessTrackFn(_FetchingDoFn):
         self._counters = {
             name: Metrics.counter(NAMESPACE, name)
             for name in (
-                TRACKS_INPUT, TRACKS_OK, TRACKS_FAILED, TRACKS_SILENT, TRACKS_TRUNCATED,
-                BYTES_READ, SAMPLES_OUT, WINDOWS_KEPT, WINDOWS_SILENT,
+                TRACKS_STARTED, TRACKS_OK, TRACKS_FAILED_PROCESSING, TRACKS_SILENT, TRACKS_TRUNCATED,
+                BYTES_READ, SAMPLES_OUT, WINDOWS_KEPT, WINDOWS_SILENT_DROPPED,
             )
         }  # fmt: skip
 
     def process(self, source):
-        self._counters[TRACKS_INPUT].inc()
+        self._counters[TRACKS_STARTED].inc()
         uri, track_id = source["uri"], source["track_id"]
         started = time.monotonic()
         windows = 0
@@ -234,10 +228,10 @@ class ProcessTrackFn(_FetchingDoFn):
         except Exception as e:
             if windows:
                 raise  # A bug after output was emitted: let the runner retry or fail loudly.
-            if not isinstance(e, audio.TrackError):
-                e = audio.TrackError(audio.STAGE_PROCESS, f"{type(e).__name__}: {e}")
-            self._counters[TRACKS_FAILED].inc()
-            yield pvalue.TaggedOutput(FAILED, failure_record(uri, e))
+            if not isinstance(e, contract.TrackError):
+                e = contract.TrackError(contract.STAGE_PROCESS, f"{type(e).__name__}: {e}")
+            self._counters[TRACKS_FAILED_PROCESSING].inc()
+            yield pvalue.TaggedOutput(FAILED, contract.failure_record(uri, e))
             return
         stats = track.stats
         _LOGGER.info(
@@ -250,7 +244,7 @@ class ProcessTrackFn(_FetchingDoFn):
         self._counters[TRACKS_OK].inc()
         self._counters[SAMPLES_OUT].inc(stats.samples)
         self._counters[WINDOWS_KEPT].inc(stats.windows)
-        self._counters[WINDOWS_SILENT].inc(stats.silent_windows)
+        self._counters[WINDOWS_SILENT_DROPPED].inc(stats.windows_silent_dropped)
         if stats.windows == 0:
             self._counters[TRACKS_SILENT].inc()
         if stats.decode_error:
@@ -262,12 +256,41 @@ class ProcessTrackFn(_FetchingDoFn):
                 "split": split_for(track_id, self._validation_fraction),
                 "duration_secs": stats.samples / self._config.sample_rate,
                 "windows": stats.windows,
-                "silent_windows": stats.silent_windows,
+                "windows_silent_dropped": stats.windows_silent_dropped,
                 "source_sample_rate": stats.source_sample_rate,
                 "source_channels": stats.source_channels,
                 "decode_error": stats.decode_error,
             },
         )
+
+
+class ProcessTracks(beam.PTransform):
+    """Track sources -> windows of each split, track records and failure records.
+
+    The one wiring of `ProcessTrackFn` and the split assignment, for batch and
+    streaming jobs alike.
+
+    Returns:
+      dict: contract.TRAIN and contract.VALIDATION -> PCollection of
+      `examples.Window`; TRACKS -> track records; FAILED -> failure records.
+    """
+
+    def __init__(self, config, validation_fraction, fetch_config):
+        super().__init__()
+        self._fn = ProcessTrackFn(config, validation_fraction, fetch_config)
+        self._validation_fraction = validation_fraction
+
+    def expand(self, sources_pcoll):
+        fraction = self._validation_fraction
+        processed = sources_pcoll | "ProcessTrack" >> beam.ParDo(self._fn).with_outputs(FAILED, TRACKS, main="windows")
+        by_split = processed.windows | "PartitionSplits" >> beam.Partition(
+            lambda window, _: contract.SPLITS.index(split_for(window.track_id, fraction)), len(contract.SPLITS)
+        )
+        return {
+            **{split: by_split[i] for i, split in enumerate(contract.SPLITS)},
+            TRACKS: processed[TRACKS],
+            FAILED: processed[FAILED],
+        }
 
 
 class EncodeExamplesFn(beam.DoFn):
@@ -286,6 +309,26 @@ class EncodeExamplesFn(beam.DoFn):
         yield from serialized
 
 
+class EncodeExamples(beam.PTransform):
+    """`examples.Window`s -> serialized tf.train.Examples, encoded in batches.
+
+    One Arrow batch per call costs ~10 us a window instead of ~135 us one by
+    one; a streaming job passes min_batch_size=1 so that a window's last
+    elements are not held back.
+    """
+
+    def __init__(self, min_batch_size=16, max_batch_size=64):
+        super().__init__()
+        self._min, self._max = min_batch_size, max_batch_size
+
+    def expand(self, windows):
+        return (
+            windows
+            | "BatchWindows" >> beam.BatchElements(min_batch_size=self._min, max_batch_size=self._max)
+            | "Encode" >> beam.ParDo(EncodeExamplesFn())
+        )
+
+
 class WriteSplit(beam.PTransform):
     """Windows of one split -> TFRecord shards `<split>-<run_id>-SSSSS-of-NNNNN.tfrecord`.
 
@@ -301,9 +344,7 @@ class WriteSplit(beam.PTransform):
     def expand(self, windows):
         return (
             windows
-            # One Arrow batch per call: ~10 us a window instead of ~135 us.
-            | "BatchWindows" >> beam.BatchElements(min_batch_size=16, max_batch_size=64)
-            | "EncodeExamples" >> beam.ParDo(EncodeExamplesFn())
+            | "EncodeExamples" >> EncodeExamples()
             | "WriteTFRecord"
             >> beam.io.WriteToTFRecord(
                 self._prefix,
@@ -329,122 +370,83 @@ class WriteJsonLines(beam.PTransform):
 
 
 class DatasetStatsFn(beam.CombineFn):
-    """Track records -> per-split and overall counts for dataset.json."""
+    """Track records -> (dict split -> SplitSummary without files, Accounting of the tracks' outcomes).
+
+    The Accounting fills tracks_ok, tracks_silent, tracks_truncated and
+    windows_silent_dropped; the input counts come from elsewhere.
+    """
 
     def create_accumulator(self):
-        return {
-            "splits": {split: {"tracks": 0, "windows": 0, "seconds": 0.0} for split in contract.SPLITS},
-            "tracks_ok": 0,
-            "tracks_silent": 0,
-            "tracks_truncated": 0,
-            "windows_silent": 0,
-        }
+        return {split: SplitSummary() for split in contract.SPLITS}, Accounting()
 
     def add_input(self, accumulator, track):
-        split = accumulator["splits"][track["split"]]
-        split["tracks"] += 1
-        split["windows"] += track["windows"]
-        split["seconds"] += track["duration_secs"]
-        accumulator["tracks_ok"] += 1
-        accumulator["tracks_silent"] += int(track["windows"] == 0)
-        accumulator["tracks_truncated"] += int(bool(track["decode_error"]))
-        accumulator["windows_silent"] += track["silent_windows"]
-        return accumulator
+        splits, accounting = accumulator
+        split = track["split"]
+        added = SplitSummary(windows=track["windows"], tracks=1, seconds=track["duration_secs"])
+        outcome = Accounting(
+            tracks_ok=1,
+            tracks_silent=int(track["windows"] == 0),
+            tracks_truncated=int(bool(track["decode_error"])),
+            windows_silent_dropped=track["windows_silent_dropped"],
+        )
+        return {**splits, split: splits[split].plus(added)}, accounting.plus(outcome)
 
     def merge_accumulators(self, accumulators):
-        merged = self.create_accumulator()
-        for accumulator in accumulators:
-            for split in contract.SPLITS:
-                for key in ("tracks", "windows", "seconds"):
-                    merged["splits"][split][key] += accumulator["splits"][split][key]
-            for key in ("tracks_ok", "tracks_silent", "tracks_truncated", "windows_silent"):
-                merged[key] += accumulator[key]
-        return merged
+        splits, accounting = self.create_accumulator()
+        for other_splits, other_accounting in accumulators:
+            splits = {name: splits[name].plus(other_splits[name]) for name in contract.SPLITS}
+            accounting = accounting.plus(other_accounting)
+        return splits, accounting
 
     def extract_output(self, accumulator):
         return accumulator
 
 
-def check_compatible(previous, config):
-    """Raises ValueError when an existing dataset.json was made with other settings.
-
-    Args:
-      previous: the existing dataset.json as a dict.
-      config: `audio.AudioConfig` of this run.
-    """
-    wanted = {
-        "encoding": contract.ENCODING,
-        "sample_rate": config.sample_rate,
-        "quantization_channels": config.quantization_channels,
-        "window_samples": config.window_samples,
-        "hop_samples": config.hop_samples,
-    }
-    for key, value in wanted.items():
-        if previous.get(key) != value:
-            raise ValueError(
-                f"the output already holds a dataset with {key}={previous.get(key)!r}, but this run makes "
-                f"{key}={value!r}; use another --output, or --skip_existing=false to start afresh"
-            )
-
-
-def describe_dataset(config, validation_fraction, stats, shard_paths, counts, previous=None):
-    """The content of dataset.json.
+def describe_run(config, validation_fraction, stats, shard_names, counts, previous=None, cumulative=False, **files):
+    """The dataset description after a run (or a streaming window), built in one place.
 
     Args:
       config: `audio.AudioConfig` the dataset was made with.
       validation_fraction: share of tracks assigned to validation.
-      stats: output of `DatasetStatsFn` for this run's tracks.
-      shard_paths: dict split -> list of shard paths this run wrote.
-      counts: this run's input accounting: tracks_input (distinct tracks plus
-        unusable patterns and listing pages, counted before processing),
-        tracks_failed (lines of failures.jsonl), tracks_skipped_existing.
-      previous: the dataset.json this run adds to, or None.
+      stats: output of `DatasetStatsFn` for the run's tracks.
+      shard_names: dict split -> shard names (or paths) the run wrote.
+      counts: dict with the run's tracks_input (distinct tracks plus unusable
+        patterns and listing pages, counted before processing), tracks_failed
+        (lines of the failures file) and tracks_skipped_existing.
+      previous: the DatasetDescription the run adds to, or None.
+      cumulative: the accounting adds to previous's (a stream's windows)
+        instead of describing this run alone.
+      **files: failures_file and tracks_file, when not the batch defaults.
 
     Returns:
-      JSON-serializable dict; splits describe the union with `previous`,
-      `accounting` this run.
+      contract.DatasetDescription: splits describe the union with `previous`,
+      `accounting` the run.
     """
-    previous_splits = (previous or {}).get("splits", {})
-    splits = {}
-    for split in contract.SPLITS:
-        new = stats["splits"][split]
-        old = previous_splits.get(split, {"files": [], "windows": 0, "tracks": 0, "seconds": 0.0})
-        splits[split] = {
-            "files": sorted(set(old["files"]) | {posixpath.basename(p) for p in shard_paths[split]}),
-            "windows": old["windows"] + new["windows"],
-            "tracks": old["tracks"] + new["tracks"],
-            "seconds": round(old["seconds"] + new["seconds"], 3),
-        }
-    return {
-        "format_version": contract.DATASET_FORMAT_VERSION,
-        "sample_rate": config.sample_rate,
-        "encoding": contract.ENCODING,
-        "quantization_channels": config.quantization_channels,
-        "window_samples": config.window_samples,
-        "hop_samples": config.hop_samples,
-        "features": {
-            contract.AUDIO_FEATURE: "bytes: window_samples uint8 mu-law codes",
-            contract.TRACK_ID_FEATURE: "bytes: stable hash of the source URI",
-            contract.OFFSET_FEATURE: "int64: window start in samples at sample_rate",
-        },
-        "decoder": config.decoder,
-        "resampler": config.resampler,
-        "silence_threshold_db": config.silence_threshold_db,
-        "validation_fraction": validation_fraction,
-        "runs": (previous or {}).get("runs", 0) + 1,
-        "splits": splits,
-        "accounting": {
-            "tracks_input": counts["tracks_input"],
-            "tracks_ok": stats["tracks_ok"],
-            "tracks_failed": counts["tracks_failed"],
-            "tracks_skipped_existing": counts["tracks_skipped_existing"],
-            "tracks_silent": stats["tracks_silent"],
-            "tracks_truncated": stats["tracks_truncated"],
-            "windows_silent_dropped": stats["windows_silent"],
-        },
-        "failures_file": contract.FAILURES_FILE,
-        "tracks_file": contract.TRACKS_FILE,
+    splits, outcomes = stats
+    run_splits = {
+        split: dataclasses.replace(
+            splits[split], files=tuple(sorted(posixpath.basename(p) for p in shard_names[split]))
+        )
+        for split in contract.SPLITS
     }
+    accounting = dataclasses.replace(outcomes, **counts)
+    if previous is not None and cumulative:
+        accounting = previous.accounting.plus(accounting)
+    if previous is not None:
+        return dataclasses.replace(previous.with_run(run_splits, accounting), **files)
+    return contract.DatasetDescription(
+        sample_rate=config.sample_rate,
+        quantization_channels=config.quantization_channels,
+        window_samples=config.window_samples,
+        hop_samples=config.hop_samples,
+        decoder=config.decoder,
+        resampler=config.resampler,
+        silence_threshold_db=config.silence_threshold_db,
+        validation_fraction=validation_fraction,
+        splits=run_splits,
+        accounting=accounting,
+        **files,
+    )
 
 
 class WriteDatasetDescription(beam.PTransform):
@@ -465,26 +467,19 @@ class WriteDatasetDescription(beam.PTransform):
         def write(stats, train, validation, tracks_input, tracks_failed, tracks_skipped, written_files):
             shard_paths = {contract.TRAIN: train, contract.VALIDATION: validation}
             for split, paths in shard_paths.items():
-                if stats["splits"][split]["windows"] == 0 and paths:
+                if stats[0][split].windows == 0 and paths:
                     # Beam writes one empty shard for an empty PCollection; keep no empty files.
                     FileSystems.delete(paths)
                     shard_paths[split] = []
-            description = describe_dataset(
-                self._config,
-                self._validation_fraction,
-                stats,
-                shard_paths,
-                {
-                    "tracks_input": tracks_input,
-                    "tracks_failed": tracks_failed,
-                    "tracks_skipped_existing": tracks_skipped,
-                },
-                self._previous,
+            counts = {
+                "tracks_input": tracks_input,
+                "tracks_failed": tracks_failed,
+                "tracks_skipped_existing": tracks_skipped,
+            }
+            description = describe_run(
+                self._config, self._validation_fraction, stats, shard_paths, counts, self._previous
             )
-            path = FileSystems.join(self._output_dir, contract.DATASET_FILE)
-            with FileSystems.create(path, mime_type="application/json") as f:
-                f.write(json.dumps(description, indent=2, sort_keys=True).encode("utf-8"))
-            yield path
+            yield contract.write_description(self._output_dir, description)
 
         # `stats` holds exactly one element, so this runs once, after every side input is final.
         return inputs["stats"] | "WriteDatasetJson" >> beam.FlatMap(

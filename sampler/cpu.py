@@ -26,7 +26,7 @@ import numba.extending
 import numpy as np
 
 from pipelines import contract
-from sampler.fast import CachedWaveNet
+from sampler.engine import CachedWaveNet
 
 # sgemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc), every argument by pointer
 # (Fortran BLAS interface, 32-bit integers), as scipy.linalg.cython_blas exports it. The kernel takes

@@ -18,7 +18,6 @@ import wave
 import numpy as np
 
 from pipelines import contract
-from pipelines.audio import TrackError
 from sampler import fast
 
 _LOGGER = logging.getLogger(__name__)
@@ -64,25 +63,6 @@ def parse_args(argv):
         "each thread generates its share of the clips.",
     )
     return parser.parse_args(argv)
-
-
-def primer_codes(path, sample_rate, quantization_channels, max_samples):
-    """The last `max_samples` of an audio file as mu-law codes, processed as the pipeline does.
-
-    Returns:
-      int32 [n] codes, n <= max_samples.
-
-    Raises:
-      pipelines.audio.TrackError: when the file cannot be decoded.
-    """
-    from pipelines import audio
-
-    config = audio.AudioConfig(sample_rate=sample_rate, quantization_channels=quantization_channels)
-    tail = np.zeros(0, np.float32)
-    with open(path, "rb") as f:
-        for mono in audio.Track(f, config).mono_blocks():
-            tail = np.concatenate([tail, mono])[-max_samples:]
-    return contract.mu_law_encode(tail, quantization_channels).astype(np.int32)
 
 
 def write_wav(path, audio, sample_rate):
@@ -132,13 +112,15 @@ def run(argv=None):
     if args.threads is not None and args.threads < 1:
         raise ValueError("--threads must be at least 1")
     wavenet = fast.load(args.model, engine=args.engine, threads=args.threads)
-    sample_rate = wavenet.config["sample_rate"]
-    channels = wavenet.config["quantization_channels"]
+    sample_rate = wavenet.config.sample_rate
+    channels = wavenet.config.quantization_channels
     num_samples = int(round(args.seconds * sample_rate))
     primer = None
     if args.primer:
-        codes = primer_codes(args.primer, sample_rate, channels, wavenet.config["receptive_field"])
-        primer = np.tile(codes[None, :], (args.num_clips, 1))
+        # The primer's last receptive field, processed exactly as the pipeline processes a track.
+        with open(args.primer, "rb") as f:
+            codes = contract.recording_codes(f, sample_rate, channels, max_samples=wavenet.config.receptive_field)
+        primer = np.tile(codes[None, :].astype(np.int32), (args.num_clips, 1))
 
     started = time.monotonic()
     # Counted over all clips, like the closing line's samples/s.
@@ -177,7 +159,7 @@ def main():
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         run()
-    except (FileNotFoundError, ValueError, TrackError) as e:
+    except (FileNotFoundError, ValueError, contract.TrackError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
 

@@ -8,7 +8,7 @@ kernel on CPU.
 import numpy as np
 
 from pipelines import contract
-from sampler.fast import CachedWaveNet
+from sampler.engine import CachedWaveNet
 
 
 class XlaWaveNet(CachedWaveNet):
@@ -59,19 +59,20 @@ class XlaWaveNet(CachedWaveNet):
     def _conv_step(self, queue, x, t, dilation, kernel_bias):
         """One output of a dilated causal convolution; returns (output, updated queue)."""
         import tensorflow as tf
-        from tensorflow.compiler.tf2xla.python import xla
+
+        from sampler import compat
 
         length = (self.filter_width - 1) * dilation
         zero = tf.constant(0)
         size = [1, queue.shape[1], queue.shape[2]]
         # Taps from the oldest, x[t - (width-1) d], to the current input x[t], as Keras orders them.
         past = [
-            xla.dynamic_slice(queue, [tf.math.floormod(t - m * dilation, length), zero, zero], size)[0]
+            compat.xla_dynamic_slice(queue, [tf.math.floormod(t - m * dilation, length), zero, zero], size)[0]
             for m in range(self.filter_width - 1, 0, -1)
         ]
         out = tf.matmul(tf.concat([*past, x], axis=-1), kernel_bias[0]) + kernel_bias[1]
         # XLA updates the queue in place inside the while loop (a scatter would copy it every step).
-        queue = xla.dynamic_update_slice(queue, x[None], [tf.math.floormod(t, length), zero, zero])
+        queue = compat.xla_dynamic_update_slice(queue, x[None], [tf.math.floormod(t, length), zero, zero])
         return out, queue
 
     def step(self, state, codes, t):

@@ -12,6 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from pipelines import compat  # noqa: E402
 from pipelines.options import PreprocessOptions  # noqa: E402
 
 # Parameters whose values are paths or URLs, checked by Dataflow before launch.
@@ -26,9 +27,7 @@ def parameters():
     parser = argparse.ArgumentParser()
     PreprocessOptions._add_argparse_args(parser)
     params = []
-    for action in parser._actions:
-        if not action.option_strings or action.dest == "help":
-            continue
+    for action in compat.parser_options(parser):
         help_text = (action.help or "") % {"default": action.default}
         param = {
             "name": action.dest,

@@ -7,7 +7,7 @@ import resampy
 import soxr
 
 from pipelines import audio, contract
-from tests.conftest import CLIPS, broken_file_contents, wav_bytes
+from tests.helpers import CLIPS, broken_file_contents, wav_bytes
 
 
 @pytest.mark.parametrize("channels", [1, 2, 6], ids=["mono", "stereo", "5.1"])
@@ -111,7 +111,7 @@ def test_track_stream_reads_file_objects_lazily():
 @pytest.mark.parametrize("name", sorted(broken_file_contents(decodable_only=True)))
 def test_broken_file_raises_track_error_with_stage(name, decoder):
     content, stage, _ = broken_file_contents()[name]
-    with pytest.raises(audio.TrackError) as raised:
+    with pytest.raises(contract.TrackError) as raised:
         list(audio.Track(io.BytesIO(content), audio.AudioConfig(decoder=decoder)))
     assert raised.value.stage == stage
     assert str(raised.value)
@@ -120,14 +120,14 @@ def test_broken_file_raises_track_error_with_stage(name, decoder):
 @pytest.mark.parametrize("name", sorted(broken_file_contents(decodable_only=True)))
 def test_pyav_reasons_name_the_problem(name):
     content, _, reason = broken_file_contents()[name]
-    with pytest.raises(audio.TrackError, match=reason):
+    with pytest.raises(contract.TrackError, match=reason):
         list(audio.Track(io.BytesIO(content), audio.AudioConfig()))
 
 
 def test_digital_silence_is_dropped_and_counted_not_failed():
     track = audio.Track(io.BytesIO(wav_bytes(np.zeros(48000, np.int16))), audio.AudioConfig())
     assert list(track) == []
-    assert track.stats.silent_windows == 3 and track.stats.windows == 0
+    assert track.stats.windows_silent_dropped == 3 and track.stats.windows == 0
 
 
 def test_silence_threshold_is_configurable():

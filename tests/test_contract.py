@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -39,3 +41,79 @@ def test_mu_law_clips_out_of_range_input():
 def test_mu_law_rejects_more_levels_than_uint8_holds():
     with pytest.raises(ValueError, match="quantization_channels must be in 2..256"):
         contract.mu_law_encode(np.zeros(4), quantization_channels=512)
+
+
+def _description(**overrides):
+    splits = {contract.TRAIN: contract.SplitSummary(files=("train-a-00000-of-00001.tfrecord",), windows=5, tracks=1,
+                                                    seconds=5.0004),
+              contract.VALIDATION: contract.SplitSummary()}  # fmt: skip
+    values = dict(sample_rate=16000, quantization_channels=256, window_samples=16000, hop_samples=16000,
+                  decoder="pyav", resampler="soxr_hq", silence_threshold_db=-60.0, validation_fraction=0.1,
+                  splits=splits, accounting=contract.Accounting(tracks_input=1, tracks_ok=1))  # fmt: skip
+    return contract.DatasetDescription(**{**values, **overrides})
+
+
+def test_dataset_description_round_trips_through_dataset_json(tmp_path):
+    description = _description()
+    contract.write_description(str(tmp_path), description)
+    read = contract.read_description(str(tmp_path))
+    assert read.splits[contract.TRAIN].seconds == 5.0  # Written to the millisecond.
+    assert read.splits[contract.TRAIN].files == description.splits[contract.TRAIN].files
+    assert read.accounting == description.accounting and read.sample_rate == 16000
+    assert read.shard_paths(str(tmp_path), contract.TRAIN) == [str(tmp_path / "train-a-00000-of-00001.tfrecord")]
+
+
+@pytest.mark.parametrize(
+    "name", ["../escaped.tfrecord", "/etc/passwd", "sub/dir.tfrecord", "..", "c:\\x.tfrecord"],
+    ids=["parent", "absolute", "subdirectory", "dotdot", "backslash"],
+)
+def test_shard_names_that_leave_the_dataset_directory_are_refused(tmp_path, name):
+    raw = _description().to_dict()
+    raw["splits"][contract.TRAIN]["files"] = [name]
+    (tmp_path / contract.DATASET_FILE).write_text(json.dumps(raw))
+    with pytest.raises(contract.ContractError, match="not a plain file name"):
+        contract.read_description(str(tmp_path))
+
+
+def test_missing_or_unknown_descriptions_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="pipelines.preprocess"):
+        contract.read_description(str(tmp_path))
+    raw = {**_description().to_dict(), "format_version": 99}
+    (tmp_path / contract.DATASET_FILE).write_text(json.dumps(raw))
+    with pytest.raises(contract.ContractError, match="unknown format_version 99"):
+        contract.read_description(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "expected, message",
+    [
+        ({"sample_rate": 22050}, "the dataset has sample_rate=16000 Hz, the model has sample_rate=22050 Hz"),
+        ({"quantization_channels": 64}, "quantization_channels=256, the model has quantization_channels=64"),
+        ({"min_window_samples": 16001}, "window_samples=16000, shorter than the model needs \\(16001 samples\\)"),
+    ],
+    ids=["sample-rate", "quantization", "short-windows"],
+)
+def test_check_compatible_names_both_values(expected, message):
+    contract.check_compatible(_description(), "the model", sample_rate=16000, min_window_samples=16000)
+    with pytest.raises(contract.DatasetMismatchError, match=message):
+        contract.check_compatible(_description(), "the model", **expected)
+
+
+def test_model_config_round_trips_and_rejects_inconsistent_files(tmp_path):
+    config = contract.ModelConfig(wavenet=contract.WaveNetConfig(dilations=(1, 2, 4)), sample_rate=8000, step=7)
+    contract.write_model_config(str(tmp_path), config)
+    assert contract.read_model_config(str(tmp_path)) == config
+    raw = json.loads((tmp_path / contract.MODEL_CONFIG_FILE).read_text())
+    assert raw["receptive_field"] == 1 * 7 + 2 and raw["quantization_channels"] == 256  # For readers without our code.
+    (tmp_path / contract.MODEL_CONFIG_FILE).write_text(json.dumps({**raw, "receptive_field": 5}))
+    with pytest.raises(contract.ContractError, match="receptive_field disagrees"):
+        contract.read_model_config(str(tmp_path))
+    (tmp_path / contract.MODEL_CONFIG_FILE).write_text(json.dumps({"sample_rate": 8000}))
+    with pytest.raises(contract.ContractError, match="malformed config.json"):
+        contract.read_model_config(str(tmp_path))
+
+
+def test_failure_records_carry_stage_reason_and_status():
+    assert contract.failure_record("u", contract.TrackError(contract.STAGE_READ, "HTTP 404", status=404)) == {
+        "uri": "u", "stage": "read", "error": "HTTP 404", "status": 404}  # fmt: skip
+    assert contract.failure_record("u", RuntimeError("boom")) == {"uri": "u", "stage": "process", "error": "boom"}

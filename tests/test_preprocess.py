@@ -1,6 +1,7 @@
 """The whole preprocess pipeline on Beam's DirectRunner, over real clips and broken files."""
 
 import collections
+import dataclasses
 import json
 import os
 import re
@@ -10,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from pipelines import contract, preprocess
-from tests.conftest import CLIPS, broken_file_contents, decoded_duration_secs, read_jsonl
+from pipelines import audio, contract, preprocess, transforms
+from tests.helpers import CLIPS, broken_file_contents, decoded_duration_secs, read_jsonl
 
 WINDOW_SAMPLES = 8000
 HOP_SAMPLES = 6000
@@ -73,15 +74,15 @@ def mixed_run(tmp_path_factory, clips_dir, broken_dir, silent_wav, http_server):
 
 
 def test_accounting_holds_and_nothing_is_lost(mixed_run):
-    accounting = mixed_run["description"]["accounting"]
+    accounting = mixed_run["description"].accounting
     ok_tracks = len(CLIPS) + 2  # The clips, the silent file and the URL.
     failed = len(broken_file_contents()) + 1  # The broken files and the unmatched glob.
-    assert accounting["tracks_input"] == ok_tracks + failed
-    assert accounting["tracks_ok"] == ok_tracks
-    assert accounting["tracks_failed"] == failed
-    assert accounting["tracks_ok"] + accounting["tracks_failed"] == accounting["tracks_input"]
-    assert accounting["tracks_silent"] == 1
-    assert accounting["windows_silent_dropped"] > 0
+    assert accounting.tracks_input == ok_tracks + failed
+    assert accounting.tracks_ok == ok_tracks
+    assert accounting.tracks_failed == failed
+    assert accounting.tracks_ok + accounting.tracks_failed == accounting.tracks_input
+    assert accounting.tracks_silent == 1
+    assert accounting.windows_silent_dropped > 0
 
 
 def test_each_broken_input_is_in_the_failures_file_with_its_reason(mixed_run):
@@ -91,7 +92,7 @@ def test_each_broken_input_is_in_the_failures_file_with_its_reason(mixed_run):
         assert re.search(reason, failures[name]["error"]), name
     unmatched = failures[os.path.basename(mixed_run["unmatched"])]
     assert unmatched["uri"] == mixed_run["unmatched"] and unmatched["stage"] == "match"
-    assert len(failures) == mixed_run["description"]["accounting"]["tracks_failed"]
+    assert len(failures) == mixed_run["description"].accounting.tracks_failed
 
 
 def test_windows_parse_back_with_tensorflow_with_length_range_and_offsets(mixed_run):
@@ -99,10 +100,10 @@ def test_windows_parse_back_with_tensorflow_with_length_range_and_offsets(mixed_
     tracks = {t["track_id"]: t for t in read_jsonl(mixed_run["output"] / contract.TRACKS_FILE)}
     windows_by_track = collections.defaultdict(list)
     for split in contract.SPLITS:
-        files = description["splits"][split]["files"]
+        files = description.splits[split].files
         assert all(f.startswith(f"{split}-") and f.endswith(".tfrecord") for f in files)
         parsed = _parse_shards(mixed_run["output"] / f for f in files)
-        assert len(parsed) == description["splits"][split]["windows"]
+        assert len(parsed) == description.splits[split].windows
         for track_id, offset, codes in parsed:
             assert tracks[track_id]["split"] == split  # A track never straddles splits.
             assert codes.shape == (WINDOW_SAMPLES,)
@@ -123,21 +124,21 @@ def test_seconds_match_the_sources_durations(mixed_run):
         assert local["duration_secs"] == pytest.approx(decoded_duration_secs(path), abs=0.002)
     downloaded = by_uri[f"{mixed_run['http_server']}/Coherence.ogg"]
     assert downloaded["duration_secs"] == pytest.approx(decoded_duration_secs(CLIPS["ogg_48k"]), abs=0.002)
-    splits = mixed_run["description"]["splits"]
-    total_secs = sum(split["seconds"] for split in splits.values())
+    splits = mixed_run["description"].splits
+    total_secs = sum(split.seconds for split in splits.values())
     assert total_secs == pytest.approx(sum(t["duration_secs"] for t in tracks), abs=0.01)
-    assert sum(split["tracks"] for split in splits.values()) == len(tracks)
+    assert sum(split.tracks for split in splits.values()) == len(tracks)
 
 
 def test_dataset_json_describes_the_encoding(mixed_run):
     with open(mixed_run["output"] / contract.DATASET_FILE) as f:
-        description = json.load(f)
-    assert description == mixed_run["description"]
-    assert description["sample_rate"] == 16000
-    assert description["encoding"] == "mu-law"
-    assert description["quantization_channels"] == QUANTIZATION_CHANNELS
-    assert (description["window_samples"], description["hop_samples"]) == (WINDOW_SAMPLES, HOP_SAMPLES)
-    listed = {f for split in description["splits"].values() for f in split["files"]}
+        assert json.load(f) == mixed_run["description"].to_dict()  # What run() returns is what it wrote.
+    description = contract.read_description(str(mixed_run["output"]))
+    assert description.sample_rate == 16000
+    assert description.encoding == "mu-law"
+    assert description.quantization_channels == QUANTIZATION_CHANNELS
+    assert (description.window_samples, description.hop_samples) == (WINDOW_SAMPLES, HOP_SAMPLES)
+    listed = {f for split in description.splits.values() for f in split.files}
     on_disk = {f for f in os.listdir(mixed_run["output"]) if f.endswith(".tfrecord")}
     assert listed == on_disk
 
@@ -146,7 +147,7 @@ def test_embedded_default_processes_bundled_clips_into_output(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     description = preprocess.run([])
     summary = capsys.readouterr().out
-    assert description["accounting"] == {
+    assert dataclasses.asdict(description.accounting) == {
         "tracks_input": 4,
         "tracks_ok": 4,
         "tracks_failed": 0,
@@ -155,7 +156,7 @@ def test_embedded_default_processes_bundled_clips_into_output(tmp_path, monkeypa
         "tracks_truncated": 0,
         "windows_silent_dropped": 0,
     }
-    windows = sum(split["windows"] for split in description["splits"].values())
+    windows = sum(split.windows for split in description.splits.values())
     assert windows == 8 + 8 + 7 + 7  # Awakening and Media Threat hold just over 8 s, the others just under.
     assert (tmp_path / "output" / contract.DATASET_FILE).exists()
     assert "Tracks: 4 ok, 0 failed of 4 inputs" in summary
@@ -190,14 +191,20 @@ def test_job_fails_with_reason_when_no_track_succeeds(tmp_path, broken_dir):
     ids=["too-many-failed", "none-succeeded"],
 )
 def test_failure_thresholds(ok, failed, limit, message):
-    description = {"accounting": {"tracks_ok": ok, "tracks_failed": failed, "tracks_input": ok + failed}}
     with pytest.raises(preprocess.PreprocessError, match=message):
-        preprocess.check_description(description, limit)
-    preprocess.check_description({"accounting": {"tracks_ok": 3, "tracks_failed": 1, "tracks_input": 4}}, 0.5)
+        preprocess.check_description(_described(tracks_ok=ok, tracks_failed=failed, tracks_input=ok + failed), limit)
+    preprocess.check_description(_described(tracks_ok=3, tracks_failed=1, tracks_input=4), 0.5)
+
+
+def _described(**counts):
+    """A description of a run with these counts, built as the pipeline builds one."""
+    empty_stats = transforms.DatasetStatsFn().create_accumulator()
+    no_shards = {split: [] for split in contract.SPLITS}
+    return transforms.describe_run(audio.AudioConfig(), 0.1, empty_stats, no_shards, counts)
 
 
 def test_lost_inputs_are_reported():
-    description = {"accounting": {"tracks_ok": 3, "tracks_failed": 0, "tracks_input": 4}}
+    description = _described(tracks_ok=3, tracks_failed=0, tracks_input=4)
     with pytest.raises(preprocess.PreprocessError, match="accounting does not hold"):
         preprocess.check_description(description, 0.5)
 

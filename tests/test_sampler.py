@@ -1,6 +1,5 @@
 """Fast generation: parity with the full model, priming, reproducibility, the CLI, and the whole path."""
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import pytest
 
 from pipelines import contract
 from sampler import cpu, fast, generate
-from tests.conftest import CLIPS
+from tests.helpers import CLIPS
 from trainer import model
 
 ENGINES = ["cpu", "xla"]
@@ -26,11 +25,7 @@ def _random_wavenet(filter_width, quantization_channels=64, seed=0, engine="cpu"
     rng = np.random.default_rng(seed)
     for weight in wavenet.weights:  # Non-zero weights and biases everywhere.
         weight.assign(rng.normal(0, 0.3, weight.shape).astype("float32"))
-    exported = {
-        "model": {**dataclasses.asdict(config), "dilations": list(config.dilations)},
-        "receptive_field": config.receptive_field,
-        "quantization_channels": quantization_channels,
-    }
+    exported = contract.ModelConfig(wavenet=config, sample_rate=16000)
     return wavenet, fast.make(wavenet, exported, engine=engine, threads=threads), config
 
 
@@ -168,11 +163,13 @@ def test_walkthrough_from_real_clips_to_a_wav(tmp_path):
         assert f.getframerate() == 16000 and f.getnframes() == 8000
         samples = np.frombuffer(f.readframes(8000), "<i2")
     assert len(np.unique(samples)) > 10
-    assert contract.DEFAULT_SAMPLE_RATE == 16000
+    # The rate came from the data, through the export, not from a flag.
+    assert contract.read_description(str(data)).sample_rate == 16000
+    assert contract.read_model_config(str(job / contract.EXPORT_DIR)).sample_rate == 16000
 
 
 def test_export_is_fetched_through_beam_filesystems(trained_job):
     # Remote paths (gs://, s3://) take this route; Beam's local filesystem stands in for them here.
     local = fast._fetch_export(str(trained_job))
     assert sorted(os.listdir(local)) == [contract.MODEL_CONFIG_FILE, contract.MODEL_FILE]
-    assert fast.load(local).config["sample_rate"] == 8000
+    assert fast.load(local).config.sample_rate == 8000

@@ -3,7 +3,7 @@ import os
 import pytest
 
 from pipelines import contract, fetch, preprocess, scrape
-from tests.conftest import read_jsonl
+from tests.helpers import read_jsonl
 
 FAST = ["--requests_per_second=50", "--max_retries=3"]
 
@@ -76,8 +76,8 @@ def test_pipeline_scrapes_downloads_and_processes_each_track_once(music_site, tm
     assert "not audio" in failures["error-page.mp3"]["error"]
     assert failures["secret.mp3"]["error"] == "disallowed by robots.txt"
     assert len(failures) == 3
-    accounting = description["accounting"]
-    assert (accounting["tracks_input"], accounting["tracks_ok"], accounting["tracks_failed"]) == (8, 5, 3)
+    accounting = description.accounting
+    assert (accounting.tracks_input, accounting.tracks_ok, accounting.tracks_failed) == (8, 5, 3)
 
     paths = [path for _, path, _ in music_site.requests]
     assert "/private/secret.mp3" not in paths
@@ -88,17 +88,17 @@ def test_pipeline_scrapes_downloads_and_processes_each_track_once(music_site, tm
     waited = [t - music_site.throttled_at for t, _, _ in music_site.requests if t > music_site.throttled_at + 0.1]
     assert waited and min(waited) >= music_site.RETRY_AFTER_SECS - 0.01
 
-    windows = sum(split["windows"] for split in description["splits"].values())
+    windows = sum(split.windows for split in description.splits.values())
     assert windows == sum(t["windows"] for t in tracks)
 
     # A second run over the same output adds nothing and never downloads a processed track again.
     music_site.requests.clear()
     again = preprocess.run(args)
-    assert again["splits"] == description["splits"]
-    assert again["accounting"]["tracks_skipped_existing"] == 5
-    assert again["accounting"]["tracks_ok"] == 0
+    assert again.splits == description.splits
+    assert again.accounting.tracks_skipped_existing == 5
+    assert again.accounting.tracks_ok == 0
     assert len(read_jsonl(output / contract.TRACKS_FILE)) == 5
     shards = sorted(f for f in os.listdir(output) if f.endswith(".tfrecord"))
-    assert shards == sorted(f for split in again["splits"].values() for f in split["files"])
+    assert shards == sorted(f for split in again.splits.values() for f in split.files)
     downloads = {path for _, path, _ in music_site.requests if path.startswith(("/files/", "/slow/"))}
     assert downloads == {"/files/missing.mp3", "/files/error-page.mp3"}  # Only the failed ones are retried.

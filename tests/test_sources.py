@@ -3,8 +3,8 @@ import urllib.parse
 
 import pytest
 
-from pipelines import audio, fetch, sources
-from tests.conftest import CLIPS
+from pipelines import contract, fetch, sources
+from tests.helpers import CLIPS
 
 
 def test_list_file_tolerates_blank_lines_whitespace_and_comments(tmp_path):
@@ -31,7 +31,7 @@ def test_glob_matches_names_with_spaces(clips_dir):
 
 
 def test_pattern_matching_nothing_is_a_match_failure(tmp_path):
-    with pytest.raises(audio.TrackError, match="no file matches") as raised:
+    with pytest.raises(contract.TrackError, match="no file matches") as raised:
         sources.match_pattern(str(tmp_path / "*.mp3"))
     assert raised.value.stage == "match"
 
@@ -62,7 +62,7 @@ def test_download_over_the_size_limit_is_refused(http_server):
 
 def test_empty_file_is_refused_when_opened(tmp_path):
     (tmp_path / "empty.mp3").write_bytes(b"")
-    with pytest.raises(audio.TrackError, match=r"empty file \(0 bytes\)") as raised:
+    with pytest.raises(contract.TrackError, match=r"empty file \(0 bytes\)") as raised:
         sources.open_uri(str(tmp_path / "empty.mp3"), fetch.Fetcher())
     assert raised.value.stage == "read"
 

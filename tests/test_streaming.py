@@ -1,6 +1,5 @@
 """Streaming mode on Beam's DirectRunner, fed by a TestStream of Pub/Sub messages."""
 
-import json
 import os
 
 import apache_beam as beam
@@ -13,7 +12,7 @@ from apache_beam.transforms.window import TimestampedValue
 
 from pipelines import contract, streaming
 from pipelines.options import PreprocessOptions
-from tests.conftest import CLIPS, read_jsonl
+from tests.helpers import CLIPS, read_jsonl
 
 
 @pytest.mark.parametrize(
@@ -44,7 +43,7 @@ def test_stream_writes_windows_failures_and_a_description(tmp_path):
     output = tmp_path / "out"
     output.mkdir()
     options = PreprocessOptions(
-        [f"--output={output}", "--window_secs=60", "--window_samples=8000", "--validation_fraction=0",
+        [f"--output={output}", "--streaming_window_secs=60", "--window_samples=8000", "--validation_fraction=0",
          "--streaming"]
     )  # fmt: skip
     preprocess_options = options.view_as(PreprocessOptions)
@@ -71,22 +70,21 @@ def test_stream_writes_windows_failures_and_a_description(tmp_path):
     with beam.Pipeline(runner=BundleBasedDirectRunner(), options=options) as pipeline:
         streaming.build_streaming_pipeline(pipeline | stream, preprocess_options)
 
-    with open(output / contract.DATASET_FILE) as f:
-        description = json.load(f)
-    accounting = description["accounting"]
-    assert (accounting["tracks_input"], accounting["tracks_ok"], accounting["tracks_failed"]) == (5, 3, 1)
-    assert accounting["tracks_skipped_existing"] == 1
-    train = description["splits"]["train"]
-    assert train["tracks"] == 3 and len(train["files"]) == 2  # One shard per window.
-    records = list(tf.data.TFRecordDataset([str(output / f) for f in train["files"]]))
-    assert len(records) == train["windows"] == 16 + 6 + 4  # 8 s, 3 s and 2 s of audio in 0.5 s windows.
+    description = contract.read_description(str(output))
+    accounting = description.accounting
+    assert (accounting.tracks_input, accounting.tracks_ok, accounting.tracks_failed) == (5, 3, 1)
+    assert accounting.tracks_skipped_existing == 1
+    train = description.splits["train"]
+    assert train.tracks == 3 and len(train.files) == 2  # One shard per window.
+    records = list(tf.data.TFRecordDataset([str(output / f) for f in train.files]))
+    assert len(records) == train.windows == 16 + 6 + 4  # 8 s, 3 s and 2 s of audio in 0.5 s windows.
     example = tf.io.parse_single_example(records[0], {"audio": tf.io.FixedLenFeature([], tf.string)})
     assert len(np.frombuffer(example["audio"].numpy(), np.uint8)) == 8000
     failure_files = [f for f in os.listdir(output) if f.startswith("failures")]
     failures = [record for name in failure_files for record in read_jsonl(output / name)]
     assert [f["stage"] for f in failures] == ["message"]
     track_files = [f for f in os.listdir(output) if f.startswith("tracks")]
-    assert len(track_files) == 2 and description["tracks_file"] == "tracks-*.jsonl"
+    assert len(track_files) == 2 and description.tracks_file == "tracks-*.jsonl"
 
 
 @pytest.mark.parametrize(
@@ -94,7 +92,7 @@ def test_stream_writes_windows_failures_and_a_description(tmp_path):
     [
         (["--streaming"], "needs --input_subscription"),
         (["--streaming", "--input_subscription=projects/p/subscriptions/s", "--input=a.mp3"], "only"),
-        (["--streaming", "--input_subscription=projects/p/subscriptions/s", "--window_secs=0"], "positive"),
+        (["--streaming", "--input_subscription=projects/p/subscriptions/s", "--streaming_window_secs=0"], "positive"),
     ],
     ids=["no-subscription", "with-input", "bad-window"],
 )

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from trainer import data, model, task
+from pipelines import contract
+from trainer import data, model, storage, task
 
 TINY = model.PRESETS["tiny"]
 
@@ -74,8 +75,8 @@ def test_mirrored_on_two_devices_matches_one_device_for_the_same_global_batch(cl
             dataset_override=fixed,
             strategy_override=strategy,
         )
-    one = [loss for _, loss in results["one"]["losses"]]
-    mirrored = [loss for _, loss in results["mirrored"]["losses"]]
+    one = [loss for _, loss in results["one"].losses]
+    mirrored = [loss for _, loss in results["mirrored"].losses]
     assert len(one) == 3 and one[0] != one[2]  # Three steps that changed the weights...
     assert mirrored == pytest.approx(one, rel=1e-5)  # ...identically on one device and two replicas.
 
@@ -84,38 +85,38 @@ def test_resumed_run_continues_at_the_same_step_and_joins_the_loss_curve(clips_d
     steps = ["--steps=8", "--checkpoint_every=2", "--eval_every=100"]
     whole = task.run(_args(clips_dataset, tmp_path / "whole", *steps))
     first = task.run(_args(clips_dataset, tmp_path / "resumed", *steps), stop_after_steps=4)
-    assert first["step"] == 4 and first["export_dir"] is None
+    assert first.step == 4 and first.export_dir is None
     second = task.run(_args(clips_dataset, tmp_path / "resumed", *steps))
-    assert [s for s, _ in second["losses"]] == [5, 6, 7, 8]
-    assert [loss for _, loss in first["losses"] + second["losses"]] == pytest.approx(
-        [loss for _, loss in whole["losses"]], rel=1e-4
+    assert [s for s, _ in second.losses] == [5, 6, 7, 8]
+    assert [loss for _, loss in first.losses + second.losses] == pytest.approx(
+        [loss for _, loss in whole.losses], rel=1e-4
     )
 
 
 @pytest.mark.slow
 def test_validation_loss_falls_below_the_code_histogram_entropy(clips_dataset, tmp_path):
-    description = data.read_description(str(clips_dataset))
-    entropy_nats = task.entropy_bits(description, str(clips_dataset)) * np.log(2)
+    description = contract.read_description(str(clips_dataset))
+    train_paths = data.split_paths(str(clips_dataset), description, contract.TRAIN)
+    entropy_nats = data.code_entropy_bits(train_paths, description.window_samples, 256) * np.log(2)
     result = task.run(
         _args(clips_dataset, tmp_path, "--steps=300", "--eval_every=300", "--batch_size=16", "--learning_rate=3e-3")
     )
-    assert description["splits"]["validation"]["tracks"] == 1 and description["splits"]["train"]["tracks"] == 3
+    assert description.splits["validation"].tracks == 1 and description.splits["train"].tracks == 3
     # A held-out song, predicted a nat per sample better than the code histogram of the training songs.
-    assert result["validation_loss_nats"] < entropy_nats - 1.0
-    exported = json.loads((tmp_path / "export" / "config.json").read_text())
-    assert exported["sample_rate"] == 8000 and exported["receptive_field"] == TINY.receptive_field
+    assert result.validation_loss_nats < entropy_nats - 1.0
+    exported = contract.read_model_config(str(tmp_path / "export"))
+    assert exported.sample_rate == 8000 and exported.receptive_field == TINY.receptive_field
     assert os.path.exists(tmp_path / "logs" / "validation")
 
 
 def test_windows_shorter_than_the_receptive_field_are_refused(clips_dataset, tmp_path):
-    with pytest.raises(data.DatasetMismatchError, match=r"window_samples=400, shorter than the model's receptive"):
+    with pytest.raises(contract.DatasetMismatchError, match=r"window_samples=400, shorter than the model needs"):
         task.run([f"--data={clips_dataset}", f"--job_dir={tmp_path}", "--model=default"])
 
 
 def test_sample_rate_differing_from_the_trained_model_is_refused(clips_dataset, tmp_path):
-    (tmp_path / "export").mkdir()
-    (tmp_path / "export" / "config.json").write_text(json.dumps({"sample_rate": 16000}))
-    with pytest.raises(data.DatasetMismatchError, match=r"sample_rate=8000 Hz, the model was trained at 16000 Hz"):
+    contract.write_model_config(str(tmp_path / "export"), contract.ModelConfig(wavenet=TINY, sample_rate=16000))
+    with pytest.raises(contract.DatasetMismatchError, match=r"sample_rate=8000 Hz, the model has sample_rate=16000 Hz"):
         task.run(_args(clips_dataset, tmp_path))
 
 
@@ -157,15 +158,15 @@ def test_multi_worker_training_agrees_on_the_weights(clips_dataset, tmp_path):
     other = keras.saving.load_model(tmp_path / "workers" / "worker_1" / "export" / "model.keras")
     for a, b in zip(chief.weights, other.weights, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
-    assert json.loads((tmp_path / "export" / "config.json").read_text())["step"] == 3
+    assert contract.read_model_config(str(tmp_path / "export")).step == 3
     shutil.rmtree(tmp_path / "workers")
 
 
 def test_staging_copies_dataset_json_and_the_listed_shards_only(clips_dataset, tmp_path):
     (clips_dataset / "stray.tfrecord").write_bytes(b"not listed")
-    local = task.stage_dataset(str(clips_dataset), str(tmp_path / "staged"))
-    description = data.read_description(local)
-    listed = {f for split in description["splits"].values() for f in split["files"]}
+    local = storage.stage_dataset(str(clips_dataset), str(tmp_path / "staged"))
+    description = contract.read_description(local)
+    listed = {f for split in description.splits.values() for f in split.files}
     assert set(os.listdir(local)) == listed | {"dataset.json"}
     for name in listed:
         assert (tmp_path / "staged" / name).read_bytes() == (clips_dataset / name).read_bytes()
@@ -176,7 +177,7 @@ def test_job_dir_mirror_pushes_only_what_changed(tmp_path):
     remote, local = tmp_path / "remote", tmp_path / "local"
     (remote / "checkpoints").mkdir(parents=True)
     (remote / "checkpoints" / "ckpt-1.index").write_bytes(b"one")
-    mirror = task.JobDirMirror(str(remote), str(local))
+    mirror = storage.JobDirMirror(str(remote), str(local))
     assert mirror.pull() == 1 and (local / "checkpoints" / "ckpt-1.index").read_bytes() == b"one"
     assert mirror.push() == 0
     (local / "checkpoints" / "ckpt-2.index").write_bytes(b"two")
@@ -190,15 +191,15 @@ def test_job_dir_mirror_pushes_only_what_changed(tmp_path):
 def test_training_on_staged_data_resumes_from_the_mirrored_job_dir(clips_dataset, tmp_path, monkeypatch):
     # Beam has no filesystem scheme for local disk, so local directories stand in for s3:// here:
     # everything after the decision to stage is the code an s3:// run executes.
-    monkeypatch.setattr(task, "needs_staging", lambda uri: True)
+    monkeypatch.setattr(storage, "needs_staging", lambda uri: True)
     remote_job = tmp_path / "remote-job"
     args = _args(clips_dataset, remote_job, "--steps=6", "--checkpoint_every=2", "--eval_every=100")
     first = task.run(args, stop_after_steps=4)
-    assert first["step"] == 4 and os.path.exists(remote_job / "checkpoints" / "ckpt-4.index")
+    assert first.step == 4 and os.path.exists(remote_job / "checkpoints" / "ckpt-4.index")
     second = task.run(args)
-    assert [s for s, _ in second["losses"]] == [5, 6]
-    assert second["export_dir"] == str(remote_job / "export")
-    assert json.loads((remote_job / "export" / "config.json").read_text())["step"] == 6
+    assert [s for s, _ in second.losses] == [5, 6]
+    assert second.export_dir == str(remote_job / "export")
+    assert contract.read_model_config(str(remote_job / "export")).step == 6
 
 
 def test_sagemaker_train_argument_becomes_flags(tmp_path):
@@ -215,7 +216,7 @@ def test_mixed_precision_and_xla_train_and_export(clips_dataset, tmp_path, flag)
 
     result = task.run(_args(clips_dataset, tmp_path, "--steps=3", "--eval_every=3", flag))
     assert keras.mixed_precision.global_policy().name == "float32"  # Global state left as found.
-    losses = [loss for _, loss in result["losses"]]
+    losses = [loss for _, loss in result.losses]
     assert len(losses) == 3 and all(np.isfinite(losses)) and losses[2] < losses[0]
     exported = keras.saving.load_model(tmp_path / "export" / "model.keras")
     expected_policy = "mixed_float16" if flag == "--mixed_precision" else "float32"

@@ -1,75 +1,31 @@
 """The tf.data input of the trainer, and only that.
 
-Reads the dataset contract written by `python -m pipelines.preprocess`:
-`dataset.json` first (the data describes itself), then its TFRecord shards,
-interleaved in parallel and shuffled across files, batched to static shapes.
+Reads the dataset contract written by `python -m pipelines.preprocess`: the
+shards its `contract.DatasetDescription` lists, interleaved in parallel and
+shuffled across files, batched to static shapes.
 """
 
-import json
-import posixpath
-
+import numpy as np
 import tensorflow as tf
 
 from pipelines import contract
 
 
-class DatasetMismatchError(ValueError):
-    """The dataset cannot serve the model; the message names both values."""
-
-
-def read_description(data_dir):
-    """dataset.json of a preprocess output directory (local or gs://), as a dict.
-
-    Raises:
-      FileNotFoundError: when data_dir has no dataset.json.
-    """
-    path = posixpath.join(data_dir, contract.DATASET_FILE)
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path} not found: --data must be an output directory of pipelines.preprocess")
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
-
-
-def check_compatible(description, quantization_channels, receptive_field, sample_rate=None):
-    """Refuses data that cannot train (or does not match) the model.
+def split_paths(data_dir, description, split):
+    """Paths of a split's shards as listed in dataset.json.
 
     Args:
-      description: dataset.json as a dict.
-      quantization_channels: the model's softmax size.
-      receptive_field: the model's receptive field in samples.
-      sample_rate: the sample rate the model was trained at, when resuming or
-        fine-tuning; None accepts the data's.
+      data_dir: the dataset directory (local or gs://).
+      description: its contract.DatasetDescription.
+      split: one of contract.SPLITS.
 
     Raises:
-      DatasetMismatchError: naming the dataset's value and the model's.
+      contract.DatasetMismatchError: the split has no shards.
     """
-    if description.get("encoding") != contract.ENCODING:
-        raise DatasetMismatchError(
-            f"dataset encoding is {description.get('encoding')!r}, the model needs {contract.ENCODING!r}"
-        )
-    if description["quantization_channels"] != quantization_channels:
-        raise DatasetMismatchError(
-            f"dataset has quantization_channels={description['quantization_channels']}, "
-            f"the model has quantization_channels={quantization_channels}"
-        )
-    if description["window_samples"] < receptive_field + 1:
-        raise DatasetMismatchError(
-            f"dataset windows have window_samples={description['window_samples']}, shorter than the model's "
-            f"receptive field + 1 = {receptive_field + 1} samples; preprocess with a longer --window_samples "
-            "or choose a smaller model"
-        )
-    if sample_rate is not None and description["sample_rate"] != sample_rate:
-        raise DatasetMismatchError(
-            f"dataset has sample_rate={description['sample_rate']} Hz, the model was trained at {sample_rate} Hz"
-        )
-
-
-def shard_paths(data_dir, description, split):
-    """Paths of a split's shards as listed in dataset.json."""
-    files = description["splits"][split]["files"]
-    if not files:
-        raise DatasetMismatchError(f"dataset has no {split} shards (0 windows in that split)")
-    return [posixpath.join(data_dir, name) for name in files]
+    paths = description.shard_paths(data_dir, split)
+    if not paths:
+        raise contract.DatasetMismatchError(f"the dataset has no {split} shards (0 windows in that split)")
+    return paths
 
 
 def parse_window(record, window_samples):
@@ -153,3 +109,23 @@ def make_dataset(
         .map(lambda batch: tf.ensure_shape(batch, shape))
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+def code_entropy_bits(paths, window_samples, quantization_channels, max_windows=2000):
+    """Entropy in bits per sample of the code histogram of some windows: the loss of a model that learned nothing else.
+
+    Args:
+      paths: TFRecord shard paths.
+      window_samples: samples per stored window.
+      quantization_channels: number of codes.
+      max_windows: windows read at most (the first ones, in file order).
+
+    Returns:
+      float, bits per sample.
+    """
+    counts = np.zeros(quantization_channels, np.int64)
+    dataset = tf.data.TFRecordDataset(paths).take(max_windows)
+    for record in dataset.map(lambda r: parse_window(r, window_samples)):
+        counts += np.bincount(record.numpy(), minlength=quantization_channels)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log2(p)).sum())

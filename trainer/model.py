@@ -12,46 +12,10 @@ the exported `.keras` file loads without this module, and the sampler can
 read each layer's weights by name for its cached generation.
 """
 
-import dataclasses
-import json
-
 import keras
 
 from pipelines import contract
-
-
-@dataclasses.dataclass(frozen=True)
-class WaveNetConfig:
-    """Hyperparameters of a WaveNet.
-
-    Attributes:
-      quantization_channels: number of mu-law codes (input vocabulary and softmax size).
-      residual_channels: channels of the residual stream.
-      dilation_channels: channels of each gated unit.
-      skip_channels: channels of the skip connections and the output stack.
-      filter_width: kernel size of the causal and dilated convolutions.
-      dilations: dilation of each layer, in order.
-    """
-
-    quantization_channels: int = 256
-    residual_channels: int = 32
-    dilation_channels: int = 32
-    skip_channels: int = 128
-    filter_width: int = 2
-    dilations: tuple = tuple(2**i for i in range(10)) * 2
-
-    @property
-    def receptive_field(self):
-        """Samples of input that one output sees, the current sample included.
-
-        The initial causal convolution sees `filter_width` samples; each dilated
-        layer adds (filter_width - 1) * dilation.
-        """
-        return (self.filter_width - 1) * sum(self.dilations) + self.filter_width
-
-    def to_json(self):
-        return json.dumps({**dataclasses.asdict(self), "dilations": list(self.dilations)}, sort_keys=True)
-
+from pipelines.contract import WaveNetConfig
 
 PRESETS = {
     # One stack of dilations 1..32, receptive field 65 samples: tests and quick CPU tries.

@@ -1,0 +1,70 @@
+"""The private APIs of our dependencies that the pipeline uses, each in one place.
+
+Each is used because no public API does the same job; `tests/test_compat.py`
+calls every one, so an upgrade that moves or changes one fails there, loudly
+and by name, instead of somewhere inside a job.
+"""
+
+
+def resampy_kernel():
+    """resampy's band-limited interpolation kernel (`resampy.interpn.resample_f_s`).
+
+    `resampy.resample` only takes whole signals; the kernel lets
+    `audio.StreamResampler` run the same filter over a sliding buffer.
+
+    Returns:
+      callable(x, t_out, interp_win, interp_delta, num_table, scale, y): writes
+      float y [len(t_out)] from float x [n] at fractional input times t_out.
+    """
+    from resampy.interpn import resample_f_s
+
+    return resample_f_s
+
+
+def write_tfrecord(fileobj, record):
+    """Writes one record with TFRecord framing (length, masked CRC32C of both, data).
+
+    Beam's `WriteToTFRecord` has no windowed variant; the streaming writer uses
+    `fileio.WriteToFiles` with this framing (`apache_beam.io.tfrecordio._TFRecordUtil`).
+
+    Args:
+      fileobj: binary file object open for writing.
+      record: bytes.
+    """
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+
+    _TFRecordUtil.write_record(fileobj, record)
+
+
+def fn_api_runner(options):
+    """Beam's FnApiRunner (the DirectRunner's engine) given the pipeline options, as the DirectRunner builds it.
+
+    Naming the engine skips the DirectRunner's attempt to download the Prism
+    runner, which fails without internet access. Its workers read the options
+    from the provision info, as they do under the DirectRunner.
+
+    Args:
+      options: PipelineOptions.
+
+    Returns:
+      an `apache_beam.runners.portability.fn_api_runner.fn_runner.FnApiRunner`.
+    """
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded_options = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    return fn_runner.FnApiRunner(
+        provision_info=fn_runner.ExtendedProvisionInfo(
+            beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded_options)
+        )
+    )
+
+
+def parser_options(parser):
+    """The options an argparse parser defines (argparse keeps them in the private `_actions`).
+
+    Returns:
+      list of argparse.Action with option strings, --help excluded, in definition order.
+    """
+    return [a for a in parser._actions if a.option_strings and a.dest != "help"]

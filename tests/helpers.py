@@ -1,0 +1,134 @@
+"""Plain helpers of the tests: real clips, broken files made from real bytes, a local music site."""
+
+import json
+import os
+import struct
+
+import numpy as np
+
+from pipelines.options import PACKAGE_DATA_DIR
+
+TESTS_DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+# Real clips (Endgame: Singularity by Max McCracken, CC BY-SA 3.0; see COPYRIGHT.singularity-music).
+CLIPS = {
+    "mp3_44k": os.path.join(PACKAGE_DATA_DIR, "Awakening.mp3"),
+    "mp3_48k_space": os.path.join(PACKAGE_DATA_DIR, "Media Threat.mp3"),
+    "mp3_22k_mono": os.path.join(PACKAGE_DATA_DIR, "Nebula (22k mono).mp3"),
+    "ogg_48k": os.path.join(PACKAGE_DATA_DIR, "Coherence.ogg"),
+    "flac_44k": os.path.join(TESTS_DATA_DIR, "Deprecation.flac"),
+    "wav_44k": os.path.join(TESTS_DATA_DIR, "By-Product.wav"),
+}
+
+
+def wav_bytes(samples=None, sample_rate=16000, channels=1, format_tag=1, bits=16):
+    """A RIFF/WAVE file; header fields can be set to invalid values on purpose."""
+    data = b"" if samples is None else np.asarray(samples, dtype="<i2").tobytes()
+    block_align = channels * bits // 8
+    fmt = struct.pack("<HHIIHH", format_tag, channels, sample_rate, sample_rate * block_align, block_align, bits)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def broken_file_contents(decodable_only=False):
+    """name -> (bytes, stage expected in the failure record, regex expected in its error).
+
+    decodable_only leaves out the empty file, which is refused when opened, before decoding.
+    """
+    with open(CLIPS["mp3_44k"], "rb") as f:
+        mp3 = f.read()
+    with open(os.path.join(TESTS_DATA_DIR, "video-only.mp4"), "rb") as f:
+        video = f.read()
+    tone = (3000 * np.sin(np.arange(16000) * 0.05)).astype(np.int16)
+    files = {
+        "empty.mp3": (b"", "read", r"empty file \(0 bytes\)"),
+        "error page.mp3": (
+            b"<!DOCTYPE html><html><head><title>429 Too Many Requests</title></head></html>\n" * 20,
+            "decode",
+            "not a decodable audio file",
+        ),
+        # Random bytes may probe as a bogus stream header, depending on how the file is read.
+        "random.flac": (
+            np.random.default_rng(1).bytes(40000),
+            "decode",
+            "not a decodable audio file|zero channels",
+        ),
+        "truncated.mp3": (mp3[:2000], "window", "shorter than one window"),
+        "unknown-codec.wav": (wav_bytes(tone, format_tag=0x7777), "decode", "unsupported audio codec"),
+        "zero-channels.wav": (wav_bytes(tone, channels=0), "decode", "zero channels"),
+        "video-only.mp4": (video, "decode", "no audio stream"),
+    }
+    if decodable_only:
+        del files["empty.mp3"]
+    return files
+
+
+def read_jsonl(path):
+    """The records of a JSON-lines file."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def decoded_duration_secs(path):
+    """Duration of a file as PyAV decodes it: decoded samples / sample rate."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(stream))
+        return samples / stream.codec_context.sample_rate
+
+
+class MusicSite:
+    """A local music site laid out like the Free Music Archive, for scraping tests.
+
+    Three listing pages under /genre/Ambient/ link 8 tracks, one of them on two
+    pages: real audio (one behind a redirect, one behind a 429 with
+    Retry-After), a 404, an HTML error page served as .mp3, and a file under
+    /private/, which robots.txt disallows. Every request is logged.
+    """
+
+    RETRY_AFTER_SECS = 2
+
+    def __init__(self, clips_dir):
+        self.clips_dir = clips_dir
+        self.requests = []  # (time.monotonic() on arrival, path, User-Agent)
+        self.throttled_at = None  # time.monotonic() when the 429 was sent
+        self.base_url = None
+
+    def track(self, name, title, path, licence="https://creativecommons.org/licenses/by-sa/3.0/"):
+        import html
+
+        info = {
+            "id": abs(hash(path)) % 100000,
+            "title": title,
+            "artistName": "Max McCracken",
+            "fileUrl": f"{self.base_url}{path}",
+            "url": f"{self.base_url}/music/Max_McCracken/{name}/",
+        }
+        return (
+            f"<div class=\"play-item gcol gid-electronic\" data-track-info='{html.escape(json.dumps(info))}'>"
+            f'<span class="ptxt-track">{html.escape(title)}</span>'
+            f'<a href="{licence}" class="licence">CC BY-SA</a></div>'
+        )
+
+    def listing(self, page):
+        tracks = {
+            1: [
+                self.track("awakening", "Awakening", "/files/Awakening.mp3"),
+                self.track("coherence", "Coherence", "/files/Coherence.ogg"),
+                self.track("media-threat", "Media Threat", "/files/Media%20Threat.mp3"),
+            ],
+            2: [
+                self.track("media-threat", "Media Threat", "/files/Media%20Threat.mp3"),  # again
+                self.track("missing", "Missing", "/files/missing.mp3"),
+                self.track("error-page", "Error Page", "/files/error-page.mp3"),
+                self.track("nebula", "Nebula", "/files/old-nebula.mp3"),  # redirects
+                self.track("secret", "Secret", "/private/secret.mp3"),  # disallowed
+            ],
+            3: [self.track("deprecation", "Deprecation", "/slow/Deprecation.flac")],  # 429 first
+        }[page]
+        next_link = f'<a rel="next" href="/genre/Ambient/?page={page + 1}">NEXT</a>' if page < 3 else ""
+        return f"<html><body><div class='playlist'>{''.join(tracks)}</div>{next_link}</body></html>"
+
+

@@ -1,0 +1,87 @@
+"""Every private API of a dependency we use, called directly: an upgrade that breaks one fails here, by name."""
+
+import argparse
+import io
+
+import numpy as np
+import pytest
+
+from pipelines import compat
+
+
+def test_resampy_kernel_computes_what_resampy_resample_does():
+    import resampy
+
+    x = np.random.default_rng(0).normal(0, 0.3, 4410).astype(np.float32)
+    interp_win, precision, _ = resampy.filters.get_filter("kaiser_fast")
+    ratio = 16000 / 44100
+    interp_win = ratio * interp_win
+    t_out = np.arange(round(len(x) * ratio)) / ratio
+    y = np.zeros(len(t_out), np.float32)
+    compat.resampy_kernel()(x, t_out, interp_win, np.diff(interp_win, append=interp_win[-1]), precision, ratio, y)
+    np.testing.assert_allclose(y, resampy.resample(x, 44100, 16000, filter="kaiser_fast", parallel=False), atol=1e-6)
+
+
+def test_tfrecord_framing_is_length_crc_data_crc():
+    import google_crc32c
+
+    fh = io.BytesIO()
+    compat.write_tfrecord(fh, b"abc")
+    framed = fh.getvalue()
+
+    def masked(data):  # tensorflow/core/lib/hash/crc32c.h: Mask()
+        crc = google_crc32c.value(data)
+        return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+
+    # TFRecord: uint64 length, masked crc32c(length), data, masked crc32c(data).
+    assert framed == (
+        (3).to_bytes(8, "little") + masked((3).to_bytes(8, "little")).to_bytes(4, "little")
+        + b"abc" + masked(b"abc").to_bytes(4, "little")
+    )  # fmt: skip
+
+
+def test_tfrecord_framing_reads_back_with_tensorflow(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    path = tmp_path / "records.tfrecord"
+    with open(path, "wb") as fh:
+        for record in (b"first", b"", b"third" * 1000):
+            compat.write_tfrecord(fh, record)
+    assert [r.numpy() for r in tf.data.TFRecordDataset(str(path))] == [b"first", b"", b"third" * 1000]
+
+
+def test_fn_api_runner_runs_a_pipeline_and_passes_the_options():
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.util import assert_that, equal_to
+
+    options = PipelineOptions(["--direct_num_workers=1", "--direct_running_mode=in_memory"])
+    runner = compat.fn_api_runner(options)
+    assert type(runner).__name__ == "FnApiRunner"
+    with beam.Pipeline(runner=runner, options=options) as pipeline:
+        assert_that(pipeline | beam.Create([1, 2, 3]) | beam.Map(lambda x: x * x), equal_to([1, 4, 9]))
+
+
+def test_parser_options_lists_the_options_in_order():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("positional")
+    parser.add_argument("--first", help="one")
+    parser.add_argument("--second", type=int, default=3)
+    assert [(a.dest, a.default) for a in compat.parser_options(parser)] == [("first", None), ("second", 3)]
+
+
+def test_xla_slices_read_and_update_a_ring_buffer_under_xla():
+    tf = pytest.importorskip("tensorflow")
+    from sampler import compat as sampler_compat
+
+    @tf.function(jit_compile=True)
+    def read_then_write(queue, slot):
+        zero = tf.constant(0)
+        old = sampler_compat.xla_dynamic_slice(queue, [slot, zero], [1, 3])[0]
+        return old, sampler_compat.xla_dynamic_update_slice(queue, tf.fill([1, 3], 9.0), [slot, zero])
+
+    queue = tf.reshape(tf.range(12, dtype=tf.float32), [4, 3])
+    old, updated = read_then_write(queue, tf.constant(2))
+    np.testing.assert_array_equal(old.numpy(), [6, 7, 8])
+    expected = np.arange(12, dtype=np.float32).reshape(4, 3)
+    expected[2] = 9
+    np.testing.assert_array_equal(updated.numpy(), expected)

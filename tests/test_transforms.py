@@ -1,0 +1,74 @@
+"""The small DoFns and CombineFns of the pipeline, each on Beam's TestPipeline."""
+
+import apache_beam as beam
+import pytest
+from apache_beam import pvalue
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipelines import contract, sources, transforms
+from pipelines.contract import Accounting, SplitSummary
+
+
+def _ids(n):
+    return [sources.track_id_for(f"/music/{i}.mp3") for i in range(n)]
+
+
+@pytest.mark.parametrize("fraction, expected", [(0.0, 0), (1.0, 200), (0.25, 50)], ids=["none", "all", "quarter"])
+def test_split_for_is_stable_and_close_to_the_fraction(fraction, expected):
+    ids = _ids(200)
+    validation = [i for i in ids if transforms.split_for(i, fraction) == contract.VALIDATION]
+    assert validation == [i for i in ids if transforms.split_for(i, fraction) == contract.VALIDATION]
+    assert abs(len(validation) - expected) <= 15  # A hash, not a quota: binomial spread around the share.
+
+
+def test_split_for_grows_monotonically_with_the_fraction():
+    ids = _ids(100)
+    small = {i for i in ids if transforms.split_for(i, 0.2) == contract.VALIDATION}
+    large = {i for i in ids if transforms.split_for(i, 0.5) == contract.VALIDATION}
+    assert small < large  # Raising the fraction moves tracks into validation, never out of it.
+
+
+def test_pick_source_keeps_one_record_per_track_and_skips_existing():
+    scraped = {"uri": "http://site/a.mp3", "track_id": "a", "title": "A", "artist": "X"}
+    plain = {"uri": "http://site/a.mp3", "track_id": "a"}
+    with test_pipeline.TestPipeline() as pipeline:
+        existing = pipeline | "Existing" >> beam.Create([("b", True)])
+        picked = (
+            pipeline
+            | beam.Create([("a", [plain, scraped]), ("b", [{"uri": "/b.mp3", "track_id": "b"}])])
+            | beam.ParDo(transforms.PickSourceFn(), pvalue.AsDict(existing)).with_outputs(
+                transforms.SKIPPED, main="sources"
+            )
+        )
+        assert_that(picked.sources, equal_to([scraped]), label="MostInformativeRecordWins")
+        assert_that(picked[transforms.SKIPPED], equal_to(["b"]), label="ExistingTrackSkipped")
+
+
+def _track(split, windows, seconds, silent=0, decode_error=""):
+    return {"split": split, "windows": windows, "duration_secs": seconds, "windows_silent_dropped": silent,
+            "decode_error": decode_error}  # fmt: skip
+
+
+def test_dataset_stats_add_up_per_split_and_outcome():
+    tracks = [
+        _track(contract.TRAIN, 10, 10.5),
+        _track(contract.TRAIN, 0, 3.0, silent=3),
+        _track(contract.VALIDATION, 4, 4.25, silent=1, decode_error="decoding stopped after 4.25 s"),
+    ]
+    expected = (
+        {
+            contract.TRAIN: SplitSummary(windows=10, tracks=2, seconds=13.5),
+            contract.VALIDATION: SplitSummary(windows=4, tracks=1, seconds=4.25),
+        },
+        Accounting(tracks_ok=3, tracks_silent=1, tracks_truncated=1, windows_silent_dropped=4),
+    )
+    with test_pipeline.TestPipeline() as pipeline:
+        stats = pipeline | beam.Create(tracks) | beam.CombineGlobally(transforms.DatasetStatsFn())
+        assert_that(stats, equal_to([expected]))
+
+
+def test_dataset_stats_of_no_track_are_zero():
+    with test_pipeline.TestPipeline() as pipeline:
+        stats = pipeline | beam.Create([]) | beam.CombineGlobally(transforms.DatasetStatsFn())
+        assert_that(stats, equal_to([transforms.DatasetStatsFn().create_accumulator()]))
