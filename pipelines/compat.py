@@ -68,3 +68,24 @@ def parser_options(parser):
       list of argparse.Action with option strings, --help excluded, in definition order.
     """
     return [a for a in parser._actions if a.option_strings and a.dest != "help"]
+
+
+def read_tfrecords(fileobj):
+    """The records of a TFRecord file, each checked against its CRC32C checksums.
+
+    Uses `apache_beam.io.tfrecordio._TFRecordUtil.read_record`, Beam's reader of
+    the framing `write_tfrecord` writes.
+
+    Args:
+      fileobj: binary file object open for reading.
+
+    Yields:
+      bytes, one per record.
+
+    Raises:
+      ValueError: a truncated record or a checksum mismatch.
+    """
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+
+    while (record := _TFRecordUtil.read_record(fileobj)) is not None:
+        yield record

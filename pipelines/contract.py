@@ -25,7 +25,8 @@ import posixpath
 
 import numpy as np
 
-DATASET_FORMAT_VERSION = 1
+# 2: per-run track index and failures files, named in `runs` (1: one tracks.jsonl, `runs` a count).
+DATASET_FORMAT_VERSION = 2
 MODEL_FORMAT_VERSION = 1
 ENCODING = "mu-law"
 
@@ -43,11 +44,25 @@ FEATURES = {
     OFFSET_FEATURE: "int64: window start in samples at sample_rate",
 }
 
-# Files written into the output directory.
+# Files written into the output directory. dataset.json is the commit point: it alone says which
+# of the others belong to the dataset; each run writes its own, named with its run id.
 DATASET_FILE = "dataset.json"
-FAILURES_FILE = "failures.jsonl"
-TRACKS_FILE = "tracks.jsonl"
 TFRECORD_SUFFIX = ".tfrecord"
+
+
+def tracks_file(run_id):
+    """Name of a run's track index (JSON lines, one record per track processed)."""
+    return f"tracks-{run_id}.jsonl"
+
+
+def failures_file(run_id):
+    """Name of a run's failures file (JSON lines, one `failure_record` per unusable input)."""
+    return f"failures-{run_id}.jsonl"
+
+
+def shard_prefix(split, run_id):
+    """Prefix of a run's TFRecord shards of one split: `<prefix>-SSSSS-of-NNNNN.tfrecord`."""
+    return f"{split}-{run_id}"
 
 TRAIN = "train"
 VALIDATION = "validation"
@@ -270,6 +285,27 @@ class Accounting:
 
 
 @dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """One committed run of the pipeline.
+
+    Attributes:
+      run_id: unique id (UTC start time and a random part); its files carry it in their names.
+      tracks_file: its track index, a plain name in the dataset directory (a glob for a stream's windows).
+      failures_file: its failures file, likewise.
+      accounting: its Accounting.
+    """
+
+    run_id: str
+    tracks_file: str
+    failures_file: str
+    accounting: Accounting
+
+    def __post_init__(self):
+        _check_plain_name(self.tracks_file)
+        _check_plain_name(self.failures_file)
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetDescription:
     """dataset.json: what a preprocess output holds and how it was made.
 
@@ -281,9 +317,7 @@ class DatasetDescription:
       silence_threshold_db: windows with a lower peak (dBFS) were dropped.
       validation_fraction: share of tracks assigned to validation by a stable hash.
       splits: dict split name (SPLITS) -> SplitSummary, describing everything the output holds.
-      accounting: Accounting of the run that wrote this description (of the whole stream, in streaming mode).
-      runs: runs whose output this description holds.
-      failures_file, tracks_file: names (or globs) of the failures file and the track index.
+      runs: tuple of RunRecord, every run whose output this description holds, oldest first.
       encoding: always ENCODING.
       format_version: DATASET_FORMAT_VERSION.
     """
@@ -297,10 +331,7 @@ class DatasetDescription:
     silence_threshold_db: float
     validation_fraction: float
     splits: dict
-    accounting: Accounting
-    runs: int = 1
-    failures_file: str = FAILURES_FILE
-    tracks_file: str = TRACKS_FILE
+    runs: tuple
     encoding: str = ENCODING
     format_version: int = DATASET_FORMAT_VERSION
 
@@ -311,9 +342,19 @@ class DatasetDescription:
         _check(2 <= self.quantization_channels <= 256, f"quantization_channels {self.quantization_channels}")
         _check(self.window_samples > 0 and self.hop_samples > 0, "window_samples and hop_samples must be positive")
         _check(set(self.splits) == set(SPLITS), f"splits must be {SPLITS}, got {sorted(self.splits)}")
+        _check(len(self.runs) >= 1, "a dataset holds at least one run")
         for summary in self.splits.values():
             for name in summary.files:
                 _check_plain_name(name)
+
+    @property
+    def accounting(self):
+        """The Accounting of the last run committed."""
+        return self.runs[-1].accounting
+
+    @property
+    def run_ids(self):
+        return [run.run_id for run in self.runs]
 
     @property
     def seconds(self):
@@ -325,21 +366,24 @@ class DatasetDescription:
         """Windows in all splits."""
         return sum(split.windows for split in self.splits.values())
 
-    def with_run(self, splits, accounting):
+    def with_run(self, splits, run):
         """This description with another run's output added.
 
         Args:
           splits: dict split -> SplitSummary of the run's shards and tracks (disjoint from these).
-          accounting: the run's Accounting, which replaces this one.
+          run: the run's RunRecord.
 
         Returns:
-          a new DatasetDescription: the union of the splits, runs + 1.
+          a new DatasetDescription: the union of the splits and the runs.
+
+        Raises:
+          ContractError: the run is already in the description.
         """
+        _check(run.run_id not in self.run_ids, f"run {run.run_id} is already in the dataset")
         return dataclasses.replace(
             self,
             splits={name: self.splits[name].plus(splits[name]) for name in SPLITS},
-            accounting=accounting,
-            runs=self.runs + 1,
+            runs=(*self.runs, run),
         )
 
     def shard_paths(self, directory, split):
@@ -349,6 +393,8 @@ class DatasetDescription:
     def to_dict(self):
         """The JSON object written as dataset.json."""
         out = dataclasses.asdict(self)
+        out["runs"] = [dataclasses.asdict(run) for run in self.runs]
+        out["accounting"] = dataclasses.asdict(self.accounting)  # The last run's, for readers at a glance.
         out["splits"] = {
             name: {**dataclasses.asdict(s), "files": list(s.files), "seconds": round(s.seconds, 3)}
             for name, s in self.splits.items()
@@ -370,7 +416,16 @@ class DatasetDescription:
             values["splits"] = {
                 name: SplitSummary(**{**split, "files": tuple(split["files"])}) for name, split in raw["splits"].items()
             }
-            values["accounting"] = Accounting(**raw["accounting"])
+            if raw.get("format_version") == 1:
+                # One track index for all runs, a count of runs: read as one run (shards and splits are unchanged).
+                values["format_version"] = DATASET_FORMAT_VERSION
+                values["runs"] = (
+                    RunRecord("format-1", raw["tracks_file"], raw["failures_file"], Accounting(**raw["accounting"])),
+                )
+            else:
+                values["runs"] = tuple(
+                    RunRecord(**{**run, "accounting": Accounting(**run["accounting"])}) for run in raw["runs"]
+                )
             return cls(**values)
 
 

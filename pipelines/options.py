@@ -10,11 +10,15 @@ import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import audio, contract, scrape
+from pipelines import audio, commit, contract, scrape
+from pipelines.sources import PACKAGE_DATA_DIR
 
-PACKAGE_DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 # The bundled clips processed when no --input is given.
 DEFAULT_INPUTS = (os.path.join(PACKAGE_DATA_DIR, "*.mp3"), os.path.join(PACKAGE_DATA_DIR, "*.ogg"))
+DEFAULT_VALIDATION_FRACTION = 0.1
+# Four bundled clips: at 0.1 the validation split would usually be empty. Their ids do not depend on
+# where the package is installed, so at 0.5 the same clip (Awakening) is held out on every install.
+BUNDLED_VALIDATION_FRACTION = 0.5
 
 
 def _bool(text):
@@ -61,9 +65,10 @@ class PreprocessOptions(PipelineOptions):
             nargs="?",
             const=True,
             default=True,
-            help="Skip tracks already in --output's tracks.jsonl and add the new ones beside them, so a "
-            "re-run never duplicates windows and dataset.json describes the union. "
-            "--skip_existing=false starts the description afresh. Default: true.",
+            help="Skip tracks already committed in --output (those its dataset.json lists) and add the new ones "
+            "beside them, so a re-run never duplicates windows and dataset.json describes the union. "
+            "--skip_existing=false starts a new description; the old files are then leftovers that the next "
+            "run or python -m pipelines.verify --clean removes. Default: true.",
         )
         group.add_argument(
             "--output",
@@ -99,9 +104,18 @@ class PreprocessOptions(PipelineOptions):
         group.add_argument(
             "--validation_fraction",
             type=float,
-            default=0.1,
+            default=None,
             help="Share of tracks (not windows) assigned to the validation split, chosen by a "
-            "stable hash of the track id. Default: %(default)s.",
+            f"stable hash of the track id. Default: {DEFAULT_VALIDATION_FRACTION}; "
+            f"{BUNDLED_VALIDATION_FRACTION} for the bundled clips (no --input), so that both splits hold one.",
+        )
+        group.add_argument(
+            "--stale_lease_hours",
+            type=float,
+            default=commit.DEFAULT_STALE_LEASE_HOURS,
+            help="A run takes a lease on --output and refuses to start while another live run holds it. A lease "
+            "is stale, and taken over, when its run started on this machine and its process is gone, or when it "
+            "is older than this many hours. Default: %(default)s.",
         )
         group.add_argument(
             "--decoder",

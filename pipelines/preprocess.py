@@ -20,8 +20,13 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, SetupOptions, StandardOptions
 from apache_beam.runners.runner import PipelineState
 
-from pipelines import compat, contract, scrape, sources, transforms
-from pipelines.options import DEFAULT_INPUTS, PreprocessOptions
+from pipelines import commit, compat, contract, scrape, sources, transforms
+from pipelines.options import (
+    BUNDLED_VALIDATION_FRACTION,
+    DEFAULT_INPUTS,
+    DEFAULT_VALIDATION_FRACTION,
+    PreprocessOptions,
+)
 
 # Set in the Flex Template launcher image (templates/Dockerfile), never on workers or laptops.
 FLEX_TEMPLATE_ENV = "FLEX_TEMPLATE_PYTHON_PY_FILE"
@@ -41,11 +46,12 @@ def build_pipeline(pipeline, options, run_id, previous=None):
     Args:
       pipeline: a beam.Pipeline.
       options: PreprocessOptions.
-      run_id: str naming this run's shards, so they sit beside earlier runs'.
-      previous: the output's existing `contract.DatasetDescription` to add to, or None.
+      run_id: this run's id (`commit.new_run_id`), in the name of every file it writes.
+      previous: the output's committed `contract.DatasetDescription` whose
+        tracks are skipped and to which this run adds, or None to start afresh.
 
     Returns:
-      PCollection holding the path of dataset.json once it is written.
+      PCollection holding the path of dataset.json once it is written (the commit).
     """
     config = options.audio_config()
     output = options.output
@@ -66,14 +72,14 @@ def build_pipeline(pipeline, options, run_id, previous=None):
         found.append(scraped)
         failures.append(scrape_failures)
 
-    index_path = FileSystems.join(output, contract.TRACKS_FILE)
-    if previous is not None and FileSystems.exists(index_path):
-        existing_tracks = (
-            pipeline | "ReadTrackIndex" >> beam.io.ReadFromText(index_path) | "ParseTrackIndex" >> beam.Map(json.loads)
-        )
-    else:
-        existing_tracks = pipeline | "NoTrackIndex" >> beam.Create([])
-    existing_ids = existing_tracks | "ExistingIds" >> beam.Map(lambda track: (track["track_id"], True))
+    # The skip set: the tracks of committed runs only, read from the index files dataset.json names.
+    index_paths = [FileSystems.join(output, run.tracks_file) for run in previous.runs] if previous else []
+    existing_ids = (
+        pipeline
+        | "CommittedTrackIndexes" >> beam.Create(index_paths)
+        | "ReadTrackIndexes" >> beam.io.ReadAllFromText()
+        | "ExistingIds" >> beam.Map(lambda line: (json.loads(line)["track_id"], True))
+    )
 
     to_process, skipped = (
         found | "FlattenSources" >> beam.Flatten() | "SelectSources" >> transforms.SelectSources(existing_ids)
@@ -91,13 +97,9 @@ def build_pipeline(pipeline, options, run_id, previous=None):
 
     all_failures = failures | "FlattenFailures" >> beam.Flatten()
     written = (
-        all_failures | "WriteFailures" >> transforms.WriteJsonLines(FileSystems.join(output, contract.FAILURES_FILE)),
-        (existing_tracks, tracks)
-        | "UnionTrackIndex" >> beam.Flatten()
-        | "WriteTrackIndex"
-        # Reading and rewriting tracks.jsonl in one job is safe: Beam writes to a
-        # temporary file and renames it only after every element has arrived.
-        >> transforms.WriteJsonLines(index_path),
+        all_failures
+        | "WriteFailures" >> transforms.WriteJsonLines(FileSystems.join(output, contract.failures_file(run_id))),
+        tracks | "WriteTrackIndex" >> transforms.WriteJsonLines(FileSystems.join(output, contract.tracks_file(run_id))),
     ) | "FlattenWrittenFiles" >> beam.Flatten()
 
     # Inputs counted before processing: distinct tracks (skipped ones included)
@@ -115,7 +117,9 @@ def build_pipeline(pipeline, options, run_id, previous=None):
         "tracks_skipped": skipped | "CountSkipped" >> beam.combiners.Count.Globally(),
         "written_files": written,
         **shards,
-    } | "DescribeDataset" >> transforms.WriteDatasetDescription(output, config, options.validation_fraction, previous)
+    } | "Commit" >> transforms.WriteDatasetDescription(
+        output, config, options.validation_fraction, run_id, merge=previous is not None
+    )
 
 
 def local_runner(options, argv):
@@ -150,6 +154,7 @@ def check_description(description, max_failure_fraction):
     accounting = description.accounting
     ok, failed, total = accounting.tracks_ok, accounting.tracks_failed, accounting.tracks_input
     skipped = accounting.tracks_skipped_existing
+    failures_file = description.runs[-1].failures_file
     if accounting.unaccounted():
         raise PreprocessError(
             f"accounting does not hold: {ok} ok + {failed} failed + {skipped} skipped != {total} inputs",
@@ -157,13 +162,13 @@ def check_description(description, max_failure_fraction):
         )
     if ok == 0 and skipped == 0:
         raise PreprocessError(
-            f"no track succeeded ({failed} of {total} inputs failed; reasons in {contract.FAILURES_FILE})",
+            f"no track succeeded ({failed} of {total} inputs failed; reasons in {failures_file})",
             description,
         )
     if total and failed / total > max_failure_fraction:
         raise PreprocessError(
             f"{failed} of {total} inputs failed ({failed / total:.0%}), more than "
-            f"--max_failure_fraction={max_failure_fraction:g}; reasons in {contract.FAILURES_FILE}",
+            f"--max_failure_fraction={max_failure_fraction:g}; reasons in {failures_file}",
             description,
         )
 
@@ -201,7 +206,7 @@ def format_summary(description, output, wall_secs, new_secs):
         f"Output: {FileSystems.join(output, contract.DATASET_FILE)}",
     ]
     if accounting.tracks_failed:
-        lines.append(f"Failures: {FileSystems.join(output, contract.FAILURES_FILE)}")
+        lines.append(f"Failures: {FileSystems.join(output, description.runs[-1].failures_file)}")
     return "\n".join(lines)
 
 
@@ -218,7 +223,8 @@ def run(argv=None, save_main_session=True):
     Raises:
       PreprocessError: when no track succeeded or the failed share passes
         --max_failure_fraction.
-      ValueError: for inconsistent options.
+      commit.LeaseError: another live run is writing into --output.
+      ValueError: for inconsistent options, or an output made with other settings.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     options = PreprocessOptions(argv)
@@ -226,28 +232,46 @@ def run(argv=None, save_main_session=True):
     runner = local_runner(options, argv)
     preprocess = options.view_as(PreprocessOptions)
     preprocess.audio_config()  # Fail on bad options before any work.
+    if preprocess.validation_fraction is None:
+        bundled = not preprocess.input and not preprocess.scrape_url
+        preprocess.validation_fraction = BUNDLED_VALIDATION_FRACTION if bundled else DEFAULT_VALIDATION_FRACTION
     if not 0.0 <= preprocess.validation_fraction <= 1.0:
         raise ValueError(f"--validation_fraction must be in [0, 1], got {preprocess.validation_fraction}")
     if options.view_as(StandardOptions).streaming:
         return _run_streaming(options, preprocess)
-    previous = None
-    if preprocess.skip_existing and FileSystems.exists(FileSystems.join(preprocess.output, contract.DATASET_FILE)):
-        previous = contract.read_description(preprocess.output)
-        _check_previous(previous, preprocess.audio_config())
-    previous_secs = previous.seconds if previous else 0.0
+    output = preprocess.output
+    run_id = commit.new_run_id()
+    local = runner is not None or options.view_as(StandardOptions).runner == "DirectRunner"
+    _, stale = commit.acquire_lease(output, run_id, local, preprocess.stale_lease_hours * 3600)
+    if stale is not None:
+        logging.warning("Took over the stale lease of %s on %s.", stale.describe(), output)
+    try:
+        committed = commit.current_description(output)
+        if committed is not None and preprocess.skip_existing:
+            transforms.check_same_settings(committed, preprocess.audio_config())
+        left = commit.leftovers(output, committed, live_run_ids=[run_id])
+        if left:
+            commit.remove(output, left)
+            logging.warning("Removed %d leftovers of runs that did not commit: %s", len(left), ", ".join(left[:5]))
+        previous = committed if preprocess.skip_existing else None
+        previous_secs = previous.seconds if previous else 0.0
 
-    started = time.monotonic()
-    pipeline = beam.Pipeline(runner=runner, options=options)
-    build_pipeline(pipeline, preprocess, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), previous)
-    result = pipeline.run()
-    if os.environ.get(FLEX_TEMPLATE_ENV):
-        # Launched from a Dataflow Flex Template: the launcher must return once the job is submitted.
-        logging.info("Submitted from a Flex Template; dataset.json is written when the job finishes.")
-        return None
-    state = result.wait_until_finish()
+        started = time.monotonic()
+        pipeline = beam.Pipeline(runner=runner, options=options)
+        build_pipeline(pipeline, preprocess, run_id, previous)
+        result = pipeline.run()
+        if os.environ.get(FLEX_TEMPLATE_ENV):
+            # Launched from a Dataflow Flex Template: the launcher must return once the job is submitted.
+            logging.info("Submitted from a Flex Template; the job commits dataset.json when it finishes.")
+            return None
+        state = result.wait_until_finish()
+    except BaseException:
+        if local:
+            commit.release_lease(output, run_id)  # Nothing of this run was committed; its files are leftovers.
+        raise
     wall_secs = time.monotonic() - started
     if state != PipelineState.DONE:
-        logging.info("Pipeline submitted (state %s); dataset.json is written when it finishes.", state)
+        logging.info("Pipeline submitted (state %s); the job commits dataset.json when it finishes.", state)
         return None
 
     description = contract.read_description(preprocess.output)
@@ -256,23 +280,6 @@ def run(argv=None, save_main_session=True):
     _log_counters(result)
     check_description(description, preprocess.max_failure_fraction)
     return description
-
-
-def _check_previous(previous, config):
-    """Refuses to add to an output whose dataset was made with other settings."""
-    try:
-        contract.check_compatible(
-            previous,
-            "this run",
-            sample_rate=config.sample_rate,
-            quantization_channels=config.quantization_channels,
-            window_samples=config.window_samples,
-            hop_samples=config.hop_samples,
-        )
-    except contract.DatasetMismatchError as e:
-        raise contract.DatasetMismatchError(
-            f"{e}: use another --output, or --skip_existing=false to start afresh"
-        ) from None
 
 
 def _run_streaming(options, preprocess):

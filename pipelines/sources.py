@@ -9,12 +9,21 @@ temporary files.
 import hashlib
 import io
 import os
+import re
+import urllib.parse
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import fetch
 from pipelines.contract import STAGE_MATCH, STAGE_READ, TrackError
+
+# The clips bundled with the package, processed when no --input is given.
+PACKAGE_DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+# Their identity does not depend on where the package is installed.
+_PACKAGE_IDENTITY = "package:pipelines/data/"
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 # Extensions picked up when an input names a directory.
 AUDIO_EXTENSIONS = (
@@ -27,9 +36,67 @@ def is_url(uri):
     return uri.startswith(("http://", "https://"))
 
 
+def canonical_uri(uri):
+    """One spelling per track: the form every input is converted to before it gets an id.
+
+    Local paths become absolute with symlinks resolved (`os.path.realpath`);
+    http(s) URLs are normalized as RFC 3986 section 6.2.2 says (scheme and
+    host in lower case, default port dropped, empty path as "/", percent-
+    encoding of unreserved characters decoded and hex digits in upper case,
+    fragment dropped). Other URIs (gs://, s3://) are kept as given. A URL that
+    cannot be parsed is kept as given; fetching it reports why.
+
+    Returns:
+      str.
+    """
+    if is_url(uri):
+        return _normalize_url(uri)
+    if "://" in uri:
+        return uri
+    return os.path.realpath(os.path.expanduser(uri))
+
+
+def _normalize_url(url):
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return url
+    scheme = parts.scheme.lower()
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != _DEFAULT_PORTS.get(scheme):
+        netloc += f":{port}"
+    if parts.username is not None:
+        netloc = parts.netloc.rsplit("@", 1)[0] + "@" + netloc
+    return urllib.parse.urlunsplit(
+        (scheme, netloc, _normalize_percent(parts.path or "/"), _normalize_percent(parts.query), "")
+    )
+
+
+def _normalize_percent(text):
+    def one(match):
+        char = chr(int(match.group(1), 16))
+        return char if char in _UNRESERVED else "%" + match.group(1).upper()
+
+    return re.sub(r"%([0-9A-Fa-f]{2})", one, text)
+
+
+def identity_for(uri):
+    """What a track's id hashes: its canonical URI, or for a bundled clip its place in the package."""
+    canonical = canonical_uri(uri)
+    if canonical.startswith(os.path.realpath(PACKAGE_DATA_DIR) + os.sep):
+        return _PACKAGE_IDENTITY + os.path.relpath(canonical, os.path.realpath(PACKAGE_DATA_DIR))
+    return canonical
+
+
 def track_id_for(uri):
-    """Stable id of a track: the first 16 hex digits of SHA-256 of its URI (str)."""
-    return hashlib.sha256(uri.encode("utf-8")).hexdigest()[:16]
+    """Stable id of a track: the first 16 hex digits of SHA-256 of `identity_for(uri)` (str).
+
+    The same file by any spelling of its path, or the same URL however
+    written, gets the same id; a bundled clip gets the same id wherever the
+    package is installed.
+    """
+    return hashlib.sha256(identity_for(uri).encode("utf-8")).hexdigest()[:16]
 
 
 def read_input_list(path):
@@ -69,11 +136,14 @@ def expand_input_arguments(inputs):
 def match_pattern(pattern):
     """Expands one input pattern to track URIs.
 
-    A URL is returned as is. A local directory expands to the audio files
-    under it (by extension, recursively). Anything else is matched with Beam's
-    `FileSystems.match` (globs work on local, gs:// and s3:// paths; in Beam's
-    globs `**` spans directories, so `dir/**.mp3` is every mp3 below dir). A
-    leading ~ in a local pattern is the home directory.
+    A URL is returned normalized. A local path that exists is taken
+    literally, even when its name holds glob characters (`[live] take*2?.mp3`);
+    a local directory expands to the audio files under it (by extension,
+    recursively). Anything else is matched with Beam's `FileSystems.match`
+    (globs work on local, gs:// and s3:// paths; in Beam's globs `**` spans
+    directories, so `dir/**.mp3` is every mp3 below dir). A leading ~ in a
+    local pattern is the home directory. Local results are canonical
+    (`canonical_uri`), so one file has one spelling.
 
     Args:
       pattern: str.
@@ -85,19 +155,34 @@ def match_pattern(pattern):
       TrackError: stage 'match' when nothing matches.
     """
     if is_url(pattern):
-        return [pattern]
+        return [canonical_uri(pattern)]
     if "://" not in pattern:
         pattern = os.path.expanduser(pattern)  # Globs are quoted, so the shell left ~ alone.
-    only_audio = os.path.isdir(pattern)
-    glob = os.path.join(pattern, "**") if only_audio else pattern
+        if os.path.isfile(pattern):
+            return [canonical_uri(pattern)]
+        if os.path.isdir(pattern):
+            return _audio_files_under(pattern)
     try:
-        metadata = FileSystems.match([glob])[0].metadata_list
+        metadata = FileSystems.match([pattern])[0].metadata_list
     except Exception as e:  # Beam raises BeamIOError or filesystem-specific errors.
         raise TrackError(STAGE_MATCH, f"could not match {pattern!r}: {e}") from e
-    uris = sorted(m.path for m in metadata if not only_audio or m.path.lower().endswith(AUDIO_EXTENSIONS))
+    uris = sorted({canonical_uri(m.path) for m in metadata})
     if not uris:
         raise TrackError(STAGE_MATCH, f"no file matches {pattern!r}")
     return uris
+
+
+def _audio_files_under(directory):
+    """Canonical paths of the audio files below a local directory (walked, so no name is read as a glob)."""
+    uris = {
+        canonical_uri(os.path.join(root, name))
+        for root, _, names in os.walk(directory, followlinks=True)
+        for name in names
+        if name.lower().endswith(AUDIO_EXTENSIONS)
+    }
+    if not uris:
+        raise TrackError(STAGE_MATCH, f"no audio file under {directory!r}")
+    return sorted(uris)
 
 
 def open_uri(uri, fetcher):

@@ -23,7 +23,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms import window as beam_window
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from pipelines import compat, contract, scrape, transforms
+from pipelines import commit, compat, contract, scrape, transforms
 
 MESSAGES_IGNORED = "messages_ignored"
 _KEY = "dataset"
@@ -135,10 +135,12 @@ class MergeDescriptionFn(beam.DoFn):
 
     DESCRIPTION = ReadModifyWriteStateSpec("description", PickleCoder())
 
-    def __init__(self, output_dir, config, validation_fraction):
+    def __init__(self, output_dir, config, validation_fraction, run_id):
         self._output_dir = output_dir
         self._config = config
         self._validation_fraction = validation_fraction
+        # The stream is one run continued window after window; its files are per window.
+        self._run_files = (run_id, "tracks-*.jsonl", "failures-*.jsonl")
 
     def process(self, keyed, state=beam.DoFn.StateParam(DESCRIPTION)):  # noqa: B008 (Beam's state idiom)
         _, parts = keyed
@@ -154,9 +156,8 @@ class MergeDescriptionFn(beam.DoFn):
             else:
                 counts[kind] += value
         description = transforms.describe_run(
-            self._config, self._validation_fraction, stats, shard_names, counts, state.read(),
-            cumulative=True,  # In a stream, the accounting adds up over windows...
-            failures_file="failures-*.jsonl", tracks_file="tracks-*.jsonl",  # ...and these are written per window.
+            self._config, self._validation_fraction, stats, shard_names, counts, self._run_files, state.read(),
+            cumulative=True,  # In a stream, the accounting adds up over windows.
         )  # fmt: skip
         state.write(description)
         contract.write_description(self._output_dir, description)
@@ -230,7 +231,8 @@ def build_streaming_pipeline(messages, options):
         | "KeyParts" >> beam.Map(lambda part: (_KEY, part))
         | "GroupWindowParts" >> beam.GroupByKey()
         | "GlobalWindow" >> beam.WindowInto(beam_window.GlobalWindows())
-        | "MergeDescription" >> beam.ParDo(MergeDescriptionFn(output, config, options.validation_fraction))
+        | "MergeDescription"
+        >> beam.ParDo(MergeDescriptionFn(output, config, options.validation_fraction, commit.new_run_id()))
     )
 
 

@@ -16,7 +16,7 @@ from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipelines import audio, contract, examples, fetch, scrape, sources
+from pipelines import audio, commit, contract, examples, fetch, scrape, sources
 from pipelines.contract import Accounting, SplitSummary
 
 _LOGGER = logging.getLogger(__name__)
@@ -402,7 +402,7 @@ class DatasetStatsFn(beam.CombineFn):
         return accumulator
 
 
-def describe_run(config, validation_fraction, stats, shard_names, counts, previous=None, cumulative=False, **files):
+def describe_run(config, validation_fraction, stats, shard_names, counts, run_files, previous=None, cumulative=False):
     """The dataset description after a run (or a streaming window), built in one place.
 
     Args:
@@ -413,10 +413,10 @@ def describe_run(config, validation_fraction, stats, shard_names, counts, previo
       counts: dict with the run's tracks_input (distinct tracks plus unusable
         patterns and listing pages, counted before processing), tracks_failed
         (lines of the failures file) and tracks_skipped_existing.
+      run_files: (run_id, tracks file name, failures file name) of the run.
       previous: the DatasetDescription the run adds to, or None.
-      cumulative: the accounting adds to previous's (a stream's windows)
-        instead of describing this run alone.
-      **files: failures_file and tracks_file, when not the batch defaults.
+      cumulative: the run is the last of previous's runs, continued (a
+        stream's windows): its accounting adds up instead of a new run.
 
     Returns:
       contract.DatasetDescription: splits describe the union with `previous`,
@@ -429,11 +429,16 @@ def describe_run(config, validation_fraction, stats, shard_names, counts, previo
         )
         for split in contract.SPLITS
     }
-    accounting = dataclasses.replace(outcomes, **counts)
-    if previous is not None and cumulative:
-        accounting = previous.accounting.plus(accounting)
+    run = contract.RunRecord(*run_files, accounting=dataclasses.replace(outcomes, **counts))
+    if previous is not None and cumulative and previous.runs[-1].run_id == run.run_id:
+        run = dataclasses.replace(run, accounting=previous.accounting.plus(run.accounting))
+        return dataclasses.replace(
+            previous,
+            splits={name: previous.splits[name].plus(run_splits[name]) for name in contract.SPLITS},
+            runs=(*previous.runs[:-1], run),
+        )
     if previous is not None:
-        return dataclasses.replace(previous.with_run(run_splits, accounting), **files)
+        return previous.with_run(run_splits, run)
     return contract.DatasetDescription(
         sample_rate=config.sample_rate,
         quantization_channels=config.quantization_channels,
@@ -444,24 +449,48 @@ def describe_run(config, validation_fraction, stats, shard_names, counts, previo
         silence_threshold_db=config.silence_threshold_db,
         validation_fraction=validation_fraction,
         splits=run_splits,
-        accounting=accounting,
-        **files,
+        runs=(run,),
     )
 
 
+def check_same_settings(description, config):
+    """Refuses to add to an output whose dataset was made with other settings.
+
+    Raises:
+      contract.DatasetMismatchError: naming both values and what to do.
+    """
+    try:
+        contract.check_compatible(
+            description,
+            "this run",
+            sample_rate=config.sample_rate,
+            quantization_channels=config.quantization_channels,
+            window_samples=config.window_samples,
+            hop_samples=config.hop_samples,
+        )
+    except contract.DatasetMismatchError as e:
+        raise contract.DatasetMismatchError(
+            f"{e}: use another --output, or --skip_existing=false to start afresh"
+        ) from None
+
+
 class WriteDatasetDescription(beam.PTransform):
-    """Writes dataset.json once every shard, the failures and the track index are final.
+    """The commit: writes dataset.json once every shard, the failures and the track index are final.
 
     Runs inside the pipeline, so a job launched from a Flex Template, whose
-    launcher returns right after submission, still describes its output.
+    launcher returns right after submission, still commits its output. It
+    checks that the run still holds the output's lease, merges the run into
+    the dataset.json current at that moment (merge=True) or replaces it, writes
+    it in one piece and releases the lease (`pipelines.commit`).
     """
 
-    def __init__(self, output_dir, config, validation_fraction, previous):
+    def __init__(self, output_dir, config, validation_fraction, run_id, merge):
         super().__init__()
         self._output_dir = output_dir
         self._config = config
         self._validation_fraction = validation_fraction
-        self._previous = previous
+        self._run_id = run_id
+        self._merge = merge
 
     def expand(self, inputs):
         def write(stats, train, validation, tracks_input, tracks_failed, tracks_skipped, written_files):
@@ -476,10 +505,17 @@ class WriteDatasetDescription(beam.PTransform):
                 "tracks_failed": tracks_failed,
                 "tracks_skipped_existing": tracks_skipped,
             }
-            description = describe_run(
-                self._config, self._validation_fraction, stats, shard_paths, counts, self._previous
-            )
-            yield contract.write_description(self._output_dir, description)
+            output, run_id, config = self._output_dir, self._run_id, self._config
+            run_files = (run_id, contract.tracks_file(run_id), contract.failures_file(run_id))
+            commit.check_lease(output, run_id)
+            current = commit.current_description(output) if self._merge else None
+            if current is not None:
+                check_same_settings(current, config)
+            fraction = self._validation_fraction
+            description = describe_run(config, fraction, stats, shard_paths, counts, run_files, current)
+            path = contract.write_description(output, description)
+            commit.release_lease(output, run_id)
+            yield path
 
         # `stats` holds exactly one element, so this runs once, after every side input is final.
         return inputs["stats"] | "WriteDatasetJson" >> beam.FlatMap(

@@ -132,3 +132,17 @@ class MusicSite:
         return f"<html><body><div class='playlist'>{''.join(tracks)}</div>{next_link}</body></html>"
 
 
+
+
+def committed_tracks(output):
+    """The track records of every run committed in a preprocess output, as the pipeline's verifier reads them."""
+    from pipelines import contract, verify
+
+    return list(verify.committed_tracks(str(output), contract.read_description(str(output))))
+
+
+def last_failures(output):
+    """The failure records of the last run committed in a preprocess output."""
+    from pipelines import contract
+
+    return read_jsonl(os.path.join(str(output), contract.read_description(str(output)).runs[-1].failures_file))

@@ -43,13 +43,16 @@ def test_mu_law_rejects_more_levels_than_uint8_holds():
         contract.mu_law_encode(np.zeros(4), quantization_channels=512)
 
 
+RUN = contract.RunRecord("r1", "tracks-r1.jsonl", "failures-r1.jsonl", contract.Accounting(tracks_input=1, tracks_ok=1))
+
+
 def _description(**overrides):
     splits = {contract.TRAIN: contract.SplitSummary(files=("train-a-00000-of-00001.tfrecord",), windows=5, tracks=1,
                                                     seconds=5.0004),
               contract.VALIDATION: contract.SplitSummary()}  # fmt: skip
     values = dict(sample_rate=16000, quantization_channels=256, window_samples=16000, hop_samples=16000,
                   decoder="pyav", resampler="soxr_hq", silence_threshold_db=-60.0, validation_fraction=0.1,
-                  splits=splits, accounting=contract.Accounting(tracks_input=1, tracks_ok=1))  # fmt: skip
+                  splits=splits, runs=(RUN,))  # fmt: skip
     return contract.DatasetDescription(**{**values, **overrides})
 
 
@@ -60,6 +63,7 @@ def test_dataset_description_round_trips_through_dataset_json(tmp_path):
     assert read.splits[contract.TRAIN].seconds == 5.0  # Written to the millisecond.
     assert read.splits[contract.TRAIN].files == description.splits[contract.TRAIN].files
     assert read.accounting == description.accounting and read.sample_rate == 16000
+    assert read.runs == description.runs
     assert read.shard_paths(str(tmp_path), contract.TRAIN) == [str(tmp_path / "train-a-00000-of-00001.tfrecord")]
 
 
@@ -117,3 +121,13 @@ def test_failure_records_carry_stage_reason_and_status():
     assert contract.failure_record("u", contract.TrackError(contract.STAGE_READ, "HTTP 404", status=404)) == {
         "uri": "u", "stage": "read", "error": "HTTP 404", "status": 404}  # fmt: skip
     assert contract.failure_record("u", RuntimeError("boom")) == {"uri": "u", "stage": "process", "error": "boom"}
+
+
+def test_format_1_descriptions_still_read(tmp_path):
+    raw = {**_description().to_dict(), "format_version": 1, "runs": 2, "tracks_file": "tracks.jsonl",
+           "failures_file": "failures.jsonl"}  # fmt: skip
+    (tmp_path / contract.DATASET_FILE).write_text(json.dumps(raw))
+    read = contract.read_description(str(tmp_path))
+    assert [(r.tracks_file, r.failures_file) for r in read.runs] == [("tracks.jsonl", "failures.jsonl")]
+    assert read.splits[contract.TRAIN].files == _description().splits[contract.TRAIN].files
+    assert read.accounting.tracks_ok == 1

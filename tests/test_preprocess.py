@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from pipelines import audio, contract, preprocess, transforms
-from tests.helpers import CLIPS, broken_file_contents, decoded_duration_secs, read_jsonl
+from pipelines import audio, commit, contract, preprocess, transforms
+from tests.helpers import CLIPS, broken_file_contents, committed_tracks, decoded_duration_secs, last_failures
 
 WINDOW_SAMPLES = 8000
 HOP_SAMPLES = 6000
@@ -86,7 +86,7 @@ def test_accounting_holds_and_nothing_is_lost(mixed_run):
 
 
 def test_each_broken_input_is_in_the_failures_file_with_its_reason(mixed_run):
-    failures = {os.path.basename(r["uri"]): r for r in read_jsonl(mixed_run["output"] / contract.FAILURES_FILE)}
+    failures = {os.path.basename(r["uri"]): r for r in last_failures(mixed_run["output"])}
     for name, (_, stage, reason) in broken_file_contents().items():
         assert failures[name]["stage"] == stage, name
         assert re.search(reason, failures[name]["error"]), name
@@ -97,7 +97,7 @@ def test_each_broken_input_is_in_the_failures_file_with_its_reason(mixed_run):
 
 def test_windows_parse_back_with_tensorflow_with_length_range_and_offsets(mixed_run):
     description = mixed_run["description"]
-    tracks = {t["track_id"]: t for t in read_jsonl(mixed_run["output"] / contract.TRACKS_FILE)}
+    tracks = {t["track_id"]: t for t in committed_tracks(mixed_run["output"])}
     windows_by_track = collections.defaultdict(list)
     for split in contract.SPLITS:
         files = description.splits[split].files
@@ -117,7 +117,7 @@ def test_windows_parse_back_with_tensorflow_with_length_range_and_offsets(mixed_
 
 
 def test_seconds_match_the_sources_durations(mixed_run):
-    tracks = read_jsonl(mixed_run["output"] / contract.TRACKS_FILE)
+    tracks = committed_tracks(mixed_run["output"])
     by_uri = {t["uri"]: t for t in tracks}
     for path in CLIPS.values():
         local = by_uri[os.path.join(mixed_run["clips_dir"], os.path.basename(path))]
@@ -182,7 +182,7 @@ def test_job_fails_with_reason_when_no_track_succeeds(tmp_path, broken_dir):
         f"no track succeeded ({len(broken_file_contents())} of {len(broken_file_contents())} inputs failed"
         in result.stderr
     )
-    assert len(read_jsonl(tmp_path / contract.FAILURES_FILE)) == len(broken_file_contents())
+    assert len(last_failures(tmp_path)) == len(broken_file_contents())
 
 
 @pytest.mark.parametrize(
@@ -200,7 +200,9 @@ def _described(**counts):
     """A description of a run with these counts, built as the pipeline builds one."""
     empty_stats = transforms.DatasetStatsFn().create_accumulator()
     no_shards = {split: [] for split in contract.SPLITS}
-    return transforms.describe_run(audio.AudioConfig(), 0.1, empty_stats, no_shards, counts)
+    run_id = commit.new_run_id()
+    run_files = (run_id, contract.tracks_file(run_id), contract.failures_file(run_id))
+    return transforms.describe_run(audio.AudioConfig(), 0.1, empty_stats, no_shards, counts, run_files)
 
 
 def test_lost_inputs_are_reported():

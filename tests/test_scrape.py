@@ -2,8 +2,8 @@ import os
 
 import pytest
 
-from pipelines import contract, fetch, preprocess, scrape
-from tests.helpers import read_jsonl
+from pipelines import fetch, preprocess, scrape
+from tests.helpers import committed_tracks, last_failures, read_jsonl
 
 FAST = ["--requests_per_second=50", "--max_retries=3"]
 
@@ -68,10 +68,10 @@ def test_pipeline_scrapes_downloads_and_processes_each_track_once(music_site, tm
     ]
     description = preprocess.run(args)
 
-    tracks = read_jsonl(output / contract.TRACKS_FILE)
+    tracks = committed_tracks(output)
     assert sorted(t["title"] for t in tracks) == ["Awakening", "Coherence", "Deprecation", "Media Threat", "Nebula"]
     assert all(t["licence"].startswith("https://creativecommons.org/") and t["page_url"] for t in tracks)
-    failures = {os.path.basename(f["uri"]): f for f in read_jsonl(output / contract.FAILURES_FILE)}
+    failures = {os.path.basename(f["uri"]): f for f in last_failures(output)}
     assert failures["missing.mp3"]["status"] == 404 and "HTTP 404" in failures["missing.mp3"]["error"]
     assert "not audio" in failures["error-page.mp3"]["error"]
     assert failures["secret.mp3"]["error"] == "disallowed by robots.txt"
@@ -97,7 +97,7 @@ def test_pipeline_scrapes_downloads_and_processes_each_track_once(music_site, tm
     assert again.splits == description.splits
     assert again.accounting.tracks_skipped_existing == 5
     assert again.accounting.tracks_ok == 0
-    assert len(read_jsonl(output / contract.TRACKS_FILE)) == 5
+    assert len(committed_tracks(output)) == 5
     shards = sorted(f for f in os.listdir(output) if f.endswith(".tfrecord"))
     assert shards == sorted(f for split in again.splits.values() for f in split.files)
     downloads = {path for _, path, _ in music_site.requests if path.startswith(("/files/", "/slow/"))}

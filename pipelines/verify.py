@@ -1,0 +1,169 @@
+"""python -m pipelines.verify OUTPUT: is a preprocess output sound, and what did dead runs leave in it?
+
+    python -m pipelines.verify OUTPUT [--clean] [--break_lease] [--tracks]
+
+Checks the output against its dataset.json (the commit point): every listed
+shard exists, its records pass their CRC32C checksums and their count is the
+split's window count; every committed run's track index and failures file
+exists; the track index lists each split's tracks, each track once; every
+run's accounting adds up. Lists the leftovers of runs that never committed
+(shards, track and failure files, beam-temp-* directories) and, with
+--clean, removes them. Exit status 0 when the dataset is sound, 1 when not.
+"""
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines import commit, compat, contract
+
+
+@dataclasses.dataclass
+class Report:
+    """What `check` found.
+
+    Attributes:
+      problems: list of str; empty when the dataset is sound.
+      leftovers: top-level names that no committed run owns.
+      lease: the Lease held on the output, or None.
+      windows: records read from the listed shards.
+      tracks: committed track records read.
+    """
+
+    problems: list
+    leftovers: list
+    lease: object = None
+    windows: int = 0
+    tracks: int = 0
+
+
+def committed_files(output, name):
+    """Paths of a run's file (a plain name, or a glob of a stream's per-window files)."""
+    if "*" not in name:
+        return [FileSystems.join(output, name)]
+    return sorted(m.path for m in FileSystems.match([FileSystems.join(output, name)])[0].metadata_list)
+
+
+def committed_tracks(output, description):
+    """The track records of every committed run, in run order (dicts)."""
+    for run in description.runs:
+        for path in committed_files(output, run.tracks_file):
+            yield from _json_lines(path)
+
+
+def _json_lines(path):
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        for line in f.read().decode("utf-8").splitlines():
+            if line.strip():
+                yield json.loads(line)
+
+
+def check(output, stale_lease_hours=commit.DEFAULT_STALE_LEASE_HOURS):
+    """Checks an output against its dataset.json.
+
+    Args:
+      output: the output directory (local, gs://, s3://).
+      stale_lease_hours: a lease older than this does not protect its run's files.
+
+    Returns:
+      Report.
+    """
+    lease = commit.read_lease(output)
+    live = [lease.run_id] if lease is not None and not lease.is_stale(stale_lease_hours * 3600) else []
+    try:
+        description = contract.read_description(output)
+    except (FileNotFoundError, contract.ContractError) as e:
+        return Report(problems=[str(e)], leftovers=commit.leftovers(output, None, live), lease=lease)
+    problems, windows = [], 0
+    for split, summary in description.splits.items():
+        records = 0
+        for name in summary.files:
+            path = FileSystems.join(output, name)
+            if not FileSystems.exists(path):
+                problems.append(f"{split} shard {name} is listed but missing")
+                continue
+            try:
+                with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                    records += sum(1 for _ in compat.read_tfrecords(f))
+            except ValueError as e:
+                problems.append(f"{split} shard {name} is corrupt: {e}")
+        windows += records
+        if records != summary.windows:
+            problems.append(f"{split}: dataset.json lists {summary.windows} windows, the shards hold {records}")
+    tracks_by_split, seen, count = {split: 0 for split in contract.SPLITS}, set(), 0
+    for run in description.runs:
+        if run.accounting.unaccounted():
+            problems.append(f"run {run.run_id}: accounting does not add up ({run.accounting})")
+        for name in (run.tracks_file, run.failures_file):
+            if "*" not in name and not FileSystems.exists(FileSystems.join(output, name)):
+                problems.append(f"run {run.run_id}: {name} is listed but missing")
+    for track in committed_tracks(output, description) if not problems else ():
+        count += 1
+        if track["track_id"] in seen:
+            problems.append(f"track {track['track_id']} ({track['uri']}) is in the dataset twice")
+        seen.add(track["track_id"])
+        tracks_by_split[track["split"]] += 1
+    if not problems:
+        for split, summary in description.splits.items():
+            if tracks_by_split[split] != summary.tracks:
+                problems.append(
+                    f"{split}: dataset.json lists {summary.tracks} tracks, the track indexes {tracks_by_split[split]}"
+                )
+    return Report(problems, commit.leftovers(output, description, live), lease, windows, count)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.verify",
+        description="Check a preprocess output against its dataset.json; list (and remove) what dead runs left.",
+    )
+    parser.add_argument("output", help="The --output of python -m pipelines.preprocess (local, gs:// or s3://).")
+    parser.add_argument(
+        "--clean", action="store_true", help="Remove the leftovers of runs that never committed (never committed data)."
+    )
+    parser.add_argument(
+        "--break_lease",
+        action="store_true",
+        help="With --clean: also remove the lease of a run believed alive, and its files (only if it is dead).",
+    )
+    parser.add_argument("--tracks", action="store_true", help="Print the committed track records as JSON lines.")
+    parser.add_argument(
+        "--stale_lease_hours",
+        type=float,
+        default=commit.DEFAULT_STALE_LEASE_HOURS,
+        help="A lease older than this no longer protects its run's files. Default: %(default)s.",
+    )
+    args = parser.parse_args(argv)
+    if args.break_lease and args.clean and commit.read_lease(args.output) is not None:
+        holder = commit.read_lease(args.output)
+        FileSystems.delete([FileSystems.join(args.output, commit.LEASE_FILE)])
+        print(f"Broke the lease of {holder.describe()}")
+    report = check(args.output, args.stale_lease_hours)
+    if args.tracks and not report.problems:
+        for track in committed_tracks(args.output, contract.read_description(args.output)):
+            print(json.dumps(track, sort_keys=True))
+        return 0
+    if report.lease is not None:
+        print(f"Lease: held by {report.lease.describe()}")
+    for problem in report.problems:
+        print(f"problem: {problem}")
+    if report.leftovers:
+        verb = "Removed" if args.clean else "Leftovers of runs that did not commit (remove with --clean)"
+        if args.clean:
+            commit.remove(args.output, report.leftovers)
+        print(f"{verb}: {len(report.leftovers)}")
+        for name in report.leftovers:
+            print(f"  {name}")
+    if report.problems:
+        print(f"{args.output}: NOT sound ({len(report.problems)} problems)")
+        return 1
+    print(f"{args.output}: sound ({report.windows} windows, {report.tracks} tracks)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
