@@ -33,7 +33,8 @@ AUDIO_EXTENSIONS = (
 
 
 def is_url(uri):
-    return uri.startswith(("http://", "https://"))
+    """Whether a URI is an http(s) URL (the scheme in any case)."""
+    return uri[:8].lower().startswith(("http://", "https://"))
 
 
 def canonical_uri(uri):

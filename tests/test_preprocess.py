@@ -158,6 +158,10 @@ def test_embedded_default_processes_bundled_clips_into_output(tmp_path, monkeypa
     }
     windows = sum(split.windows for split in description.splits.values())
     assert windows == 8 + 8 + 7 + 7  # Awakening and Media Threat hold just over 8 s, the others just under.
+    # Both splits hold a clip, and the same one wherever the package is installed (ids do not hash its path).
+    held_out = [t["uri"] for t in committed_tracks(tmp_path / "output") if t["split"] == contract.VALIDATION]
+    assert [os.path.basename(uri) for uri in held_out] == ["Awakening.mp3"]
+    assert description.splits[contract.TRAIN].tracks == 3
     assert (tmp_path / "output" / contract.DATASET_FILE).exists()
     assert "Tracks: 4 ok, 0 failed of 4 inputs" in summary
     assert "x real time" in summary and "Output: output/dataset.json" in summary

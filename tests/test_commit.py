@@ -1,0 +1,190 @@
+"""Nothing lost: crashes at each boundary, concurrent runs, one identity per track, and the verifier."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipelines import commit, contract, preprocess, sources, verify
+from tests.helpers import CLIPS, committed_tracks
+
+LOCAL = ["--direct_num_workers=1", "--direct_running_mode=in_memory", "--sample_rate=8000", "--window_samples=4000"]
+INPUTS = [CLIPS["mp3_22k_mono"], CLIPS["ogg_48k"], CLIPS["flac_44k"]]
+
+
+def _command(output, inputs):
+    return [sys.executable, "-m", "pipelines.preprocess", f"--output={output}", "--validation_fraction=0.5",
+            *LOCAL, *(f"--input={path}" for path in inputs)]  # fmt: skip
+
+
+def _what_is_committed(output):
+    """(track id -> (split, windows), per-split (windows, tracks)) of what dataset.json lists."""
+    description = contract.read_description(str(output))
+    tracks = {t["track_id"]: (t["split"], t["windows"]) for t in committed_tracks(output)}
+    return tracks, {name: (s.windows, s.tracks) for name, s in description.splits.items()}
+
+
+def _this_run(output, pattern):
+    names = os.listdir(output) if os.path.isdir(output) else []
+    return any(pattern(name) for name in names)
+
+
+def _beam_temp_has_a_file(output):
+    return any(
+        files for name in os.listdir(output) if name.startswith("beam-temp-")
+        for _, _, files in os.walk(os.path.join(output, name))
+    )  # fmt: skip
+
+
+BOUNDARIES = {
+    "shard-being-written": _beam_temp_has_a_file,
+    "first-shard-final": lambda out: _this_run(out, lambda n: n.endswith(".tfrecord")),
+    "track-index-written": lambda out: _this_run(out, lambda n: n.startswith("tracks-")),
+    "commit-written": lambda out: _this_run(out, lambda n: n == contract.DATASET_FILE),
+}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The same job, uninterrupted."""
+    output = tmp_path_factory.mktemp("reference")
+    subprocess.run(_command(output, INPUTS), check=True, capture_output=True, timeout=300)
+    return _what_is_committed(output)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("boundary", list(BOUNDARIES))
+def test_a_run_killed_at_any_boundary_then_run_again_equals_an_uninterrupted_run(boundary, reference, tmp_path):
+    output = tmp_path / "out"
+    os.makedirs(output)
+    job = subprocess.Popen(
+        _command(output, INPUTS), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while job.poll() is None and not BOUNDARIES[boundary](str(output)) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    os.killpg(job.pid, signal.SIGKILL)  # The job's whole process group: the driver and any worker it started.
+    job.wait()
+    assert job.returncode == -signal.SIGKILL, "the job ended before the boundary was seen"
+
+    if boundary != "commit-written":  # Until its commit, a killed run changed nothing a reader sees.
+        assert commit.current_description(str(output)) is None
+    again = subprocess.run(_command(output, INPUTS), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert _what_is_committed(output) == reference
+    report = verify.check(str(output))
+    assert report.problems == [] and report.leftovers == []  # The second run cleaned up after the first.
+    assert not os.path.exists(output / commit.LEASE_FILE)
+    assert not [name for name in os.listdir(output) if name.startswith("beam-temp-")]
+
+
+@pytest.mark.slow
+def test_two_runs_started_together_on_one_output_lose_nothing(tmp_path):
+    output = tmp_path / "out"
+    inputs = {"first": [CLIPS["mp3_22k_mono"]], "second": [CLIPS["ogg_48k"]]}
+    jobs = {name: subprocess.Popen(_command(output, paths), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True) for name, paths in inputs.items()}  # fmt: skip
+    results = {name: (job.wait(timeout=300), job.communicate()[1]) for name, job in jobs.items()}
+    refused = [name for name, (code, _) in results.items() if code != 0]
+    assert len(refused) <= 1, results  # At most one is turned away...
+    for name in refused:
+        assert "is being written by run" in results[name][1] and "started" in results[name][1]
+        subprocess.run(_command(output, inputs[name]), check=True, capture_output=True, timeout=300)
+    # ...and once it runs again, both runs' tracks are committed, each once.
+    expected = {sources.track_id_for(path) for paths in inputs.values() for path in paths}
+    assert {t["track_id"] for t in committed_tracks(output)} == expected
+    assert verify.check(str(output)).problems == []
+
+
+def test_a_live_lease_refuses_a_second_run_and_names_the_holder(tmp_path):
+    holder, _ = commit.acquire_lease(str(tmp_path), commit.new_run_id(), local=True)
+    with pytest.raises(commit.LeaseError, match=f"being written by run {holder.run_id} \\(host .*pid {os.getpid()}"):
+        preprocess.run([f"--output={tmp_path}", f"--input={CLIPS['mp3_22k_mono']}", *LOCAL])
+    assert commit.read_lease(str(tmp_path)) == holder  # The refused run took nothing.
+
+
+def test_a_dead_runs_lease_is_taken_over(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = commit.Lease(run_id=commit.new_run_id(), host=os.uname().nodename, pid=dead.pid, started=time.time(),
+                         local=True)  # fmt: skip
+    (tmp_path / commit.LEASE_FILE).write_text(__import__("json").dumps(stale.__dict__))
+    description = preprocess.run([f"--output={tmp_path}", f"--input={CLIPS['mp3_22k_mono']}", *LOCAL])
+    assert description.accounting.tracks_ok == 1 and commit.read_lease(str(tmp_path)) is None
+
+
+def test_run_ids_are_unique_within_a_second():
+    now = time.time()
+    ids = {commit.new_run_id(now) for _ in range(1000)}
+    assert len(ids) == 1000 and all(commit.RUN_ID.fullmatch(i) for i in ids)
+
+
+def test_one_file_by_any_spelling_is_one_track(tmp_path, monkeypatch):
+    shutil.copy(CLIPS["mp3_22k_mono"], tmp_path / "clip.mp3")
+    os.symlink(tmp_path / "clip.mp3", tmp_path / "link.mp3")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    spellings = ["../clip.mp3", str(tmp_path / "clip.mp3"), str(tmp_path / "link.mp3"), f"{tmp_path}/./sub/../clip.mp3"]
+    assert len({sources.track_id_for(s) for s in spellings}) == 1
+    description = preprocess.run([f"--output={tmp_path / 'out'}", "--validation_fraction=0.5", *LOCAL,
+                                  *(f"--input={s}" for s in spellings)])  # fmt: skip
+    accounting = description.accounting
+    assert (accounting.tracks_input, accounting.tracks_ok, accounting.tracks_failed) == (1, 1, 0)
+    assert sum(split.tracks for split in description.splits.values()) == 1  # Not in both splits.
+
+
+def test_a_literal_name_with_glob_characters_is_taken_literally(tmp_path):
+    literal = tmp_path / "[live] take*2?.mp3"
+    shutil.copy(CLIPS["mp3_22k_mono"], literal)
+    assert sources.match_pattern(str(literal)) == [str(literal)]
+    description = preprocess.run([f"--output={tmp_path / 'out'}", f"--input={literal}", f"--input={tmp_path}",
+                                  *LOCAL])  # fmt: skip
+    accounting = description.accounting
+    assert (accounting.tracks_input, accounting.tracks_ok, accounting.tracks_failed) == (1, 1, 0)
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["HTTP://Example.COM:80/a%2db.mp3", "http://example.com/a-b.mp3#intro", "http://example.com:80/a%2Db.mp3"],
+    ids=["case-and-port", "fragment", "percent-encoded-unreserved"],
+)
+def test_urls_however_written_are_one_track(spelling):
+    assert sources.canonical_uri(spelling) == "http://example.com/a-b.mp3"
+    assert sources.track_id_for(spelling) == sources.track_id_for("http://example.com/a-b.mp3")
+    assert sources.track_id_for("http://example.com/a%2Fb.mp3") != sources.track_id_for("http://example.com/a/b.mp3")
+
+
+def test_bundled_clips_have_ids_independent_of_the_install_location(tmp_path):
+    copy = tmp_path / "elsewhere" / "Awakening.mp3"
+    copy.parent.mkdir()
+    shutil.copy(CLIPS["mp3_44k"], copy)
+    assert sources.identity_for(CLIPS["mp3_44k"]) == "package:pipelines/data/Awakening.mp3"
+    assert sources.track_id_for(CLIPS["mp3_44k"]) != sources.track_id_for(str(copy))
+
+
+def test_verify_reports_leftovers_corruption_and_cleans(tmp_path, capsys):
+    output = tmp_path / "out"
+    preprocess.run([f"--output={output}", f"--input={CLIPS['mp3_22k_mono']}", "--validation_fraction=0", *LOCAL])
+    assert verify.main([str(output)]) == 0
+    dead = commit.new_run_id()
+    (output / f"train-{dead}-00000-of-00001.tfrecord").write_bytes(b"partial")
+    (output / f"beam-temp-train-{dead}-0a1b").mkdir()
+    (output / f"beam-temp-train-{dead}-0a1b" / "part").write_bytes(b"partial")
+    (output / "notes.txt").write_text("the user's own file")
+    report = verify.check(str(output))
+    assert report.problems == [] and report.leftovers == sorted(
+        [f"train-{dead}-00000-of-00001.tfrecord", f"beam-temp-train-{dead}-0a1b"]
+    )
+    assert verify.main([str(output), "--clean"]) == 0
+    assert verify.check(str(output)).leftovers == [] and (output / "notes.txt").exists()
+
+    shard = contract.read_description(str(output)).splits[contract.TRAIN].files[0]
+    data = bytearray((output / shard).read_bytes())
+    data[40] ^= 0xFF  # One flipped bit inside a record.
+    (output / shard).write_bytes(bytes(data))
+    assert verify.main([str(output)]) == 1
+    assert "corrupt" in capsys.readouterr().out
