@@ -24,6 +24,10 @@ RESAMPLERS = ("soxr_hq", "soxr_vhq", "kaiser_best", "kaiser_fast")
 # large enough that per-call overhead vanishes, small enough (0.25 MiB of
 # float32 per channel) that memory stays flat.
 DEFAULT_BLOCK_SAMPLES = 1 << 16
+# Two hours: longer than nearly every piece of music, short of hours of silence in a 2 MB file.
+DEFAULT_MAX_TRACK_SECS = 7200.0
+# A declared duration this much longer than what decoded (and at least 1 s longer) marks a truncated file.
+TRUNCATION_TOLERANCE = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +43,9 @@ class AudioConfig:
       resampler: one of RESAMPLERS.
       silence_threshold_db: a window whose peak is below this level in dBFS
         is digital silence and is dropped; -inf keeps every window.
+      max_track_secs: audio of a track past this many seconds is not
+        processed (an hours-long file of silence or a stream that never ends
+        cannot flood the dataset); the track record says so.
     """
 
     sample_rate: int = contract.DEFAULT_SAMPLE_RATE
@@ -48,6 +55,7 @@ class AudioConfig:
     decoder: str = "pyav"
     resampler: str = "soxr_hq"
     silence_threshold_db: float = -60.0
+    max_track_secs: float = DEFAULT_MAX_TRACK_SECS
 
     def __post_init__(self):
         if self.sample_rate <= 0:
@@ -58,21 +66,47 @@ class AudioConfig:
             raise ValueError(
                 f"window_samples and hop_samples must be positive, got {self.window_samples} and {self.hop_samples}"
             )
+        if not self.max_track_secs > 0:
+            raise ValueError(f"max_track_secs must be positive, got {self.max_track_secs}")
         if self.decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.resampler not in RESAMPLERS:
             raise ValueError(f"resampler must be one of {RESAMPLERS}, got {self.resampler!r}")
 
 
-def decode_pyav(fileobj, block_samples=DEFAULT_BLOCK_SAMPLES):
+@dataclasses.dataclass
+class DecodeReport:
+    """What a decoder saw besides the samples, filled in as it decodes.
+
+    Attributes:
+      declared_secs: the duration the container declares (header, index or
+        bitrate estimate), or None when it declares none.
+      skipped_packets: corrupt packets skipped (decoding resumed after them).
+      skipped_secs: audio those packets held, in seconds (where the container says).
+      stop_reason: why decoding ended before the end of the data ('' when it did not).
+    """
+
+    declared_secs: float = None
+    skipped_packets: int = 0
+    skipped_secs: float = 0.0
+    stop_reason: str = ""
+
+
+def decode_pyav(fileobj, block_samples=DEFAULT_BLOCK_SAMPLES, report=None):
     """Decodes the first audio stream of a file object with PyAV (in-process FFmpeg).
 
     No temporary files, no subprocess: the container is read from `fileobj`
     as it decodes, so only one block of decoded audio is held at a time.
+    Packets are decoded one by one, so a corrupt packet is skipped and
+    decoding resumes after it, as FFmpeg's own command line does; chained and
+    concatenated streams decode to their end (a block never mixes sample
+    rates or channel counts). Corrupt container data after some audio ends
+    the stream; `report.stop_reason` says why.
 
     Args:
       fileobj: readable, seekable binary file object.
       block_samples: samples per channel in each yielded block (the last may be shorter).
+      report: DecodeReport to fill in, or None.
 
     Yields:
       (sample_rate, audio): sample_rate in Hz (int); audio float32
@@ -80,12 +114,11 @@ def decode_pyav(fileobj, block_samples=DEFAULT_BLOCK_SAMPLES):
 
     Raises:
       TrackError: stage 'decode' when the data is not a decodable audio file,
-        has no audio stream or has zero channels. Errors after the first
-        block propagate as `av.FFmpegError` so the caller can keep what was
-        decoded.
+        has no audio stream or has zero channels, or no packet decodes.
     """
     import av  # Imported here so the pydub path does not need PyAV.
 
+    report = DecodeReport() if report is None else report
     try:
         container = av.open(fileobj, mode="r", metadata_errors="ignore")
     except (av.FFmpegError, UnicodeDecodeError, OSError) as e:
@@ -105,30 +138,40 @@ def decode_pyav(fileobj, block_samples=DEFAULT_BLOCK_SAMPLES):
             )
         if stream.codec_context.channels < 1:
             raise TrackError(STAGE_DECODE, "audio stream has zero channels")
-        # libswresample converts any other sample format (s16, s32, packed or
-        # planar) to planar float32 without touching rate or channels.
-        to_float = av.AudioResampler(format="fltp")
+        report.declared_secs = _declared_secs(container, stream)
+        converters = {}  # One libswresample format converter per input layout (chained streams may change it).
         pending = []  # Per frame, a list of one float32 [n] array per channel.
         pending_samples = 0
-        sample_rate = None
-        for frame in _decode_frames(container, stream):
+        layout = None  # (sample rate, channels) of what is pending.
+        for frame in _frames(container, stream, report):
             if frame.format.name == "fltp":
-                # Most lossy codecs decode to planar float already: read the
-                # planes, skipping a resampler call per frame.
+                # Most lossy codecs decode to planar float already: read the planes, skipping a conversion.
                 converted = [frame]
             else:
-                converted = to_float.resample(frame)
+                key = (frame.format.name, frame.layout.name, frame.sample_rate)
+                if key not in converters:
+                    converters[key] = av.AudioResampler(format="fltp")
+                converted = converters[key].resample(frame)
             for f in converted:
-                sample_rate = sample_rate or f.sample_rate
+                if pending and (f.sample_rate, len(f.planes)) != layout:
+                    yield layout[0], _join_planes(pending)
+                    pending, pending_samples = [], 0
+                layout = (f.sample_rate, len(f.planes))
                 pending.append([np.frombuffer(plane, np.float32, f.samples) for plane in f.planes])
                 pending_samples += f.samples
             if pending_samples >= block_samples:
-                yield sample_rate, _join_planes(pending)
+                yield layout[0], _join_planes(pending)
                 pending, pending_samples = [], 0
-        for f in to_float.resample(None):
-            pending.append([np.frombuffer(plane, np.float32, f.samples) for plane in f.planes])
         if pending:
-            yield sample_rate, _join_planes(pending)
+            yield layout[0], _join_planes(pending)
+
+
+def _declared_secs(container, stream):
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000  # AV_TIME_BASE
+    return None
 
 
 def _join_planes(frames):
@@ -136,29 +179,51 @@ def _join_planes(frames):
     return np.stack([np.concatenate(channel) for channel in zip(*frames, strict=True)])
 
 
-def _decode_frames(container, stream):
-    """Frames of `stream`; a failure before the first frame is a TrackError."""
+def _frames(container, stream, report):
+    """Decoded frames of `stream`, packet by packet, skipping the packets that fail to decode.
+
+    Raises:
+      TrackError: when packets failed and none decoded, or the container
+        fails before any frame (after one, the stream just ends, with report.stop_reason).
+    """
     import av
 
-    frames = container.decode(stream)
-    try:
-        first = next(frames, None)
-    except av.FFmpegError as e:
-        raise TrackError(STAGE_DECODE, f"no decodable audio: {e}") from e
-    if first is None:
-        return
-    yield first
-    yield from frames
+    decoded_any, first_error = False, None
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets, None)
+        except (av.FFmpegError, OSError, ValueError) as e:  # Corrupt container data.
+            if not decoded_any:
+                raise TrackError(STAGE_DECODE, f"no decodable audio: {e}") from e
+            report.stop_reason = str(e)
+            return
+        if packet is None:
+            break
+        try:
+            frames = packet.decode()
+        except av.FFmpegError as e:
+            report.skipped_packets += 1
+            if packet.duration and packet.time_base:
+                report.skipped_secs += float(packet.duration * packet.time_base)
+            first_error = first_error or e
+            continue
+        for frame in frames:
+            decoded_any = True
+            yield frame
+    if first_error is not None and not decoded_any:
+        raise TrackError(STAGE_DECODE, f"no decodable audio: {first_error}") from first_error
 
 
-def decode_pydub(fileobj, block_samples=DEFAULT_BLOCK_SAMPLES):
+def decode_pydub(fileobj, block_samples=DEFAULT_BLOCK_SAMPLES, report=None):
     """Decodes a file object with pydub, which runs the `ffmpeg` executable.
 
     Kept for compatibility with existing recipes. pydub copies the input to a
     temporary file, starts ffmpeg and ffprobe subprocesses and holds the whole
     decoded track in memory, so prefer `decode_pyav`.
 
-    Args, Yields: as `decode_pyav`.
+    Args, Yields: as `decode_pyav` (the report stays empty: ffmpeg's CLI
+    skips corrupt packets itself and declares nothing to pydub).
 
     Raises:
       TrackError: stage 'decode' when ffmpeg/ffprobe are missing or cannot
@@ -364,13 +429,18 @@ class TrackStats:
     """What happened to one track, filled in as its windows are consumed.
 
     Attributes:
-      source_sample_rate: sample rate of the decoded stream in Hz.
-      source_channels: channel count of the decoded stream.
+      source_sample_rate: sample rate of the decoded stream in Hz (its first
+        part's, for chained streams).
+      source_channels: channel count of the decoded stream (likewise).
       samples: samples at the output sample rate after resampling.
       windows: windows kept.
       windows_silent_dropped: windows dropped as digital silence.
-      decode_error: set when decoding stopped early on corrupt data after
-        some audio was decoded; the audio before it is kept.
+      decode_error: set when the file holds less than it should: decoding
+        stopped early on corrupt data, or the container declares a duration
+        well above what decoded. The audio that decoded is kept.
+      skipped_secs: seconds of corrupt packets skipped inside the track
+        (decoding resumed after them).
+      max_track_secs_reached: the track was cut at `AudioConfig.max_track_secs`.
     """
 
     source_sample_rate: int = 0
@@ -379,6 +449,8 @@ class TrackStats:
     windows: int = 0
     windows_silent_dropped: int = 0
     decode_error: str = ""
+    skipped_secs: float = 0.0
+    max_track_secs_reached: bool = False
 
 
 class Track:
@@ -388,9 +460,11 @@ class Track:
     `config.sample_rate`; codes uint8 [window_samples] mu-law codes in
     [0, quantization_channels). `stats` is complete once iteration ends.
 
-    Corrupt data met after some audio was decoded (a truncated file, a sample
-    rate change mid-stream) ends the track early: the audio before it is kept
-    and `stats.decode_error` says why it stopped.
+    Corrupt packets are skipped and counted (`stats.skipped_secs`); corrupt
+    container data after some audio ends the track early, and a declared
+    duration well above what decoded marks it truncated: the audio before is
+    kept and `stats.decode_error` says what happened. Chained streams whose
+    sample rate changes are resampled part by part.
 
     Raises (during iteration):
       TrackError: stage 'decode' if no audio can be decoded, 'window' if the
@@ -414,31 +488,54 @@ class Track:
           TrackError: stage 'decode' if no audio can be decoded.
         """
         config, stats = self._config, self.stats
-        resampler = None
-        for block_rate, block in self._decoded_blocks():
+        max_samples = int(config.max_track_secs * config.sample_rate)
+        report = DecodeReport()
+        blocks = self._decoded_blocks(report)
+        resampler, decoded_secs = None, 0.0
+        try:
+            for block_rate, block in blocks:
+                if resampler is None:
+                    stats.source_sample_rate, stats.source_channels = block_rate, block.shape[0]
+                elif block_rate != resampler.in_rate:  # A chained stream at another rate: flush, then start anew.
+                    yield from self._counted(resampler.resample_chunk(np.zeros(0, np.float32), last=True), max_samples)
+                    resampler = None
+                if resampler is None:
+                    resampler = StreamResampler(block_rate, config.sample_rate, config.resampler)
+                decoded_secs += block.shape[1] / block_rate
+                yield from self._counted(resampler.resample_chunk(downmix(block)), max_samples)
+                if stats.max_track_secs_reached:
+                    break
             if resampler is None:
-                stats.source_sample_rate, stats.source_channels = block_rate, block.shape[0]
-                resampler = StreamResampler(block_rate, config.sample_rate, config.resampler)
-            elif block_rate != stats.source_sample_rate:
-                self._stopped(f"sample rate changes mid-stream from {stats.source_sample_rate} to {block_rate} Hz")
-                break
-            mono = resampler.resample_chunk(downmix(block))
-            stats.samples += len(mono)
-            yield mono
-        if resampler is None:
-            raise TrackError(STAGE_DECODE, "the file holds no audio samples")
-        mono = resampler.resample_chunk(np.zeros(0, np.float32), last=True)  # The filter's delay line.
-        stats.samples += len(mono)
-        yield mono
+                raise TrackError(STAGE_DECODE, "the file holds no audio samples")
+            # The filter's delay line.
+            yield from self._counted(resampler.resample_chunk(np.zeros(0, np.float32), last=True), max_samples)
+        finally:
+            blocks.close()  # Stops decoding (and reading) at once when the track is cut or abandoned.
+        stats.skipped_secs = round(report.skipped_secs, 3)
+        if report.stop_reason:
+            stats.decode_error = f"decoding stopped after {decoded_secs:.2f} s: {report.stop_reason}"
+        elif not stats.max_track_secs_reached and report.declared_secs and report.declared_secs - decoded_secs > max(
+            1.0, TRUNCATION_TOLERANCE * report.declared_secs
+        ):
+            stats.decode_error = f"decoded {decoded_secs:.1f} s of {report.declared_secs:.1f} s declared"
 
-    def _decoded_blocks(self):
+    def _counted(self, mono, max_samples):
+        """Yields `mono` (cut at max_samples in all) and counts it."""
+        stats = self.stats
+        if stats.samples + len(mono) >= max_samples:
+            mono = mono[: max_samples - stats.samples]
+            stats.max_track_secs_reached = True
+        stats.samples += len(mono)
+        if len(mono):
+            yield mono
+
+    def _decoded_blocks(self, report):
         """(sample_rate, float32 [channels, n]) blocks from the decoder.
 
-        A failure before the first block is a TrackError; corrupt data after
-        good audio (a truncated download, say) ends the stream, keeping what
-        was decoded, and says why in `stats.decode_error`.
+        A failure before the first block is a TrackError; one after it ends
+        the stream (the audio before it is good) with `report.stop_reason`.
         """
-        blocks = _DECODE_FUNCTIONS[self._config.decoder](self._fileobj, self._block_samples)
+        blocks = _DECODE_FUNCTIONS[self._config.decoder](self._fileobj, self._block_samples, report)
         try:
             first = next(blocks, None)
         except TrackError:
@@ -451,11 +548,7 @@ class Track:
         try:
             yield from blocks
         except Exception as e:  # As above: whatever the decoder raises, the audio before it is good.
-            self._stopped(str(e))
-
-    def _stopped(self, reason):
-        seconds = self.stats.samples / self._config.sample_rate
-        self.stats.decode_error = f"decoding stopped after {seconds:.2f} s: {reason}"
+            report.stop_reason = str(e)
 
     def __iter__(self):
         config = self._config

@@ -89,3 +89,51 @@ def read_tfrecords(fileobj):
 
     while (record := _TFRecordUtil.read_record(fileobj)) is not None:
         yield record
+
+
+def pinned_http_adapter(pinned_address):
+    """A requests transport adapter whose connections go to an address we chose, not one DNS gives.
+
+    urllib3 connects to `HTTPConnection._dns_host`, a private attribute; each
+    new connection here swaps in `pinned_address(host, port)` (an address the
+    caller has already checked) for that one connect. TLS still verifies, and
+    sends SNI for, the URL's host name, so https works unchanged. This closes
+    the window between checking an address and connecting (DNS rebinding).
+
+    Args:
+      pinned_address: callable(host, port) -> IP address str; raises when the
+        host was not checked.
+
+    Returns:
+      a `requests.adapters.HTTPAdapter` to mount for "http://" and "https://".
+    """
+    import urllib3
+    from requests.adapters import HTTPAdapter
+
+    class Pinned:
+        def _new_conn(self):
+            host = self._dns_host
+            self._dns_host = pinned_address(host.rstrip(".").lower(), self.port)
+            try:
+                return super()._new_conn()
+            finally:
+                self._dns_host = host
+
+    class PinnedHTTPConnection(Pinned, urllib3.connection.HTTPConnection):
+        pass
+
+    class PinnedHTTPSConnection(Pinned, urllib3.connection.HTTPSConnection):
+        pass
+
+    class PinnedHTTPPool(urllib3.HTTPConnectionPool):
+        ConnectionCls = PinnedHTTPConnection
+
+    class PinnedHTTPSPool(urllib3.HTTPSConnectionPool):
+        ConnectionCls = PinnedHTTPSConnection
+
+    class PinnedAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": PinnedHTTPPool, "https": PinnedHTTPSPool}
+
+    return PinnedAdapter()

@@ -138,6 +138,13 @@ class PreprocessOptions(PipelineOptions):
             "and dropped. '-inf' keeps every window. Default: %(default)s.",
         )
         group.add_argument(
+            "--max_track_secs",
+            type=float,
+            default=audio.DEFAULT_MAX_TRACK_SECS,
+            help="Audio of a track past this many seconds is not processed (hours of silence in a small file, "
+            "a stream that never ends); its track record says so. Default: %(default)s (two hours).",
+        )
+        group.add_argument(
             "--max_failure_fraction",
             type=float,
             default=0.5,
@@ -180,4 +187,5 @@ class PreprocessOptions(PipelineOptions):
             decoder=self.decoder,
             resampler=self.resampler,
             silence_threshold_db=self.silence_threshold_db,
+            max_track_secs=self.max_track_secs,
         )

@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import re
 import sys
 import urllib.parse
 
@@ -33,9 +34,11 @@ class TrackRecord:
 
     Attributes:
       track_id: stable hash of the audio URL (`sources.track_id_for`), as in the dataset.
-      audio_url: absolute URL of the audio file.
+      audio_url: absolute http(s) URL of the audio file.
       title, artist, licence: as the site states them ('' when absent).
       page_url: the track's own page, or the listing page that showed it.
+      zone: "private" when the listing is itself on a loopback or private
+        address (or the user allowed those), so its downloads may be too; else "public".
     """
 
     track_id: str
@@ -44,6 +47,7 @@ class TrackRecord:
     artist: str = ""
     licence: str = ""
     page_url: str = ""
+    zone: str = "public"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +58,7 @@ class SiteRules:
       name: short name, for logs.
       track_selector: CSS selector of the elements that each hold one track.
       read_track: element, listing page URL -> dict with audio_url, title,
-        artist, licence, page_url (None to skip the element).
+        artist, licence, page_url; raises ValueError saying what is malformed.
       next_page_selectors: CSS selectors tried in order for the next page's link.
     """
 
@@ -64,36 +68,60 @@ class SiteRules:
     next_page_selectors: tuple
 
 
+def _text(value):
+    """A field as text: strings as they are, numbers as written, anything else empty."""
+    if isinstance(value, str):
+        return value.strip()
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else ""
+
+
+def _http_url(base, link, what):
+    """An absolute http(s) URL from a link on a page; ValueError saying why not."""
+    if not isinstance(link, str) or not link.strip():
+        raise ValueError(f"{what} is missing or not a string (got {link!r})")
+    url = urllib.parse.urljoin(base, link.strip())  # ValueError for malformed ones ("http://[bad").
+    urllib.parse.urlsplit(url).port  # noqa: B018 (raises ValueError for a malformed port)
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in fetch.SCHEMES:
+        raise ValueError(f"{what} {link.strip()[:200]!r} is not an http(s) URL")
+    return url
+
+
 def _read_fma_track(element, listing_url):
     """Free Music Archive: `.play-item` elements carry JSON in `data-track-info`.
 
     Fields used: fileUrl (audio), title, artistName, url (track page);
     the licence is the Creative Commons link inside the element, if any,
     or licenseTitle/licenseUrl in the JSON.
+
+    Raises:
+      ValueError: malformed JSON, not an object, or no usable audio URL.
     """
     try:
         info = json.loads(element.get("data-track-info") or "{}")
-    except json.JSONDecodeError:
-        return None
-    audio_url = info.get("fileUrl") or info.get("playbackUrl")
-    if not audio_url:
-        return None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"malformed data-track-info JSON: {e}") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"data-track-info is not a JSON object (got {type(info).__name__})")
+    audio_url = _http_url(listing_url, info.get("fileUrl") or info.get("playbackUrl"), "fileUrl")
     licence_link = element.select_one('a[href*="creativecommons.org"]')
     licence = (
-        info.get("licenseUrl")
-        or info.get("licenseTitle")
-        or (licence_link.get("href") if licence_link else "")
-        or (element.get("data-license") or "")
+        _text(info.get("licenseUrl"))
+        or _text(info.get("licenseTitle"))
+        or (_text(licence_link.get("href")) if licence_link else "")
+        or _text(element.get("data-license"))
     )
     page_link = element.select_one('a[href*="/music/"]')
+    try:
+        page_url = _http_url(listing_url, info.get("url") or (page_link.get("href") if page_link else None), "url")
+    except ValueError:
+        page_url = listing_url  # The track's page is a nicety; the listing page stands in.
     return {
-        "audio_url": urllib.parse.urljoin(listing_url, audio_url),
-        "title": info.get("title") or "",
-        "artist": info.get("artistName") or "",
+        "audio_url": audio_url,
+        "title": _text(info.get("title")),
+        "artist": _text(info.get("artistName")),
         "licence": licence,
-        "page_url": urllib.parse.urljoin(
-            listing_url, info.get("url") or (page_link.get("href") if page_link else listing_url)
-        ),
+        "page_url": page_url,
     }
 
 
@@ -105,78 +133,178 @@ SITES = {
         next_page_selectors=('a[rel~="next"]', 'link[rel~="next"]', ".pagination-full a.next", "a.next"),
     ),
 }
+# Link texts (or aria-labels) that mean "next page" on real listings.
+_NEXT_TEXT = re.compile(r"^\s*(next(\s+page)?|more|older)?\s*(>|>>|›|»|→)?\s*$", re.IGNORECASE)
+PAGE_PARAMETER = "page"
 
 
-def parse_listing(html, listing_url, rules=SITES["fma"]):
-    """Tracks and the next page's URL on one listing page.
+@dataclasses.dataclass(frozen=True)
+class ListingPage:
+    """What one listing page holds.
+
+    Attributes:
+      tracks: list of TrackRecord, in page order.
+      next_url: the next page's URL, or None.
+      problems: list of str, one per malformed element or link (the rest of the page was read).
+    """
+
+    tracks: list
+    next_url: str
+    problems: list
+
+
+def parse_listing(html, listing_url, rules=SITES["fma"], zone="public"):
+    """Tracks, the next page's URL and what was malformed on one listing page.
+
+    The next page is the first of: a link the site rules name (rel="next"
+    first); a link whose text means next ("Next", "NEXT >", "›", "»", ...); a
+    link to the same path with the next `page` number.
 
     Args:
       html: the page, bytes or str.
       listing_url: its URL, to resolve relative links.
       rules: SiteRules.
+      zone: the TrackRecords' zone.
 
     Returns:
-      (list of TrackRecord in page order, next page URL or None).
+      ListingPage.
     """
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(html, "html.parser")
-    tracks = []
-    for element in soup.select(rules.track_selector):
-        fields = rules.read_track(element, listing_url)
-        if fields:
-            tracks.append(TrackRecord(track_id=sources.track_id_for(fields["audio_url"]), **fields))
-    next_url = None
-    for selector in rules.next_page_selectors:
-        link = soup.select_one(selector)
-        if link is not None and link.get("href"):
-            next_url = urllib.parse.urljoin(listing_url, link["href"])
-            break
-    return tracks, next_url
+    tracks, problems = [], []
+    for position, element in enumerate(soup.select(rules.track_selector), start=1):
+        try:
+            fields = rules.read_track(element, listing_url)
+        except ValueError as e:
+            problems.append(f"track element {position}: {e}")
+            continue
+        tracks.append(TrackRecord(track_id=sources.track_id_for(fields["audio_url"]), zone=zone, **fields))
+    return ListingPage(tracks, _next_page(soup, listing_url, rules, problems), problems)
 
 
-def scrape_listing(start_url, fetcher, max_pages, rules=SITES["fma"]):
+def _next_page(soup, listing_url, rules, problems):
+    candidates = [soup.select_one(selector) for selector in rules.next_page_selectors]
+    candidates += [
+        a for a in soup.find_all("a", href=True)
+        if _NEXT_TEXT.fullmatch(a.get_text(" ", strip=True) or a.get("aria-label") or "-")
+    ]  # fmt: skip
+    for link in candidates:
+        if link is None or not link.get("href"):
+            continue
+        try:
+            return _http_url(listing_url, link["href"], "next-page link")
+        except ValueError as e:
+            problems.append(str(e))
+    current = _page_number(listing_url)
+    for link in soup.find_all("a", href=True):
+        try:
+            url = _http_url(listing_url, link["href"], "link")
+        except ValueError:
+            continue
+        same_path = urllib.parse.urlsplit(url).path == urllib.parse.urlsplit(listing_url).path
+        if same_path and _page_number(url) == current + 1:
+            return url
+    return None
+
+
+def _page_number(url):
+    values = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).get(PAGE_PARAMETER, [])
+    return int(values[0]) if values and values[0].isascii() and values[0].isdigit() else 1
+
+
+def _with_page(url, number):
+    parts = urllib.parse.urlsplit(url)
+    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k != PAGE_PARAMETER]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode([*query, (PAGE_PARAMETER, number)])))
+
+
+def listing_zone(start_url, fetcher):
+    """'private' when the listing is on a loopback or private address or the user allows those, else 'public'."""
+    if fetcher.config.allow_private_addresses or fetch.is_private_host(start_url, fetcher.resolver):
+        return "private"
+    return "public"
+
+
+def scrape_listing(start_url, fetcher, max_pages, rules=SITES["fma"], seen=None, stats=None):
     """Follows a listing's pagination from `start_url`.
+
+    Without a next link, a URL with a `page` query parameter goes on to the
+    next page number until a page brings no new track.
 
     Args:
       start_url: first listing page.
       fetcher: `fetch.Fetcher`.
       max_pages: pages to read at most.
       rules: SiteRules.
+      seen: set of track ids already found (by earlier listings); updated.
+      stats: dict to fill with {"pages": n, "tracks": n} (new tracks).
 
     Yields:
       TrackRecord, or a failure record (`contract.failure_record`, stage
-      'scrape') for a page that could not be read; scraping stops there.
+      'scrape') for a page that could not be read (scraping stops there) and
+      for each malformed element or link (the rest goes on).
     """
-    url, seen_pages = start_url, set()
-    while url and len(seen_pages) < max_pages and url not in seen_pages:
-        seen_pages.add(url)
+    seen = set() if seen is None else seen
+    stats = {} if stats is None else stats
+    stats.update(pages=0, tracks=0)
+    try:
+        zone = listing_zone(start_url, fetcher)
+    except Exception as e:  # noqa: BLE001 (malformed start URL and the like: a failure line, never a crash)
+        yield _failure(start_url, f"{type(e).__name__}: {e}")
+        return
+    url, visited, guessed = start_url, set(), False
+    while url and stats["pages"] < max_pages and url not in visited:
+        visited.add(url)
         try:
-            response = fetcher.get(url)
+            response = fetcher.get_page(url, allow_private=zone == "private")
+            page = parse_listing(response.body, response.url, rules, zone)
         except fetch.FetchError as e:
-            yield contract.failure_record(url, TrackError(STAGE_SCRAPE, str(e), e.status))
+            if not guessed:  # A guessed page number that does not exist is the end of the listing.
+                yield _failure(url, str(e), e.status)
             return
-        tracks, url = parse_listing(response.body, response.url, rules)
-        _LOGGER.info("Listing %s: %d tracks", response.url, len(tracks))
-        yield from tracks
+        except Exception as e:  # noqa: BLE001 (whatever a page does, the job goes on)
+            yield _failure(url, f"could not parse the page: {type(e).__name__}: {e}")
+            return
+        stats["pages"] += 1
+        new = [t for t in page.tracks if t.track_id not in seen]
+        seen.update(t.track_id for t in new)
+        stats["tracks"] += len(new)
+        _LOGGER.info("Listing %s: %d tracks (%d new)", response.url, len(page.tracks), len(new))
+        for problem in page.problems:
+            yield _failure(response.url, problem)
+        yield from new
+        if guessed and not new:
+            return
+        url, guessed = page.next_url, False
+        if url is None and PAGE_PARAMETER in urllib.parse.parse_qs(urllib.parse.urlsplit(response.url).query):
+            url, guessed = _with_page(response.url, _page_number(response.url) + 1), True
 
 
-def scrape(start_urls, fetcher, max_pages, max_tracks, rules=SITES["fma"]):
+def _failure(url, reason, status=None):
+    return contract.failure_record(url, TrackError(STAGE_SCRAPE, reason, status))
+
+
+def scrape(start_urls, fetcher, max_pages, max_tracks, rules=SITES["fma"], summary=None):
     """Distinct tracks of several listings, in order, at most `max_tracks`.
 
+    Args:
+      summary: dict to fill with start URL -> {"pages", "tracks"}.
+
     Yields:
-      TrackRecord (each track_id once) or failure dicts, as `scrape_listing`.
+      TrackRecord (each track_id once) or failure records, as `scrape_listing`.
     """
-    seen = set()
+    seen, taken = set(), 0
+    summary = {} if summary is None else summary
     for start_url in start_urls:
-        for item in scrape_listing(start_url, fetcher, max_pages, rules):
+        stats = summary.setdefault(start_url, {})
+        for item in scrape_listing(start_url, fetcher, max_pages, rules, seen, stats):
             if isinstance(item, TrackRecord):
-                if item.track_id in seen:
-                    continue
-                if len(seen) >= max_tracks:
+                if taken >= max_tracks:
                     return
-                seen.add(item.track_id)
+                taken += 1
             yield item
+        _LOGGER.warning("Scraped %s: %d pages, %d tracks", start_url, stats["pages"], stats["tracks"])
 
 
 def add_fetch_arguments(parser):
@@ -200,6 +328,26 @@ def add_fetch_arguments(parser):
         default=defaults.user_agent,
         help="User-Agent header of our HTTP requests, also the agent matched in robots.txt. Default: %(default)r.",
     )
+    parser.add_argument(
+        "--allow_private_addresses",
+        action="store_true",
+        help="Let scraped URLs and redirects reach loopback and private addresses even when the listing is on a "
+        "public one (never link-local or cloud metadata addresses). Without it, only tracks of a listing that "
+        "is itself on such an address, and URLs given with --input, may.",
+    )
+    parser.add_argument(
+        "--download_deadline_secs",
+        type=float,
+        default=defaults.deadline_secs,
+        help="Longest one download may take, end to end. Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--min_download_bytes_per_sec",
+        type=float,
+        default=defaults.min_bytes_per_sec,
+        help=f"A download whose average rate over the last {defaults.min_rate_window_secs:g} s is below this is cut "
+        "(a server trickling bytes cannot stall a worker). Default: %(default)s.",
+    )
 
 
 def add_scrape_limits(parser):
@@ -218,6 +366,9 @@ def fetch_config(args, max_bytes=None):
         requests_per_second=args.requests_per_second,
         max_retries=args.max_retries,
         user_agent=args.http_user_agent,
+        allow_private_addresses=args.allow_private_addresses,
+        deadline_secs=args.download_deadline_secs,
+        min_bytes_per_sec=args.min_download_bytes_per_sec,
         **({"max_bytes": max_bytes} if max_bytes else {}),
     )
 
@@ -236,9 +387,9 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     fetcher = fetch.Fetcher(fetch_config(args))
-    tracks, failures = [], []
+    tracks, failures, summary = [], [], {}
     try:
-        for item in scrape(args.url, fetcher, args.max_pages, args.max_tracks):
+        for item in scrape(args.url, fetcher, args.max_pages, args.max_tracks, summary=summary):
             (tracks if isinstance(item, TrackRecord) else failures).append(item)
     finally:
         fetcher.close()
@@ -247,7 +398,9 @@ def main(argv=None):
             f.write((json.dumps(dataclasses.asdict(track), sort_keys=True) + "\n").encode("utf-8"))
     for failure in failures:
         print(f"failed: {failure['uri']}: {failure['error']}", file=sys.stderr)
-    print(f"{len(tracks)} tracks written to {args.output}; {len(failures)} listing pages failed")
+    for start_url, stats in summary.items():
+        print(f"{start_url}: {stats['pages']} pages, {stats['tracks']} tracks")
+    print(f"{len(tracks)} tracks written to {args.output}; {len(failures)} failures (pages, malformed elements)")
     if not tracks:
         sys.exit(1)
     return tracks

@@ -186,34 +186,36 @@ def _audio_files_under(directory):
     return sorted(uris)
 
 
-def open_uri(uri, fetcher):
+def open_uri(uri, fetcher, allow_private=True):
     """Opens a track for reading.
 
     Args:
       uri: local path, any Beam filesystem URI, or http(s) URL.
-      fetcher: `fetch.Fetcher` for URLs (robots.txt, per-host rate, retries,
-        size limit); the body must look like audio (`fetch.check_audio_response`).
+      fetcher: `fetch.Fetcher` for URLs (address rules, robots.txt, per-host
+        rate, retries, size, time and rate limits); the body must look like
+        audio (`fetch.check_audio_response`).
+      allow_private: whether a URL (and its redirects) may reach loopback and
+        private addresses: true for URLs the user gave, the listing's zone for
+        scraped ones.
 
     Returns:
-      readable, seekable binary file object (the caller closes it).
+      (readable, seekable binary file object the caller closes, the final URI
+      after redirects).
 
     Raises:
       TrackError: stage 'read' when the file cannot be opened or downloaded,
-        is empty, or the download is not audio.
+        is empty, or the download is not audio or is refused.
     """
     if is_url(uri):
-        response = fetcher.get(uri)
+        response = fetcher.get(uri, allow_private=allow_private or None)
         fetch.check_audio_response(response)
-        fileobj = io.BytesIO(response.body)
-    else:
-        try:
-            fileobj = FileSystems.open(
-                uri, mime_type="application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED
-            )
-        except Exception as e:  # Each filesystem raises its own errors.
-            raise TrackError(STAGE_READ, f"could not open: {e}") from e
+        return response.data, response.url
+    try:
+        fileobj = FileSystems.open(uri, "application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED)
+    except Exception as e:  # Each filesystem raises its own errors.
+        raise TrackError(STAGE_READ, f"could not open: {e}") from e
     if fileobj.seek(0, io.SEEK_END) == 0:
         fileobj.close()
         raise TrackError(STAGE_READ, "empty file (0 bytes)")
     fileobj.seek(0)
-    return fileobj
+    return fileobj, uri

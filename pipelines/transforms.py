@@ -30,6 +30,7 @@ TRACKS_FAILED_PROCESSING = "tracks_failed_processing"  # a part of the accountin
 TRACKS_SILENT = "tracks_silent"
 TRACKS_TRUNCATED = "tracks_truncated"
 TRACKS_SKIPPED_EXISTING = "tracks_skipped_existing"
+TRACKS_CUT_AT_MAX_SECS = "tracks_cut_at_max_secs"
 TRACKS_SCRAPED = "tracks_scraped"
 PAGES_FAILED = "listing_pages_failed"
 BYTES_READ = "bytes_read"
@@ -44,9 +45,15 @@ TRACKS = "tracks"
 SKIPPED = "skipped"
 
 
+# Network trust zone of a URL source: "private" lets it (and its redirects) reach loopback and private
+# addresses (URLs the user gave, tracks of a listing that is itself on such an address); "public" does not.
+ZONE_PRIVATE = "private"
+ZONE_PUBLIC = "public"
+
+
 def source_record(uri, **metadata):
-    """A track to process: its URI, its id, and what a listing page said of it."""
-    return {"uri": uri, "track_id": sources.track_id_for(uri), **metadata}
+    """A track to process: its canonical URI, its id, and what a listing page said of it."""
+    return {"uri": sources.canonical_uri(uri), "track_id": sources.track_id_for(uri), **metadata}
 
 
 def split_for(track_id, validation_fraction):
@@ -132,8 +139,9 @@ class ScrapeListingsFn(_FetchingDoFn):
             if isinstance(item, scrape.TrackRecord):
                 self._scraped.inc()
                 yield source_record(
-                    item.audio_url, title=item.title, artist=item.artist, licence=item.licence, page_url=item.page_url
-                )
+                    item.audio_url, title=item.title, artist=item.artist, licence=item.licence,
+                    page_url=item.page_url, zone=item.zone,
+                )  # fmt: skip
             else:
                 self._pages_failed.inc()
                 yield pvalue.TaggedOutput(FAILED, item)
@@ -209,7 +217,7 @@ class ProcessTrackFn(_FetchingDoFn):
             name: Metrics.counter(NAMESPACE, name)
             for name in (
                 TRACKS_STARTED, TRACKS_OK, TRACKS_FAILED_PROCESSING, TRACKS_SILENT, TRACKS_TRUNCATED,
-                BYTES_READ, SAMPLES_OUT, WINDOWS_KEPT, WINDOWS_SILENT_DROPPED,
+                TRACKS_CUT_AT_MAX_SECS, BYTES_READ, SAMPLES_OUT, WINDOWS_KEPT, WINDOWS_SILENT_DROPPED,
             )
         }  # fmt: skip
 
@@ -219,7 +227,8 @@ class ProcessTrackFn(_FetchingDoFn):
         started = time.monotonic()
         windows = 0
         try:
-            with sources.open_uri(uri, self._fetcher) as fileobj:
+            fileobj, final_uri = sources.open_uri(uri, self._fetcher, source.get("zone", ZONE_PRIVATE) == ZONE_PRIVATE)
+            with fileobj:
                 track = audio.Track(fileobj, self._config)
                 for offset, codes in track:
                     windows += 1
@@ -249,6 +258,9 @@ class ProcessTrackFn(_FetchingDoFn):
             self._counters[TRACKS_SILENT].inc()
         if stats.decode_error:
             self._counters[TRACKS_TRUNCATED].inc()
+        if stats.max_track_secs_reached:
+            self._counters[TRACKS_CUT_AT_MAX_SECS].inc()
+            _LOGGER.warning("Cut %s at --max_track_secs=%g", uri, self._config.max_track_secs)
         yield pvalue.TaggedOutput(
             TRACKS,
             {
@@ -260,6 +272,9 @@ class ProcessTrackFn(_FetchingDoFn):
                 "source_sample_rate": stats.source_sample_rate,
                 "source_channels": stats.source_channels,
                 "decode_error": stats.decode_error,
+                "skipped_secs": stats.skipped_secs,
+                "max_track_secs_reached": stats.max_track_secs_reached,
+                **({"final_url": final_uri} if final_uri != uri else {}),
             },
         )
 

@@ -1,3 +1,4 @@
+import io
 import threading
 import time
 
@@ -5,7 +6,8 @@ import pytest
 
 from pipelines import fetch
 
-FAST = fetch.FetchConfig(requests_per_second=50, backoff_secs=0.05, max_retries=2)
+# The test servers are on the loopback address, which a user allows explicitly.
+FAST = fetch.FetchConfig(requests_per_second=50, backoff_secs=0.05, max_retries=2, allow_private_addresses=True)
 
 
 def test_retry_after_accepts_seconds_and_http_dates():
@@ -45,12 +47,14 @@ def test_client_errors_are_not_retried_and_keep_their_status(music_site):
 
 
 def test_requests_carry_the_user_agent(music_site):
-    fetch.Fetcher(fetch.FetchConfig(user_agent="test-agent/1.0")).get(f"{music_site.base_url}/genre/Ambient/")
+    agent = fetch.FetchConfig(user_agent="test-agent/1.0", allow_private_addresses=True)
+    fetch.Fetcher(agent).get(f"{music_site.base_url}/genre/Ambient/")
     assert {agent for _, _, agent in music_site.requests} == {"test-agent/1.0"}
 
 
 def test_unreachable_host_is_retried_then_reported():
-    config = fetch.FetchConfig(backoff_secs=0.01, max_retries=2, obey_robots=False, connect_timeout_secs=1)
+    config = fetch.FetchConfig(backoff_secs=0.01, max_retries=2, obey_robots=False, connect_timeout_secs=1,
+                               allow_private_addresses=True)  # fmt: skip
     with pytest.raises(fetch.FetchError, match="gave up after 3 attempts") as raised:
         fetch.Fetcher(config).get("http://127.0.0.1:9/track.mp3")  # Port 9 (discard) refuses.
     assert raised.value.status is None
@@ -83,6 +87,6 @@ def test_host_throttle_spaces_requests_across_threads():
     ids=["empty", "html-content-type", "html-body"],
 )
 def test_bodies_that_cannot_be_audio_are_rejected(content_type, body, reason):
-    response = fetch.Response(url="http://x/a.mp3", status=200, content_type=content_type, body=body)
+    response = fetch.Response(url="http://x/a.mp3", status=200, content_type=content_type, data=io.BytesIO(body))
     with pytest.raises(fetch.FetchError, match=reason):
         fetch.check_audio_response(response)

@@ -9,7 +9,9 @@ FAST = ["--requests_per_second=50", "--max_retries=3"]
 
 
 def test_listing_page_yields_tracks_and_next_page(music_site):
-    tracks, next_url = scrape.parse_listing(music_site.listing(1), f"{music_site.base_url}/genre/Ambient/")
+    page = scrape.parse_listing(music_site.listing(1), f"{music_site.base_url}/genre/Ambient/")
+    tracks, next_url = page.tracks, page.next_url
+    assert page.problems == []
     assert [t.title for t in tracks] == ["Awakening", "Coherence", "Media Threat"]
     assert tracks[0].audio_url == f"{music_site.base_url}/files/Awakening.mp3"
     assert tracks[0].artist == "Max McCracken"
@@ -19,8 +21,8 @@ def test_listing_page_yields_tracks_and_next_page(music_site):
 
 
 def test_last_page_has_no_next_page(music_site):
-    _, next_url = scrape.parse_listing(music_site.listing(3), f"{music_site.base_url}/genre/Ambient/?page=3")
-    assert next_url is None
+    page = scrape.parse_listing(music_site.listing(3), f"{music_site.base_url}/genre/Ambient/?page=3")
+    assert page.next_url is None
 
 
 @pytest.mark.parametrize("max_pages, max_tracks, expected", [(1, 100, 3), (3, 100, 8), (3, 4, 4)])
@@ -37,7 +39,8 @@ def test_scrape_cli_lists_tracks_without_downloading_audio(music_site, tmp_path,
     tracks = read_jsonl(output)
     assert len(tracks) == 8
     assert {t["title"] for t in tracks} >= {"Awakening", "Secret", "Deprecation"}
-    assert set(tracks[0]) == {"track_id", "audio_url", "title", "artist", "licence", "page_url"}
+    assert set(tracks[0]) == {"track_id", "audio_url", "title", "artist", "licence", "page_url", "zone"}
+    assert tracks[0]["zone"] == "private"  # The listing is on the loopback address, so its tracks may be too.
     paths = [path for _, path, _ in music_site.requests]
     assert not any(p.startswith(("/files/", "/slow/", "/private/")) for p in paths)
     assert "8 tracks written" in capsys.readouterr().out

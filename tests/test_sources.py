@@ -45,7 +45,9 @@ def test_track_id_is_stable_and_distinct():
 def test_url_is_downloaded_into_memory(http_server):
     url = f"{http_server}/{urllib.parse.quote('Media Threat.mp3')}"
     fetcher = fetch.Fetcher()
-    with sources.open_uri(url, fetcher) as f, open(CLIPS["mp3_48k_space"], "rb") as g:
+    fileobj, final_url = sources.open_uri(url, fetcher)
+    assert final_url == url
+    with fileobj as f, open(CLIPS["mp3_48k_space"], "rb") as g:
         assert f.read() == g.read()
 
 
