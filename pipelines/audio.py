@@ -9,6 +9,7 @@ bounded by a block and a window, not by the length of the track.
 """
 
 import dataclasses
+import io
 import math
 import shutil
 
@@ -84,12 +85,16 @@ class DecodeReport:
       skipped_packets: corrupt packets skipped (decoding resumed after them).
       skipped_secs: audio those packets held, in seconds (where the container says).
       stop_reason: why decoding ended before the end of the data ('' when it did not).
+      container_format: FFmpeg's name of the container format, once opened.
+      segment_offset: byte offset of the link of a chained stream being decoded.
     """
 
     declared_secs: float = None
     skipped_packets: int = 0
     skipped_secs: float = 0.0
     stop_reason: str = ""
+    container_format: str = None
+    segment_offset: int = 0
 
 
 def decode_pyav(fileobj, block_samples=DEFAULT_BLOCK_SAMPLES, report=None):
@@ -116,14 +121,36 @@ def decode_pyav(fileobj, block_samples=DEFAULT_BLOCK_SAMPLES, report=None):
       TrackError: stage 'decode' when the data is not a decodable audio file,
         has no audio stream or has zero channels, or no packet decodes.
     """
-    import av  # Imported here so the pydub path does not need PyAV.
 
     report = DecodeReport() if report is None else report
+    segment = fileobj
+    while True:
+        yield from _decode_container(segment, block_samples, report)
+        if not report.stop_reason or report.container_format != "ogg":
+            return
+        # FFmpeg's Ogg demuxer gives up where a chained stream changes its parameters
+        # ("patches welcome"); the next link of the chain is an Ogg stream of its own.
+        next_link = _next_ogg_link(fileobj, report.segment_offset)
+        if next_link is None:
+            return
+        report.stop_reason, report.segment_offset = "", next_link
+        segment = _Slice(fileobj, next_link)
+
+
+def _decode_container(fileobj, block_samples, report):
+    """decode_pyav for one container (one link of a chained stream)."""
+    import av
+
+    first_segment = report.container_format is None
     try:
         container = av.open(fileobj, mode="r", metadata_errors="ignore")
     except (av.FFmpegError, UnicodeDecodeError, OSError) as e:
+        if not first_segment:
+            report.stop_reason = f"the next link of the chained stream does not open: {e}"
+            return
         raise TrackError(STAGE_DECODE, f"not a decodable audio file: {e}") from e
     with container:
+        report.container_format = container.format.name
         if not container.streams.audio:
             kinds = sorted({s.type for s in container.streams}) or ["none"]
             raise TrackError(
@@ -138,7 +165,8 @@ def decode_pyav(fileobj, block_samples=DEFAULT_BLOCK_SAMPLES, report=None):
             )
         if stream.codec_context.channels < 1:
             raise TrackError(STAGE_DECODE, "audio stream has zero channels")
-        report.declared_secs = _declared_secs(container, stream)
+        if first_segment:
+            report.declared_secs = _declared_secs(container, stream)
         converters = {}  # One libswresample format converter per input layout (chained streams may change it).
         pending = []  # Per frame, a list of one float32 [n] array per channel.
         pending_samples = 0
@@ -164,6 +192,58 @@ def decode_pyav(fileobj, block_samples=DEFAULT_BLOCK_SAMPLES, report=None):
                 pending, pending_samples = [], 0
         if pending:
             yield layout[0], _join_planes(pending)
+
+
+def _next_ogg_link(fileobj, start):
+    """Byte offset of the next link of a chained Ogg stream after the one starting at `start`, or None.
+
+    Walks the Ogg pages (RFC 3533 section 6: "OggS", version, header type,
+    granule position, serial, sequence, CRC, segment count, segment table,
+    body) from `start`; a link begins with a beginning-of-stream page (header
+    type bit 0x02) that follows a page that is not one.
+    """
+    position, previous_bos = start, True
+    while True:
+        fileobj.seek(position)
+        header = fileobj.read(27)
+        if len(header) < 27 or header[:4] != b"OggS":
+            return None  # The end, or lost sync (garbage): nothing more to find here.
+        bos = bool(header[5] & 0x02)
+        if bos and not previous_bos:
+            return position
+        table = fileobj.read(header[26])
+        if len(table) < header[26]:
+            return None
+        position += 27 + len(table) + sum(table)
+        previous_bos = bos
+
+
+class _Slice(io.RawIOBase):
+    """A read-only view of a seekable file from `offset` on (one link of a chained stream)."""
+
+    def __init__(self, fileobj, offset):
+        super().__init__()
+        self._fileobj, self._offset = fileobj, offset
+        self._fileobj.seek(offset)
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def readinto(self, buffer):
+        data = self._fileobj.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, position, whence=io.SEEK_SET):
+        if whence == io.SEEK_SET:
+            position += self._offset
+        return self._fileobj.seek(position, whence) - self._offset
+
+    def tell(self):
+        return self._fileobj.tell() - self._offset
 
 
 def _declared_secs(container, stream):

@@ -189,9 +189,11 @@ def _next_page(soup, listing_url, rules, problems):
         a for a in soup.find_all("a", href=True)
         if _NEXT_TEXT.fullmatch(a.get_text(" ", strip=True) or a.get("aria-label") or "-")
     ]  # fmt: skip
+    tried = set()
     for link in candidates:
-        if link is None or not link.get("href"):
+        if link is None or not link.get("href") or id(link) in tried:
             continue
+        tried.add(id(link))
         try:
             return _http_url(listing_url, link["href"], "next-page link")
         except ValueError as e:
