@@ -24,7 +24,7 @@ REQUIRED_PACKAGES = [
     "beautifulsoup4>=4.12,<5",
     "requests>=2.31,<3",
     "tqdm>=4.66,<5",
-    "pillow>=10",  # spectrogram PNGs of generated clips
+    "matplotlib>=3.8",  # spectrograms with axes and a dB scale (sampler PNGs, TensorBoard images)
     # The sampler's CPU engine: a numba kernel calling SciPy's BLAS, held to one BLAS thread per kernel thread.
     "numba>=0.59",
     "scipy>=1.11",

@@ -623,6 +623,45 @@ def write_model_config(export_dir, config):
     return path
 
 
+def local_export_dir(path):
+    """A local export directory from a job_dir or its export/, local or remote.
+
+    Remote paths (gs://, s3://, any Beam filesystem) are fetched into a
+    temporary directory: the export is two small files.
+
+    Raises:
+      FileNotFoundError: when neither path nor path/export holds model.keras and config.json.
+    """
+    if "://" in path:
+        return _fetch_export(path)
+    for candidate in (path, os.path.join(path, EXPORT_DIR)):
+        if os.path.isfile(os.path.join(candidate, MODEL_FILE)) and os.path.isfile(
+            os.path.join(candidate, MODEL_CONFIG_FILE)
+        ):
+            return candidate
+    raise FileNotFoundError(
+        f"no exported model in {path}: expected {MODEL_FILE} and {MODEL_CONFIG_FILE} there or in {path}/export "
+        "(written by python -m trainer.task)"
+    )
+
+
+def _fetch_export(uri):
+    import shutil
+    import tempfile
+
+    from apache_beam.io.filesystems import FileSystems
+
+    for candidate in (uri.rstrip("/"), FileSystems.join(uri.rstrip("/"), EXPORT_DIR)):
+        names = [FileSystems.join(candidate, name) for name in (MODEL_FILE, MODEL_CONFIG_FILE)]
+        if all(FileSystems.exists(name) for name in names):
+            local = tempfile.mkdtemp(prefix="wavenet-export-")
+            for remote, name in zip(names, (MODEL_FILE, MODEL_CONFIG_FILE), strict=True):
+                with FileSystems.open(remote) as src, open(os.path.join(local, name), "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            return local
+    raise FileNotFoundError(f"no exported model in {uri} or {uri}/{EXPORT_DIR}")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Helpers
 

@@ -22,47 +22,7 @@ import os
 
 from pipelines import contract
 
-EXPORT_MODEL, EXPORT_CONFIG = contract.MODEL_FILE, contract.MODEL_CONFIG_FILE
 ENGINES = ("auto", "cpu", "xla")
-
-
-def resolve_export_dir(path):
-    """A local export directory from a job_dir or its export/, local or remote.
-
-    Remote paths (gs://, s3://, any Beam filesystem) are fetched into a
-    temporary directory: the export is two small files.
-
-    Raises:
-      FileNotFoundError: when neither path nor path/export holds model.keras and config.json.
-    """
-    if "://" in path:
-        return _fetch_export(path)
-    for candidate in (path, os.path.join(path, contract.EXPORT_DIR)):
-        if os.path.isfile(os.path.join(candidate, EXPORT_MODEL)) and os.path.isfile(
-            os.path.join(candidate, EXPORT_CONFIG)
-        ):
-            return candidate
-    raise FileNotFoundError(
-        f"no exported model in {path}: expected {EXPORT_MODEL} and {EXPORT_CONFIG} there or in {path}/export "
-        "(written by python -m trainer.task)"
-    )
-
-
-def _fetch_export(uri):
-    import shutil
-    import tempfile
-
-    from apache_beam.io.filesystems import FileSystems
-
-    for candidate in (uri.rstrip("/"), FileSystems.join(uri.rstrip("/"), contract.EXPORT_DIR)):
-        names = [FileSystems.join(candidate, name) for name in (EXPORT_MODEL, EXPORT_CONFIG)]
-        if all(FileSystems.exists(name) for name in names):
-            local = tempfile.mkdtemp(prefix="wavenet-export-")
-            for remote, name in zip(names, (EXPORT_MODEL, EXPORT_CONFIG), strict=True):
-                with FileSystems.open(remote) as src, open(os.path.join(local, name), "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-            return local
-    raise FileNotFoundError(f"no exported model in {uri} or {uri}/{contract.EXPORT_DIR}")
 
 
 def default_engine():
@@ -107,7 +67,27 @@ def load(path, engine="auto", threads=None):
     """
     import keras
 
-    export_dir = resolve_export_dir(path)
+    export_dir = contract.local_export_dir(path)
     config = contract.read_model_config(export_dir)
-    wavenet = keras.saving.load_model(os.path.join(export_dir, EXPORT_MODEL), compile=False)
+    wavenet = keras.saving.load_model(os.path.join(export_dir, contract.MODEL_FILE), compile=False)
     return make(wavenet, config, engine=engine, threads=threads)
+
+
+def generate_audio(keras_model, config, num_samples, seed=0, num_clips=1, temperature=1.0, engine="auto"):
+    """Audio from a Keras WaveNet, by the fast algorithm: the public entry for other programs (the trainer).
+
+    Args:
+      keras_model: the WaveNet (`trainer.model.build_wavenet`, or an exported model).
+      config: contract.ModelConfig describing it.
+      num_samples: samples per clip, at config.sample_rate.
+      seed: int >= 0; the same seed and engine give the same clips.
+      num_clips: clips generated together.
+      temperature: softmax temperature (> 0).
+      engine: one of ENGINES.
+
+    Returns:
+      float32 [num_clips, num_samples] in [-1, 1] (mu-law decoded).
+    """
+    generator = make(keras_model, config, engine=engine)
+    codes = generator.generate(num_samples, batch_size=num_clips, temperature=temperature, seed=seed)
+    return contract.mu_law_decode(codes, config.quantization_channels)

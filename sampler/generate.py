@@ -75,19 +75,12 @@ def write_wav(path, audio, sample_rate):
         f.writeframes(pcm.tobytes())
 
 
-def write_spectrogram(path, audio, sample_rate, frame=512, hop=128):
-    """Writes a log-magnitude spectrogram (Hann window, dB, low frequencies at the bottom) as a PNG."""
-    from PIL import Image
+def write_spectrogram(path, audio, sample_rate, title=""):
+    """Writes a spectrogram PNG (`sampler.spectrogram.spectrogram_png`: axes in seconds and Hz, dB scale)."""
+    from sampler import spectrogram
 
-    audio = np.asarray(audio, np.float32)
-    if len(audio) < frame:
-        audio = np.pad(audio, (0, frame - len(audio)))
-    frames = np.lib.stride_tricks.sliding_window_view(audio, frame)[::hop] * np.hanning(frame)
-    magnitude_db = 20 * np.log10(np.abs(np.fft.rfft(frames, axis=1)).T + 1e-6)
-    top = magnitude_db.max()
-    scaled = np.clip((magnitude_db - (top - 80)) / 80, 0, 1)  # 80 dB of range.
-    image = Image.fromarray((255 * scaled[::-1]).astype(np.uint8), mode="L")
-    image.save(path)
+    with open(path, "wb") as f:
+        f.write(spectrogram.spectrogram_png(audio, sample_rate, title))
 
 
 def output_paths(output, num_clips):
@@ -141,7 +134,7 @@ def run(argv=None):
         audio = contract.mu_law_decode(clip, channels)
         write_wav(path, audio, sample_rate)
         if args.spectrogram:
-            write_spectrogram(os.path.splitext(path)[0] + ".png", audio, sample_rate)
+            write_spectrogram(os.path.splitext(path)[0] + ".png", audio, sample_rate, os.path.basename(path))
     engine = f"{wavenet.engine} engine" + (f", {wavenet.threads} thread(s)" if wavenet.engine == "cpu" else "")
     print(
         f"Generated {args.num_clips} clip(s) of {args.seconds:g} s at {sample_rate} Hz in {elapsed:.1f} s: "

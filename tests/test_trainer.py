@@ -221,3 +221,94 @@ def test_mixed_precision_and_xla_train_and_export(clips_dataset, tmp_path, flag)
     exported = keras.saving.load_model(tmp_path / "export" / "model.keras")
     expected_policy = "mixed_float16" if flag == "--mixed_precision" else "float32"
     assert exported.get_layer("gate_0").dtype_policy.name == expected_policy
+
+
+def test_steps_per_loop_keeps_every_step_and_resumes_exactly(clips_dataset, tmp_path):
+    steps = ["--steps=9", "--checkpoint_every=4", "--eval_every=100"]
+    one = task.run(_args(clips_dataset, tmp_path / "one", *steps, "--steps_per_loop=1", "--summary_audio_secs=0"))
+    first = task.run(_args(clips_dataset, tmp_path / "loops", *steps, "--steps_per_loop=3", "--summary_audio_secs=0"),
+                     stop_after_steps=5)  # fmt: skip
+    assert first.step == 5  # Loops end at checkpoints (4) and at the preemption (5), not only every 3 steps.
+    second = task.run(_args(clips_dataset, tmp_path / "loops", *steps, "--steps_per_loop=3", "--summary_audio_secs=0"))
+    # Resumed from the checkpoint at step 4: steps 5..9 again, on exactly the batches of the uninterrupted run.
+    assert [s for s, _ in second.losses] == [5, 6, 7, 8, 9]
+    joined = dict(first.losses[:4] + second.losses)
+    assert [joined[s] for s in range(1, 10)] == pytest.approx([loss for _, loss in one.losses], rel=1e-4)
+
+
+def test_the_schedule_warms_up_linearly_then_decays_to_zero():
+    from trainer import loop
+
+    cosine = loop.learning_rate_schedule("cosine", 1e-3, 10, 110)
+    values = [float(cosine(s)) for s in (0, 5, 10, 60, 110)]
+    assert values == pytest.approx([0.0, 5e-4, 1e-3, 5e-4, 0.0], abs=1e-9)
+    constant = loop.learning_rate_schedule("constant", 1e-3, 10, 110)
+    assert [float(constant(s)) for s in (0, 5, 10, 60, 110)] == pytest.approx([0.0, 5e-4, 1e-3, 1e-3, 1e-3])
+    assert loop.learning_rate_schedule("constant", 1e-3, 0, 110) == 1e-3
+
+
+def test_clip_norm_clips_the_global_gradient_norm_before_adam():
+    import keras
+    import tensorflow as tf
+
+    def first_update(clip_norm):
+        weights = tf.Variable([0.0, 0.0])
+        optimizer = keras.optimizers.Adam(1.0, epsilon=1e-7, global_clipnorm=clip_norm)
+        optimizer.apply([tf.constant([3.0, 4.0])], [weights])  # Global norm 5.
+        return -weights.numpy()
+
+    # Keras' Adam moves each weight on its first step by lr * g / (|g| + epsilon / sqrt(1 - beta_2)),
+    # about lr for any g well above that epsilon...
+    epsilon = 1e-7 / np.sqrt(1 - 0.999)
+    assert first_update(None) == pytest.approx(np.array([3.0, 4.0]) / (np.array([3.0, 4.0]) + epsilon), rel=1e-5)
+    # ...so clipping shows where the clipped gradient meets epsilon: g = [3, 4] * 5e-6 / 5.
+    clipped = np.array([3e-6, 4e-6])
+    assert first_update(5e-6) == pytest.approx(clipped / (clipped + epsilon), rel=1e-3)
+    # And task wires --clip_norm into the optimizer it trains with.
+    args = task.parse_args(["--data=d", "--job_dir=j", "--clip_norm=0.5"])
+    assert args.clip_norm == 0.5 and task.parse_args(["--data=d", "--job_dir=j"]).clip_norm == task.DEFAULT_CLIP_NORM
+
+
+def test_evaluate_scores_an_export_as_the_training_loop_does(clips_dataset, tmp_path, capsys):
+    from trainer import evaluate
+
+    description = contract.read_description(str(clips_dataset))
+    windows = description.splits[contract.VALIDATION].windows
+    batch = next(b for b in range(7, 1, -1) if windows % b == 0)  # Whole batches: the loop drops a remainder.
+    result = task.run(_args(clips_dataset, tmp_path, "--steps=4", "--eval_every=4", f"--batch_size={batch}",
+                            f"--eval_batches={windows // batch}", "--summary_audio_secs=0"))  # fmt: skip
+    scored = evaluate.evaluate(str(tmp_path), str(clips_dataset), batch_size=5, progress=False)
+    assert scored.windows == windows and scored.model_step == 4
+    assert scored.loss_nats == pytest.approx(result.validation_loss_nats, rel=1e-5)
+    assert scored.loss_bits == pytest.approx(scored.loss_nats / np.log(2))
+    assert 0 < scored.entropy_bits <= 8
+    assert evaluate.main(["--model", str(tmp_path / "export"), "--data", str(clips_dataset), "--json", "-"]) == 0
+    out = capsys.readouterr().out
+    assert f"over {windows} windows" in out and json.loads(out[out.index("{"):])["windows"] == windows
+
+
+def test_evaluate_refuses_data_at_another_sample_rate(trained_job, tmp_path):
+    from pipelines import preprocess
+    from trainer import evaluate
+
+    other = tmp_path / "data16k"
+    preprocess.run([f"--output={other}", "--window_samples=400", "--direct_num_workers=1",
+                    "--direct_running_mode=in_memory"])  # fmt: skip
+    with pytest.raises(contract.DatasetMismatchError, match="sample_rate=16000 Hz, the model has sample_rate=8000"):
+        evaluate.evaluate(str(trained_job), str(other), progress=False)
+
+
+def test_tensorboard_gets_audio_from_the_fast_sampler_and_its_spectrogram(clips_dataset, tmp_path):
+    import tensorflow as tf
+
+    task.run(_args(clips_dataset, tmp_path, "--steps=2", "--eval_every=2", "--summary_audio_secs=0.25"))
+    tags = {}
+    for path in (tmp_path / "logs" / "validation").iterdir():
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                tags[value.tag] = value
+    assert {"generated", "generated_spectrogram", "loss_nats"} <= set(tags)
+    audio = tf.audio.decode_wav(tf.make_ndarray(tags["generated"].tensor)[0][0])
+    assert audio.sample_rate.numpy() == 8000 and audio.audio.shape == (2000, 1)  # 0.25 s at the data's rate.
+    image = tf.image.decode_png(tf.make_ndarray(tags["generated_spectrogram"].tensor)[2])
+    assert image.shape[0] > 200 and image.shape[1] > 600

@@ -127,5 +127,10 @@ def code_entropy_bits(paths, window_samples, quantization_channels, max_windows=
     dataset = tf.data.TFRecordDataset(paths).take(max_windows)
     for record in dataset.map(lambda r: parse_window(r, window_samples)):
         counts += np.bincount(record.numpy(), minlength=quantization_channels)
+    return entropy_bits(counts)
+
+
+def entropy_bits(counts):
+    """Shannon entropy in bits of a histogram (int array of counts per code)."""
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log2(p)).sum())

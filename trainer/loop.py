@@ -30,9 +30,9 @@ class TrainResult:
         a validation split or before the first evaluation).
       losses: list of (step, training loss in nats per sample), one per step of this run.
       export_dir: where the model was exported (None when the run stopped early).
-      samples_per_sec: training throughput after the first step (which includes
+      samples_per_sec: training throughput after the first loop (which includes
         tracing and compilation), in audio samples of input per second; None
-        with fewer than two steps.
+        with a single loop.
     """
 
     step: int
@@ -57,6 +57,9 @@ class LoopSettings:
       mixed_precision: scale the loss (float16/bfloat16 compute).
       jit_compile: compile the replica step with XLA.
       seed: seeds the audio summary's sampling.
+      steps_per_loop: training steps run on the device between host round trips;
+        progress, summaries and NaN checks happen once per loop, checkpoints and
+        evaluations on loop boundaries.
     """
 
     steps: int
@@ -69,6 +72,7 @@ class LoopSettings:
     mixed_precision: bool = False
     jit_compile: bool = False
     seed: int = 0
+    steps_per_loop: int = 1
 
 
 def train(
@@ -108,23 +112,15 @@ def train(
     Raises:
       TrainingError: the loss became NaN or Inf; the last good checkpoint is kept.
     """
-    import keras
     import tensorflow as tf
 
     rf = wavenet_config.receptive_field
     global_batch = settings.global_batch
 
-    def replica_loss(codes, training):
-        logits = wavenet(codes[:, :-1], training=training)
-        # Only outputs that see a full receptive field are scored.
-        per_sample = keras.losses.sparse_categorical_crossentropy(
-            codes[:, rf:], tf.cast(logits[:, rf - 1 :], tf.float32), from_logits=True
-        )
-        return tf.reduce_mean(per_sample, axis=1)  # [batch] nats per sample
-
     def train_replica(codes):
         with tf.GradientTape() as tape:
-            loss = tf.nn.compute_average_loss(replica_loss(codes, True), global_batch_size=global_batch)
+            per_example = cross_entropy_nats(wavenet(codes[:, :-1], training=True), codes, rf)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             scaled = optimizer.scale_loss(loss) if settings.mixed_precision else loss
         grads = tape.gradient(scaled, wavenet.trainable_variables)
         optimizer.apply(grads, wavenet.trainable_variables)
@@ -134,15 +130,20 @@ def train(
     compiled_replica = tf.function(train_replica, jit_compile=True) if settings.jit_compile else train_replica
 
     @tf.function
-    def train_step(iterator):
-        loss = strategy.run(compiled_replica, args=(next(iterator),))
-        step.assign_add(1)
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
+    def train_loop(iterator, num_steps):
+        """num_steps steps on device without returning to Python; the loss of each, reduced over replicas."""
+        losses = tf.TensorArray(tf.float32, size=num_steps)
+        for i in tf.range(num_steps):
+            loss = strategy.run(compiled_replica, args=(next(iterator),))
+            step.assign_add(1)
+            losses = losses.write(i, strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None))
+        return losses.stack()
 
     @tf.function
     def eval_step(codes):
         def replica(batch):
-            return tf.reduce_sum(replica_loss(batch, False)), tf.cast(tf.shape(batch)[0], tf.float32)
+            per_example = cross_entropy_nats(wavenet(batch[:, :-1], training=False), batch, rf)
+            return tf.reduce_sum(per_example), tf.cast(tf.shape(batch)[0], tf.float32)
 
         total, count = strategy.run(replica, args=(codes,))
         return (
@@ -159,6 +160,18 @@ def train(
             total, count = total + float(batch_total), count + float(batch_count)
         return total / count if count else None
 
+    def next_boundary(current):
+        """The step the next loop ends at: a checkpoint, an evaluation, the end or the preemption."""
+        ends = [
+            settings.steps,
+            (current // settings.checkpoint_every + 1) * settings.checkpoint_every,
+            (current // settings.eval_every + 1) * settings.eval_every,
+            current + settings.steps_per_loop,
+        ]
+        if stop_after_steps is not None:
+            ends.append(start_step + stop_after_steps)
+        return min(ends)
+
     writers = {
         name: tf.summary.create_file_writer(posixpath.join(write_dir, "logs", name)) for name in ("train", "validation")
     }
@@ -166,30 +179,37 @@ def train(
     result = TrainResult(step=start_step)
     samples_per_step = global_batch * settings.crop_samples
     progress = _progress_bar(start_step, settings.steps, enabled=chief)
-    started = time.monotonic()
-    timed_from = None  # (step, time) after the first step, which includes tracing and compilation.
-    while int(step.numpy()) < settings.steps:
-        loss = float(train_step(iterator))
-        current = int(step.numpy())
-        if timed_from is None:
-            timed_from = (current, time.monotonic())
-        if not math.isfinite(loss):
+    timed_from = None  # (step, time) after the first loop, which includes tracing and compilation.
+    current = start_step
+    while current < settings.steps and (stop_after_steps is None or current - start_step < stop_after_steps):
+        num_steps = next_boundary(current) - current
+        losses = train_loop(iterator, tf.constant(num_steps, tf.int32)).numpy()
+        first, current = current + 1, int(step.numpy())
+        now = time.monotonic()
+        rate = None
+        if timed_from is not None:
+            rate = (current - timed_from[0]) * samples_per_step / (now - timed_from[1])
+        else:
+            timed_from = (current, now)
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if len(bad):
             progress.close()
             raise TrainingError(
-                f"the loss became {loss} at step {current}; training stopped. The last good checkpoint "
-                f"({checkpoint_manager.latest_checkpoint or 'none'}) is kept; lower --learning_rate or check the data."
+                f"the loss became {losses[bad[0]]} at step {first + bad[0]}; training stopped. The last good "
+                f"checkpoint ({checkpoint_manager.latest_checkpoint or 'none'}) is kept; lower --learning_rate, "
+                "set --clip_norm, or check the data."
             )
-        result.losses.append((current, loss))
-        result.step, result.train_loss_nats = current, loss
-        elapsed = time.monotonic() - started
-        progress.update(1)
-        progress.set_postfix(
-            loss=f"{loss:.3f}", samples_per_s=f"{(current - start_step) * samples_per_step / elapsed:,.0f}"
-        )
-        with writers["train"].as_default(step=current):
-            tf.summary.scalar("loss_nats", loss)
-            tf.summary.scalar("loss_bits", loss / math.log(2))
-            tf.summary.scalar("learning_rate", float(np.asarray(optimizer.learning_rate)))
+        result.losses.extend(zip(range(first, current + 1), losses.tolist(), strict=True))
+        result.step, result.train_loss_nats = current, float(losses[-1])
+        progress.update(num_steps)
+        progress.set_postfix(loss=f"{losses[-1]:.3f}", samples_per_s=f"{rate:,.0f}" if rate else "...")
+        with writers["train"].as_default():
+            for offset, loss in enumerate(losses.tolist()):
+                tf.summary.scalar("loss_nats", loss, step=first + offset)
+                tf.summary.scalar("loss_bits", loss / math.log(2), step=first + offset)
+            tf.summary.scalar("learning_rate", float(np.asarray(optimizer.learning_rate)), step=current)
+            if rate:
+                tf.summary.scalar("samples_per_sec", rate, step=current)
         if current % settings.checkpoint_every == 0 or current == settings.steps:
             checkpoint_manager.save(checkpoint_number=current)
             on_checkpoint()
@@ -200,22 +220,85 @@ def train(
                     tf.summary.scalar("loss_nats", result.validation_loss_nats)
                     tf.summary.scalar("loss_bits", result.validation_loss_nats / math.log(2))
                 if chief and settings.summary_audio_secs > 0:
-                    num_samples = int(settings.summary_audio_secs * settings.sample_rate)
-                    clip = generate_naive(wavenet, wavenet_config, num_samples, settings.seed)
-                    tf.summary.audio("generated", clip[None, :, None], settings.sample_rate)
-        if stop_after_steps is not None and current - start_step >= stop_after_steps:
-            break
+                    write_audio_summary(wavenet, wavenet_config, settings, current)
     progress.close()
     for writer in writers.values():
         writer.flush()
-    timed_steps = result.step - timed_from[0] if timed_from else 0
-    if timed_steps:
-        result.samples_per_sec = timed_steps * samples_per_step / (time.monotonic() - timed_from[1])
+    if timed_from is not None and result.step > timed_from[0]:
+        result.samples_per_sec = (result.step - timed_from[0]) * samples_per_step / (time.monotonic() - timed_from[1])
     return result
 
 
+def learning_rate_schedule(name, peak, warmup_steps, total_steps):
+    """Linear warm-up from 0 to `peak` over warmup_steps, then constant or a cosine decay to 0 at total_steps.
+
+    Keras' CosineDecay with warm-up (I. Loshchilov and F. Hutter, "SGDR", ICLR 2017; warm-up as in
+    P. Goyal et al., "Accurate, Large Minibatch SGD", 2017, section 2.2).
+
+    Returns:
+      a keras LearningRateSchedule, or the float `peak` for a constant rate without warm-up.
+    """
+    import keras
+
+    if warmup_steps <= 0 and name == "constant":
+        return peak
+    warmup_steps = max(0, min(warmup_steps, total_steps - 1))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup_steps else peak,
+        decay_steps=max(1, total_steps - warmup_steps),
+        alpha=1.0 if name == "constant" else 0.0,
+        warmup_target=peak if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
+
+
+def cross_entropy_nats(logits, codes, receptive_field):
+    """Per-example cross-entropy of a WaveNet's predictions, over the outputs that see a full receptive field.
+
+    The model reads codes[:, :-1]; output t predicts codes[:, t + 1]. Outputs
+    before receptive_field - 1 see the zero padding of the causal convolutions,
+    not music, and are not scored (the quantity the paper reports, van den
+    Oord et al. 2016, section 3.2, as negative log-likelihood per sample).
+
+    Args:
+      logits: float [batch, time - 1, quantization_channels], the model's output on codes[:, :-1].
+      codes: int32 [batch, time] mu-law codes.
+      receptive_field: the model's receptive field in samples.
+
+    Returns:
+      float32 [batch] mean nats per scored sample.
+    """
+    import keras
+    import tensorflow as tf
+
+    per_sample = keras.losses.sparse_categorical_crossentropy(
+        codes[:, receptive_field:], tf.cast(logits[:, receptive_field - 1 :], tf.float32), from_logits=True
+    )
+    return tf.reduce_mean(per_sample, axis=1)
+
+
+def write_audio_summary(wavenet, wavenet_config, settings, step):
+    """A clip from the current weights, with its spectrogram, into the current TensorBoard writer.
+
+    Generated by the sampler's fast engine (`sampler.fast.generate_audio`):
+    seconds of audio in seconds of compute, where a full pass per sample
+    would take minutes.
+    """
+    import tensorflow as tf
+
+    from pipelines import contract
+    from sampler import fast, spectrogram
+
+    model_config = contract.ModelConfig(wavenet=wavenet_config, sample_rate=settings.sample_rate)
+    num_samples = int(settings.summary_audio_secs * settings.sample_rate)
+    clip = fast.generate_audio(wavenet, model_config, num_samples, seed=settings.seed + step)[0]
+    tf.summary.audio("generated", clip[None, :, None], settings.sample_rate, step=step)
+    png = spectrogram.spectrogram_png(clip, settings.sample_rate, title=f"Generated at step {step}")
+    tf.summary.image("generated_spectrogram", tf.image.decode_png(png)[None], step=step)
+
+
 def generate_naive(wavenet, wavenet_config, num_samples, seed):
-    """A short clip by the plain algorithm (a full pass per sample), for TensorBoard.
+    """A clip by the plain algorithm (a full pass per sample): the reference the sampler's benchmark compares with.
 
     Returns:
       float32 [num_samples] in [-1, 1].

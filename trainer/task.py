@@ -27,11 +27,17 @@ import sys
 import tempfile
 
 from pipelines import contract
-from trainer import data, export, loop, model, storage
+from trainer import data, distribute, export, loop, model, storage
 from trainer.loop import TrainingError
 
 _LOGGER = logging.getLogger(__name__)
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+LR_SCHEDULES = ("constant", "cosine")
+DEFAULT_LR_SCHEDULE = "cosine"
+DEFAULT_WARMUP_STEPS = 200
+DEFAULT_CLIP_NORM = 1.0
+# Steps per host round trip by device kind (BENCHMARKS.md): a CPU gains little, accelerators idle without it.
+DEFAULT_STEPS_PER_LOOP = {"CPU": 10, "GPU": 100, "TPU": 200}
 
 
 def parse_args(argv):
@@ -63,7 +69,37 @@ def parse_args(argv):
         help="Random crop of each window, in samples (>= receptive field + 1); bounds memory. "
         "Default: the whole window.",
     )
-    parser.add_argument("--learning_rate", type=float, default=1e-3, help="Adam learning rate. Default: %(default)s.")
+    parser.add_argument(
+        "--learning_rate", type=float, default=1e-3, help="Adam's peak learning rate. Default: %(default)s."
+    )
+    parser.add_argument(
+        "--lr_schedule",
+        choices=LR_SCHEDULES,
+        default=DEFAULT_LR_SCHEDULE,
+        help="constant: the learning rate after the warm-up; cosine: then a cosine decay to 0 at --steps "
+        "(Loshchilov and Hutter, SGDR, 2017). Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--warmup_steps",
+        type=int,
+        default=DEFAULT_WARMUP_STEPS,
+        help="Steps of linear warm-up from 0 to --learning_rate. Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--clip_norm",
+        type=float,
+        default=DEFAULT_CLIP_NORM,
+        help="Clip the gradients to this global norm (0 disables). Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--steps_per_loop",
+        type=int,
+        default=None,
+        help="Training steps run on the device between returns to Python (progress, summaries and NaN checks "
+        "happen once per loop). Default: "
+        + ", ".join(f"{kind} {n}" for kind, n in DEFAULT_STEPS_PER_LOOP.items())
+        + " (BENCHMARKS.md).",
+    )
     parser.add_argument(
         "--checkpoint_every", type=int, default=500, help="Steps between checkpoints. Default: %(default)s."
     )
@@ -76,8 +112,9 @@ def parse_args(argv):
     parser.add_argument(
         "--summary_audio_secs",
         type=float,
-        default=0.1,
-        help="Seconds of audio generated at each evaluation for TensorBoard (0 disables). Default: %(default)s.",
+        default=2.0,
+        help="Seconds of audio generated at each evaluation for TensorBoard, by the sampler's fast engine, "
+        "with its spectrogram (0 disables). Default: %(default)s.",
     )
     parser.add_argument("--strategy", choices=STRATEGIES, default="auto", help="tf.distribute strategy.")
     parser.add_argument("--tpu", default=None, help="TPU name or address; with --strategy auto, selects TPU.")
@@ -89,55 +126,6 @@ def parse_args(argv):
     parser.add_argument("--jit_compile", action="store_true", help="Compile the train step with XLA.")
     parser.add_argument("--seed", type=int, default=0, help="Seed for weights, shuffling and cropping.")
     return parser.parse_args(argv)
-
-
-def get_strategy(name="auto", tpu=None):
-    """The one place strategies are made.
-
-    auto: TPU when --tpu is given; several GPUs -> MirroredStrategy; TF_CONFIG
-    naming several workers -> MultiWorkerMirroredStrategy; else one device.
-    """
-    import tensorflow as tf
-
-    if name == "auto":
-        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-        workers = sum(len(cluster.get(role, [])) for role in ("chief", "worker"))
-        if tpu:
-            name = "tpu"
-        elif workers > 1:
-            name = "multi_worker"
-        elif len(tf.config.list_logical_devices("GPU")) > 1:
-            name = "mirrored"
-        else:
-            name = "one_device"
-    if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "mirrored":
-        gpus = tf.config.list_logical_devices("GPU")
-        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-        return tf.distribute.MirroredStrategy(devices)
-    gpus = tf.config.list_logical_devices("GPU")
-    return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
-
-
-def _is_chief(strategy):
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
-
-
-def _write_dir(job_dir, strategy):
-    """The chief writes into job_dir; other workers (which must also save, in step) under job_dir/workers/."""
-    if _is_chief(strategy):
-        return job_dir
-    resolver = strategy.cluster_resolver
-    return posixpath.join(job_dir, "workers", f"{resolver.task_type}_{resolver.task_id}")
 
 
 def run(argv=None, dataset_override=None, strategy_override=None, stop_after_steps=None):
@@ -180,6 +168,8 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
         sample_rate=previous.sample_rate if previous else None,
         min_window_samples=config.receptive_field + 1,
     )
+    if args.steps_per_loop is not None and args.steps_per_loop < 1:
+        raise ValueError(f"--steps_per_loop must be at least 1, got {args.steps_per_loop}")
     window = description.window_samples
     crop = args.crop_samples or window
     if not config.receptive_field + 1 <= crop <= window:
@@ -189,22 +179,27 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
         )
 
     keras.utils.set_random_seed(args.seed)
-    strategy = strategy_override or get_strategy(args.strategy, args.tpu)
+    strategy = strategy_override or distribute.get_strategy(args.strategy, args.tpu)
     global_batch = args.batch_size
     if global_batch % strategy.num_replicas_in_sync:
         raise ValueError(f"--batch_size={global_batch} must divide by {strategy.num_replicas_in_sync} replicas")
-    write_dir = _write_dir(args.job_dir, strategy)
+    write_dir = distribute.write_dir(args.job_dir, strategy)
 
     with strategy.scope():
         previous_policy = keras.mixed_precision.global_policy()
         if args.mixed_precision:
+            # TPUs compute in bfloat16 (no loss scaling needed in principle, harmless); GPUs in float16.
             # Layers keep the policy they are built with; the global one is restored right after.
-            keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.tpu else "mixed_float16")
+            policy = "mixed_bfloat16" if distribute.is_tpu(strategy) else "mixed_float16"
+            keras.mixed_precision.set_global_policy(policy)
         try:
             wavenet = model.build_wavenet(config)
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
-        optimizer = keras.optimizers.Adam(args.learning_rate)
+        optimizer = keras.optimizers.Adam(
+            loop.learning_rate_schedule(args.lr_schedule, args.learning_rate, args.warmup_steps, args.steps),
+            global_clipnorm=args.clip_norm or None,
+        )
         if args.mixed_precision:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(wavenet.trainable_variables)
@@ -258,6 +253,7 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
         mixed_precision=args.mixed_precision,
         jit_compile=args.jit_compile,
         seed=args.seed,
+        steps_per_loop=args.steps_per_loop or DEFAULT_STEPS_PER_LOOP[distribute.device_kind(strategy)],
     )
     result = loop.train(
         settings,
@@ -270,7 +266,7 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
         iter(strategy.distribute_datasets_from_function(train_input)),
         validation_input if description.splits[contract.VALIDATION].windows else None,
         write_dir,
-        chief=_is_chief(strategy),
+        chief=distribute.is_chief(strategy),
         on_checkpoint=push,
         stop_after_steps=stop_after_steps,
     )

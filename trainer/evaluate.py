@@ -1,0 +1,152 @@
+"""python -m trainer.evaluate: how well an exported WaveNet predicts music it may never have heard.
+
+    python -m trainer.evaluate --model JOB_DIR_OR_EXPORT --data PREPROCESS_OUTPUT [--split validation] [--json FILE]
+
+Reads only the two contracts: the export (model.keras, config.json) and a
+preprocess output (dataset.json and the shards it lists). Scores every window
+of the split whole, as the training loop's validation does: the mean
+cross-entropy, in nats and bits per sample, of the outputs that see a full
+receptive field, beside the entropy of the same windows' code histogram (the
+loss of a model that learned nothing but how often each code occurs).
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+
+import numpy as np
+
+from pipelines import contract
+from trainer import data, loop, storage
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """A model's score on a split.
+
+    Attributes:
+      split: the split scored.
+      windows: windows scored.
+      loss_nats, loss_bits: mean cross-entropy per scored sample.
+      entropy_nats, entropy_bits: entropy of the code histogram of the same windows, per sample.
+      model_step: training steps behind the model.
+    """
+
+    split: str
+    windows: int
+    loss_nats: float
+    loss_bits: float
+    entropy_nats: float
+    entropy_bits: float
+    model_step: int
+
+
+def evaluate(model_path, data_path, split=contract.VALIDATION, batch_size=8, max_windows=None, progress=True):
+    """Scores an exported model on a preprocess output.
+
+    Args:
+      model_path: a training job_dir or its export/ (local, gs://, s3://).
+      data_path: a preprocess output (local or gs://; s3:// is staged to local disk).
+      split: contract.TRAIN or contract.VALIDATION.
+      batch_size: windows per forward pass.
+      max_windows: score at most this many windows (None: all).
+      progress: show a progress bar.
+
+    Returns:
+      Evaluation.
+
+    Raises:
+      FileNotFoundError: no export or no dataset there.
+      contract.DatasetMismatchError: the data cannot be scored by this model.
+    """
+    import keras
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    export_dir = contract.local_export_dir(model_path)
+    config = contract.read_model_config(export_dir)
+    if storage.needs_staging(data_path):
+        import tempfile
+
+        data_path = storage.stage_dataset(data_path, tempfile.mkdtemp(prefix="wavenet-eval-"))
+    description = contract.read_description(data_path)
+    rf = config.receptive_field
+    contract.check_compatible(
+        description,
+        "the model",
+        sample_rate=config.sample_rate,
+        quantization_channels=config.quantization_channels,
+        min_window_samples=rf + 1,
+    )
+    wavenet = keras.saving.load_model(f"{export_dir}/{contract.MODEL_FILE}", compile=False)
+    window = description.window_samples
+    records = tf.data.TFRecordDataset(data.split_paths(data_path, description, split))
+    total_windows = description.splits[split].windows
+    if max_windows is not None:
+        records, total_windows = records.take(max_windows), min(total_windows, max_windows)
+    batches = records.map(lambda r: data.parse_window(r, window)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    @tf.function
+    def score(codes):
+        return tf.reduce_sum(loop.cross_entropy_nats(wavenet(codes[:, :-1], training=False), codes, rf))
+
+    total, windows = 0.0, 0
+    counts = np.zeros(config.quantization_channels, np.int64)
+    with tqdm(total=total_windows, unit="window", disable=not progress, desc=f"{split} windows") as bar:
+        for codes in batches:
+            total += float(score(codes))
+            windows += int(codes.shape[0])
+            counts += np.bincount(codes.numpy().ravel(), minlength=config.quantization_channels)
+            bar.update(int(codes.shape[0]))
+    if not windows:
+        raise contract.DatasetMismatchError(f"the dataset has no {split} windows to score")
+    entropy_bits = data.entropy_bits(counts)
+    loss_nats = total / windows
+    return Evaluation(
+        split=split,
+        windows=windows,
+        loss_nats=loss_nats,
+        loss_bits=loss_nats / math.log(2),
+        entropy_nats=entropy_bits * math.log(2),
+        entropy_bits=entropy_bits,
+        model_step=config.step,
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.evaluate",
+        description="Score an exported WaveNet on a preprocess output: cross-entropy per sample beside the entropy "
+        "of the code histogram.",
+    )
+    parser.add_argument("--model", required=True, help="The training --job_dir or its export/ (local, gs://, s3://).")
+    parser.add_argument("--data", required=True, help="An output directory of python -m pipelines.preprocess.")
+    parser.add_argument("--split", choices=contract.SPLITS, default=contract.VALIDATION, help="Default: %(default)s.")
+    parser.add_argument("--batch_size", type=int, default=8, help="Windows per forward pass. Default: %(default)s.")
+    parser.add_argument("--max_windows", type=int, default=None, help="Score at most this many windows.")
+    parser.add_argument("--json", default=None, help="Also write the figures as JSON to this file ('-': stdout).")
+    args = parser.parse_args(argv)
+    try:
+        result = evaluate(args.model, args.data, args.split, args.batch_size, args.max_windows)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"{result.split}: {result.loss_nats:.3f} nats ({result.loss_bits:.3f} bits) per sample over "
+        f"{result.windows} windows; the code histogram's entropy is {result.entropy_nats:.3f} nats "
+        f"({result.entropy_bits:.3f} bits); model at step {result.model_step}"
+    )
+    if args.json:
+        text = json.dumps(dataclasses.asdict(result), indent=2, sort_keys=True)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
