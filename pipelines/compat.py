@@ -137,3 +137,48 @@ def pinned_http_adapter(pinned_address):
             self.poolmanager.pool_classes_by_scheme = {"http": PinnedHTTPPool, "https": PinnedHTTPSPool}
 
     return PinnedAdapter()
+
+
+def beam_option_parser():
+    """A parser knowing every option of every loaded `PipelineOptions` class, as Beam builds it.
+
+    `PipelineOptions.get_all_options` builds this parser (Beam's private
+    `_BeamArgumentParser`, which adds value-provider arguments) from the
+    direct subclasses of `PipelineOptions` and silently discards what it
+    cannot parse; we build the same one to tell the user instead.
+
+    Returns:
+      an argparse.ArgumentParser.
+    """
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False, add_help=False)
+    classes = {}
+    for cls in PipelineOptions.__subclasses__():
+        classes.setdefault(str(cls), cls)
+    for cls in classes.values():
+        cls._add_argparse_args(parser)
+    return parser
+
+
+def dataflow_worker_environment(job):
+    """The environment Dataflow would give the job's workers, built offline from a dry-run job.
+
+    `DataflowRunner` with `--dry_run=True` stops before its API client builds
+    the job's `Environment` (`apache_beam.runners.dataflow.internal.apiclient`);
+    building it here shows what would reach the workers without a network.
+
+    Args:
+      job: `PipelineResult.job` of a dry run (an `apiclient.Job`).
+
+    Returns:
+      (dict of the pipeline options sent to workers, list of SDK container image names).
+    """
+    from apache_beam.runners.dataflow.internal import apiclient
+
+    environment = apiclient.Environment(
+        [], job.options, "8", "gs://dry-run/pipeline.pb", proto_pipeline=job.proto_pipeline
+    ).proto
+    pool = environment.worker_pools[0]
+    images = [image.container_image for image in pool.sdk_harness_container_images]
+    return dict(environment.sdk_pipeline_options["options"]), images

@@ -5,12 +5,16 @@ A `PipelineOptions` subclass, so every Beam option (--runner,
 and a Dataflow Flex Template's metadata.json can mirror them.
 """
 
+import argparse
+import contextlib
+import difflib
+import io
 import math
 import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import audio, commit, contract, scrape
+from pipelines import audio, commit, compat, contract, scrape
 from pipelines.sources import PACKAGE_DATA_DIR
 
 # The bundled clips processed when no --input is given.
@@ -189,3 +193,46 @@ class PreprocessOptions(PipelineOptions):
             silence_threshold_db=self.silence_threshold_db,
             max_track_secs=self.max_track_secs,
         )
+
+
+PROG = "python -m pipelines.preprocess"
+DESCRIPTION = (
+    "Music files, globs, URLs or scraped listing pages -> mu-law TFRecord windows, dataset.json, and per-run "
+    "track and failure files. Every Apache Beam pipeline option is accepted beside these."
+)
+
+
+def help_text():
+    """--help as users type the command: our options, then a pointer to Beam's."""
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
+    PreprocessOptions._add_argparse_args(parser)
+    return parser.format_help()
+
+
+def unknown_flags(argv):
+    """The arguments no option of ours or of Beam defines, each with a "did you mean" suggestion.
+
+    Beam discards arguments it cannot parse; a mistyped --ouput would then
+    write to the default output. This tells the user before the job starts.
+
+    Args:
+      argv: the command line.
+
+    Returns:
+      list of str messages, empty when every argument is known.
+    """
+    parser = compat.beam_option_parser()
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            _, unknown = parser.parse_known_args(argv)
+    except SystemExit:
+        return []  # A known option with a bad value: Beam's own parsing reports it.
+    known = [option for action in compat.parser_options(parser) for option in action.option_strings]
+    messages = []
+    for arg in unknown:
+        if not arg.startswith("-"):
+            continue  # The value of an unknown flag, or a stray word: reported with its flag, or harmless.
+        flag = arg.split("=", 1)[0]
+        close = difflib.get_close_matches(flag, known, n=1, cutoff=0.75)
+        messages.append(f"unknown option {flag}" + (f" (did you mean {close[0]}?)" if close else ""))
+    return messages

@@ -25,7 +25,10 @@ from pipelines.options import (
     BUNDLED_VALIDATION_FRACTION,
     DEFAULT_INPUTS,
     DEFAULT_VALIDATION_FRACTION,
+    PROG,
     PreprocessOptions,
+    help_text,
+    unknown_flags,
 )
 
 # Set in the Flex Template launcher image (templates/Dockerfile), never on workers or laptops.
@@ -227,6 +230,12 @@ def run(argv=None, save_main_session=True):
       ValueError: for inconsistent options, or an output made with other settings.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(help_text())
+        return None
+    unknown = unknown_flags(argv)
+    if unknown:
+        raise ValueError("; ".join(unknown) + f". `{PROG} --help` lists our options; Beam's are accepted too.")
     options = PreprocessOptions(argv)
     options.view_as(SetupOptions).save_main_session = save_main_session
     runner = local_runner(options, argv)

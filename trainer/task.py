@@ -34,7 +34,7 @@ _LOGGER = logging.getLogger(__name__)
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 LR_SCHEDULES = ("constant", "cosine")
 DEFAULT_LR_SCHEDULE = "cosine"
-DEFAULT_WARMUP_STEPS = 200
+DEFAULT_WARMUP_STEPS = 50
 DEFAULT_CLIP_NORM = 1.0
 # Steps per host round trip by device kind (BENCHMARKS.md): a CPU gains little, accelerators idle without it.
 DEFAULT_STEPS_PER_LOOP = {"CPU": 10, "GPU": 100, "TPU": 200}
