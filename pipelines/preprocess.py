@@ -8,6 +8,7 @@ With no --input, processes the clips bundled with the package into ./output
 using every core. Runs unchanged on Dataflow, Spark and Flink (--runner).
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, SetupOptions, StandardOptions
 from apache_beam.runners.runner import PipelineState
 
-from pipelines import commit, compat, contract, scrape, sources, transforms
+from pipelines import commit, compat, contract, progress, scrape, sources, transforms
 from pipelines.options import (
     BUNDLED_VALIDATION_FRACTION,
     DEFAULT_INPUTS,
@@ -268,12 +269,14 @@ def run(argv=None, save_main_session=True):
         started = time.monotonic()
         pipeline = beam.Pipeline(runner=runner, options=options)
         build_pipeline(pipeline, preprocess, run_id, previous)
-        result = pipeline.run()
         if os.environ.get(FLEX_TEMPLATE_ENV):
             # Launched from a Dataflow Flex Template: the launcher must return once the job is submitted.
+            pipeline.run()
             logging.info("Submitted from a Flex Template; the job commits dataset.json when it finishes.")
             return None
-        state = result.wait_until_finish()
+        with progress.Reporter() if local else contextlib.nullcontext():
+            result = pipeline.run()
+            state = result.wait_until_finish()
     except BaseException:
         if local:
             commit.release_lease(output, run_id)  # Nothing of this run was committed; its files are leftovers.

@@ -16,7 +16,7 @@ from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipelines import audio, commit, contract, examples, fetch, scrape, sources
+from pipelines import audio, commit, contract, examples, fetch, progress, scrape, sources
 from pipelines.contract import Accounting, SplitSummary
 
 _LOGGER = logging.getLogger(__name__)
@@ -176,6 +176,7 @@ class PickSourceFn(beam.DoFn):
             self._skipped.inc()
             yield pvalue.TaggedOutput(SKIPPED, track_id)
             return
+        progress.track_selected()
         # Deterministic choice: the record saying most (scraped metadata) wins.
         yield min(records, key=lambda r: (-len(r), json.dumps(r, sort_keys=True)))
 
@@ -240,6 +241,7 @@ class ProcessTrackFn(_FetchingDoFn):
             if not isinstance(e, contract.TrackError):
                 e = contract.TrackError(contract.STAGE_PROCESS, f"{type(e).__name__}: {e}")
             self._counters[TRACKS_FAILED_PROCESSING].inc()
+            progress.track_done(0.0)
             yield pvalue.TaggedOutput(FAILED, contract.failure_record(uri, e))
             return
         stats = track.stats
@@ -251,6 +253,7 @@ class ProcessTrackFn(_FetchingDoFn):
             time.monotonic() - started,
         )
         self._counters[TRACKS_OK].inc()
+        progress.track_done(stats.samples / self._config.sample_rate)
         self._counters[SAMPLES_OUT].inc(stats.samples)
         self._counters[WINDOWS_KEPT].inc(stats.windows)
         self._counters[WINDOWS_SILENT_DROPPED].inc(stats.windows_silent_dropped)

@@ -226,3 +226,32 @@ def test_help_explains_every_option():
         "--silence_threshold_db", "--max_failure_fraction", "--num_shards", "--max_download_bytes",
     ):  # fmt: skip
         assert f"  {option} " in result.stdout, option
+
+
+@pytest.mark.parametrize("mode", ["in_memory", "multi_processing"])
+def test_local_runs_show_progress_counting_every_track(tmp_path, capsys, mode):
+    inputs = [CLIPS["mp3_22k_mono"], CLIPS["ogg_48k"], CLIPS["flac_44k"], str(tmp_path / "missing.mp3")]
+    preprocess.run([f"--output={tmp_path / 'out'}", "--direct_num_workers=2", f"--direct_running_mode={mode}",
+                    "--max_failure_fraction=0.5", *(f"--input={path}" for path in inputs)])  # fmt: skip
+    # The missing file fails at matching, before processing: three tracks to process, all counted when done.
+    assert "Progress: 3/3 tracks" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argument, message",
+    [("--inptu=x", "unknown option --inptu (did you mean --input?)"),
+     ("--ouput=x", "unknown option --ouput (did you mean --output?)"),
+     ("--no_such_thing", "unknown option --no_such_thing")],
+    ids=["input", "output", "no-suggestion"],
+)  # fmt: skip
+def test_mistyped_options_stop_the_job_before_it_starts(tmp_path, monkeypatch, argument, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        preprocess.run([argument])
+    assert os.listdir(tmp_path) == []  # Nothing was written, not even to the default ./output.
+
+
+def test_help_shows_the_command_as_users_type_it():
+    result = subprocess.run([sys.executable, "-m", "pipelines.preprocess", "--help"], capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert result.stdout.startswith("usage: python -m pipelines.preprocess ")
