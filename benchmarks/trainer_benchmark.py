@@ -1,6 +1,6 @@
 """Training throughput of the default WaveNet, and of the input pipeline alone, in one run.
 
-    python benchmarks/trainer_benchmark.py [--steps 12] [--batch_size 8] [--mixed_precision]
+    python benchmarks/trainer_benchmark.py [--steps 12] [--batch_size 8] [--steps_per_loop 1,10] [--mixed_precision]
 
 1. Preprocesses the bundled clips at 16 kHz into 16,000-sample windows.
 2. Trains the default model (receptive field 2,048) for --steps steps with
@@ -33,6 +33,9 @@ def main():
     parser.add_argument("--model", default="default")
     parser.add_argument("--mixed_precision", action="store_true")
     parser.add_argument("--jit_compile", action="store_true")
+    parser.add_argument(
+        "--steps_per_loop", default="1,10", help="Comma-separated values compared in this run (the first is the base)."
+    )
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -42,14 +45,18 @@ def main():
         preprocess.run([f"--output={dataset_dir}", "--direct_num_workers=1", "--direct_running_mode=in_memory"])
         description = contract.read_description(dataset_dir)
         window = description.window_samples
-        flags = [
-            f"--data={dataset_dir}", f"--job_dir={os.path.join(workdir, 'job')}", f"--model={args.model}",
-            f"--steps={args.steps}", f"--batch_size={args.batch_size}", "--eval_every=1000000",
-            "--checkpoint_every=1000000", "--summary_audio_secs=0",
-        ]  # fmt: skip
-        flags += ["--mixed_precision"] * args.mixed_precision + ["--jit_compile"] * args.jit_compile
-        result = task.run(flags)
-        model_rate = result.samples_per_sec
+        rates = {}
+        for steps_per_loop in [int(n) for n in args.steps_per_loop.split(",")]:
+            flags = [
+                f"--data={dataset_dir}", f"--job_dir={os.path.join(workdir, f'job-{steps_per_loop}')}",
+                f"--model={args.model}", f"--steps={args.steps}", f"--batch_size={args.batch_size}",
+                "--eval_every=1000000", "--checkpoint_every=1000000", "--summary_audio_secs=0",
+                f"--steps_per_loop={steps_per_loop}",
+            ]  # fmt: skip
+            flags += ["--mixed_precision"] * args.mixed_precision + ["--jit_compile"] * args.jit_compile
+            rates[steps_per_loop] = task.run(flags).samples_per_sec
+        base = next(iter(rates))
+        model_rate = rates[base]
 
         paths = data.split_paths(dataset_dir, description, contract.TRAIN)
         dataset = data.make_dataset(paths, window, args.batch_size, seed=0)
@@ -62,7 +69,9 @@ def main():
 
     devices = [d.name for d in tf.config.list_logical_devices()]
     print(f"\ndevices: {devices}; model {args.model}, global batch {args.batch_size} x {window} samples")
-    print(f"training:   {model_rate:>12,.0f} samples/s ({model_rate / description.sample_rate:.2f}x real time)")
+    for steps_per_loop, rate in rates.items():
+        print(f"training, --steps_per_loop {steps_per_loop:>4}: {rate:>12,.0f} samples/s "
+              f"({rate / description.sample_rate:.2f}x real time; {rate / model_rate:.2f}x --steps_per_loop {base})")
     print(f"input only: {input_rate:>12,.0f} samples/s")
     print(f"input / training: {input_rate / model_rate:.0f}x (target >= 10x)")
 

@@ -336,10 +336,7 @@ class DatasetDescription:
     format_version: int = DATASET_FORMAT_VERSION
 
     def __post_init__(self):
-        _check(self.format_version == DATASET_FORMAT_VERSION, f"unknown format_version {self.format_version!r}")
-        _check(self.encoding == ENCODING, f"encoding is {self.encoding!r}, expected {ENCODING!r}")
-        _check(self.sample_rate > 0, f"sample_rate must be positive, got {self.sample_rate}")
-        _check(2 <= self.quantization_channels <= 256, f"quantization_channels {self.quantization_channels}")
+        _check_audio_fields(self, DATASET_FORMAT_VERSION, "")
         _check(self.window_samples > 0 and self.hop_samples > 0, "window_samples and hop_samples must be positive")
         _check(set(self.splits) == set(SPLITS), f"splits must be {SPLITS}, got {sorted(self.splits)}")
         _check(len(self.runs) >= 1, "a dataset holds at least one run")
@@ -556,10 +553,7 @@ class ModelConfig:
     format_version: int = MODEL_FORMAT_VERSION
 
     def __post_init__(self):
-        _check(self.format_version == MODEL_FORMAT_VERSION, f"unknown model format_version {self.format_version!r}")
-        _check(self.encoding == ENCODING, f"encoding is {self.encoding!r}, expected {ENCODING!r}")
-        _check(self.sample_rate > 0, f"sample_rate must be positive, got {self.sample_rate}")
-        _check(2 <= self.quantization_channels <= 256, f"quantization_channels {self.quantization_channels}")
+        _check_audio_fields(self, MODEL_FORMAT_VERSION, "model ")
 
     @property
     def receptive_field(self):
@@ -675,6 +669,18 @@ def _parsing(file_name):
         raise
     except (KeyError, TypeError, AttributeError) as e:
         raise ContractError(f"malformed {file_name}: {type(e).__name__}: {e}") from e
+
+
+def _check_audio_fields(contract_object, format_version, kind):
+    """The fields both contracts share: a known format version, mu-law, a positive rate, uint8 codes."""
+    _check(
+        contract_object.format_version == format_version,
+        f"unknown {kind}format_version {contract_object.format_version!r}",
+    )
+    _check(contract_object.encoding == ENCODING, f"encoding is {contract_object.encoding!r}, expected {ENCODING!r}")
+    _check(contract_object.sample_rate > 0, f"sample_rate must be positive, got {contract_object.sample_rate}")
+    channels = contract_object.quantization_channels
+    _check(2 <= channels <= 256, f"quantization_channels must be in 2..256, got {channels}")
 
 
 def _check(condition, message):
