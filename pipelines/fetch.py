@@ -45,6 +45,10 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
 SCHEMES = ("http", "https")
+# The trust zone of a URL: "private" lets it (and its redirects) reach loopback and private addresses
+# (URLs the user gave, tracks of a listing that is itself on such an address); "public" does not.
+ZONE_PRIVATE = "private"
+ZONE_PUBLIC = "public"
 # Cloud metadata services, by name and by address (the 169.254.0.0/16 ones are link-local anyway).
 METADATA_HOSTS = frozenset({"metadata", "metadata.google.internal", "metadata.goog", "instance-data",
                             "instance-data.ec2.internal"})  # fmt: skip

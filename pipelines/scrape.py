@@ -47,7 +47,7 @@ class TrackRecord:
     artist: str = ""
     licence: str = ""
     page_url: str = ""
-    zone: str = "public"
+    zone: str = fetch.ZONE_PUBLIC
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +153,7 @@ class ListingPage:
     problems: list
 
 
-def parse_listing(html, listing_url, rules=SITES["fma"], zone="public"):
+def parse_listing(html, listing_url, rules=SITES["fma"], zone=fetch.ZONE_PUBLIC):
     """Tracks, the next page's URL and what was malformed on one listing page.
 
     The next page is the first of: a link the site rules name (rel="next"
@@ -224,8 +224,8 @@ def _with_page(url, number):
 def listing_zone(start_url, fetcher):
     """'private' when the listing is on a loopback or private address or the user allows those, else 'public'."""
     if fetcher.config.allow_private_addresses or fetch.is_private_host(start_url, fetcher.resolver):
-        return "private"
-    return "public"
+        return fetch.ZONE_PRIVATE
+    return fetch.ZONE_PUBLIC
 
 
 def scrape_listing(start_url, fetcher, max_pages, rules=SITES["fma"], seen=None, stats=None):
@@ -259,7 +259,7 @@ def scrape_listing(start_url, fetcher, max_pages, rules=SITES["fma"], seen=None,
     while url and stats["pages"] < max_pages and url not in visited:
         visited.add(url)
         try:
-            response = fetcher.get_page(url, allow_private=zone == "private")
+            response = fetcher.get_page(url, allow_private=zone == fetch.ZONE_PRIVATE)
             page = parse_listing(response.body, response.url, rules, zone)
         except fetch.FetchError as e:
             if not guessed:  # A guessed page number that does not exist is the end of the listing.

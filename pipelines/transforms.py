@@ -45,12 +45,6 @@ TRACKS = "tracks"
 SKIPPED = "skipped"
 
 
-# Network trust zone of a URL source: "private" lets it (and its redirects) reach loopback and private
-# addresses (URLs the user gave, tracks of a listing that is itself on such an address); "public" does not.
-ZONE_PRIVATE = "private"
-ZONE_PUBLIC = "public"
-
-
 def source_record(uri, **metadata):
     """A track to process: its canonical URI, its id, and what a listing page said of it."""
     return {"uri": sources.canonical_uri(uri), "track_id": sources.track_id_for(uri), **metadata}
@@ -227,8 +221,10 @@ class ProcessTrackFn(_FetchingDoFn):
         uri, track_id = source["uri"], source["track_id"]
         started = time.monotonic()
         windows = 0
+        # Sources without a zone were named by the user (--input, a stream message): theirs to allow.
+        allow_private = source.get("zone", fetch.ZONE_PRIVATE) == fetch.ZONE_PRIVATE
         try:
-            fileobj, final_uri = sources.open_uri(uri, self._fetcher, source.get("zone", ZONE_PRIVATE) == ZONE_PRIVATE)
+            fileobj, final_uri = sources.open_uri(uri, self._fetcher, allow_private)
             with fileobj:
                 track = audio.Track(fileobj, self._config)
                 for offset, codes in track:
