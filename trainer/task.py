@@ -33,9 +33,9 @@ from trainer.loop import TrainingError
 _LOGGER = logging.getLogger(__name__)
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 LR_SCHEDULES = ("constant", "cosine")
-DEFAULT_LR_SCHEDULE = "cosine"
-DEFAULT_WARMUP_STEPS = 50
-DEFAULT_CLIP_NORM = 1.0
+DEFAULT_LR_SCHEDULE = "constant"
+DEFAULT_WARMUP_STEPS = 0
+DEFAULT_CLIP_NORM = 0.0
 # Steps per host round trip by device kind (BENCHMARKS.md): a CPU gains little, accelerators idle without it.
 DEFAULT_STEPS_PER_LOOP = {"CPU": 10, "GPU": 100, "TPU": 200}
 
