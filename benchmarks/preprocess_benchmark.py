@@ -1,6 +1,6 @@
 """Preprocessing speed and memory, measured as ratios in one run on the same files.
 
-    python benchmarks/preprocess_benchmark.py [--corpus DIR] [--scaling_minutes 60]
+    python benchmarks/preprocess_benchmark.py [--corpus DIR] [--scaling_minutes 60] [--parts 1,2,3,4]
 
 1. Per core: decode -> mono -> 16 kHz -> mu-law -> encoded tf.Examples (our
    `audio.Track` + `examples.ExampleEncoder`, the code a Beam worker runs)
@@ -12,6 +12,11 @@
    cost measured on a 1-second file.
 3. Peak memory (resident set of the whole process tree) of the pipeline on a
    60-minute mp3.
+4. The whole CLI on one core (`--direct_num_workers 1 --direct_running_mode
+   in_memory`) on a 60-minute mp3 plus the corpus's longest track: its
+   steady-state throughput (the run's wall time minus the same command's on a
+   1-second file) against ffmpeg decoding the same files, next to the
+   per-core ratio of part 1 on those files; and the fixed start-up cost.
 
 Needs ffmpeg on PATH and `pip install -e ".[benchmark]"`. Results go in BENCHMARKS.md.
 """
@@ -219,6 +224,27 @@ def memory(source, workdir):
     print(f"(for scale: the decoded song as float32 stereo at 44.1 kHz is {decoded_mb:.0f} MB)")
 
 
+def whole_cli(source, workdir, repeats):
+    print("\n## 4. The whole CLI on one core vs ffmpeg decode alone (steady state), and the fixed start-up")
+    files = [looped_mp3(source, 3600, os.path.join(workdir, "cli-sixty-minutes.mp3")), source]
+    tiny = looped_mp3(source, 1, os.path.join(workdir, "cli-one-second.mp3"))
+    args = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
+    ffmpeg_secs = sum(min(ffmpeg_decode_secs(path) for _ in range(repeats)) for path in files)
+    ours(tiny)  # Warm imports and caches.
+    worker_secs = sum(best_of(repeats, ours, path)[0] for path in files)
+    audio_secs = sum(ours(path) for path in files)
+    fixed = min(run_pipeline([tiny], os.path.join(workdir, f"cli-tiny-{i}"), args)[0] for i in range(repeats))
+    runs = [run_pipeline(files, os.path.join(workdir, f"cli-{i}"), args)[0] for i in range(repeats)]
+    steady = min(runs) - fixed
+    print(f"audio: {audio_secs:.0f} s in {len(files)} files; ffmpeg decode alone: {ffmpeg_secs:.2f} s")
+    print(f"per core (worker path, part 1's `ours`): {worker_secs:.2f} s -> {ffmpeg_secs / worker_secs:.2f}x ffmpeg")
+    print(
+        f"whole CLI: {min(runs):.2f} s wall (runs: {', '.join(f'{r:.2f}' for r in runs)}) - {fixed:.2f} s fixed "
+        f"= {steady:.2f} s steady state -> {ffmpeg_secs / steady:.2f}x ffmpeg (target >= 0.6x)"
+    )
+    print(f"fixed start-up (the same command on a 1-second file, best of {repeats}): {fixed:.2f} s (target <= 3 s)")
+
+
 def main():
     default_corpus = os.path.join(REPO, "..", "shared", "corpus")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -231,7 +257,7 @@ def main():
     parser.add_argument("--scaling_minutes", type=int, default=60, help="Length of each file of part 2.")
     parser.add_argument("--scaling_files", type=int, default=8, help="Number of files in part 2.")
     parser.add_argument("--skip_recipe", action="store_true", help="Leave out the slow legacy recipe.")
-    parser.add_argument("--parts", default="1,2,3", help="Comma-separated parts to run.")
+    parser.add_argument("--parts", default="1,2,3,4", help="Comma-separated parts to run.")
     args = parser.parse_args()
     if shutil.which("ffmpeg") is None:
         sys.exit("ffmpeg must be on PATH")
@@ -248,6 +274,8 @@ def main():
             scaling(source, workdir, args.scaling_minutes, args.scaling_files)
         if "3" in parts:
             memory(source, workdir)
+        if "4" in parts:
+            whole_cli(source, workdir, args.repeats)
 
 
 if __name__ == "__main__":

@@ -70,8 +70,10 @@ def main():
     devices = [d.name for d in tf.config.list_logical_devices()]
     print(f"\ndevices: {devices}; model {args.model}, global batch {args.batch_size} x {window} samples")
     for steps_per_loop, rate in rates.items():
-        print(f"training, --steps_per_loop {steps_per_loop:>4}: {rate:>12,.0f} samples/s "
-              f"({rate / description.sample_rate:.2f}x real time; {rate / model_rate:.2f}x --steps_per_loop {base})")
+        print(
+            f"training, --steps_per_loop {steps_per_loop:>4}: {rate:>12,.0f} samples/s "
+            f"({rate / description.sample_rate:.2f}x real time; {rate / model_rate:.2f}x --steps_per_loop {base})"
+        )
     print(f"input only: {input_rate:>12,.0f} samples/s")
     print(f"input / training: {input_rate / model_rate:.0f}x (target >= 10x)")
 

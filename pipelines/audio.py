@@ -181,12 +181,13 @@ def _decode_container(fileobj, block_samples, report):
                     converters[key] = av.AudioResampler(format="fltp")
                 converted = converters[key].resample(frame)
             for f in converted:
-                if pending and (f.sample_rate, len(f.planes)) != layout:
+                planes, samples = f.planes, f.samples
+                if pending and (f.sample_rate, len(planes)) != layout:
                     yield layout[0], _join_planes(pending)
                     pending, pending_samples = [], 0
-                layout = (f.sample_rate, len(f.planes))
-                pending.append([np.frombuffer(plane, np.float32, f.samples) for plane in f.planes])
-                pending_samples += f.samples
+                layout = (f.sample_rate, len(planes))
+                pending.append([np.frombuffer(plane, np.float32, samples) for plane in planes])
+                pending_samples += samples
             if pending_samples >= block_samples:
                 yield layout[0], _join_planes(pending)
                 pending, pending_samples = [], 0
@@ -256,7 +257,10 @@ def _declared_secs(container, stream):
 
 def _join_planes(frames):
     """float32 [channels, n] from a list of frames, each a list of per-channel arrays."""
-    return np.stack([np.concatenate(channel) for channel in zip(*frames, strict=True)])
+    joined = np.empty((len(frames[0]), sum(len(frame[0]) for frame in frames)), np.float32)
+    for row, channel in zip(joined, zip(*frames, strict=True), strict=True):
+        np.concatenate(channel, out=row)
+    return joined
 
 
 def _frames(container, stream, report):
@@ -361,7 +365,14 @@ def downmix(audio):
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 2 or audio.shape[0] < 1:
         raise ValueError(f"expected [channels >= 1, n_samples], got shape {audio.shape}")
-    return audio.mean(axis=0, dtype=np.float32)
+    # The same float32 operations as audio.mean(axis=0) (channels added in order, then one division by
+    # their count), without its temporaries: the result is identical, bit for bit.
+    mono = audio[0].copy()
+    for channel in audio[1:]:
+        mono += channel
+    if len(audio) > 1:
+        mono /= np.float32(len(audio))
+    return mono
 
 
 class StreamResampler:
@@ -594,8 +605,10 @@ class Track:
         stats.skipped_secs = round(report.skipped_secs, 3)
         if report.stop_reason:
             stats.decode_error = f"decoding stopped after {decoded_secs:.2f} s: {report.stop_reason}"
-        elif not stats.max_track_secs_reached and report.declared_secs and report.declared_secs - decoded_secs > max(
-            1.0, TRUNCATION_TOLERANCE * report.declared_secs
+        elif (
+            not stats.max_track_secs_reached
+            and report.declared_secs
+            and report.declared_secs - decoded_secs > max(1.0, TRUNCATION_TOLERANCE * report.declared_secs)
         ):
             stats.decode_error = f"decoded {decoded_secs:.1f} s of {report.declared_secs:.1f} s declared"
 

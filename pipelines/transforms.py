@@ -198,7 +198,7 @@ class SelectSources(beam.PTransform):
 
 
 class ProcessTrackFn(_FetchingDoFn):
-    """Track source -> windows (main output), a track record (TRACKS) or a failure (FAILED).
+    """Track source -> its windows (tagged with the track's split), a track record (TRACKS) or a failure (FAILED).
 
     Streams the track through decode, downmix, resample, mu-law and
     windowing (`audio.Track`), so memory stays bounded by a block of audio.
@@ -223,13 +223,14 @@ class ProcessTrackFn(_FetchingDoFn):
         windows = 0
         # Sources without a zone were named by the user (--input, a stream message): theirs to allow.
         allow_private = source.get("zone", fetch.ZONE_PRIVATE) == fetch.ZONE_PRIVATE
+        split = split_for(track_id, self._validation_fraction)  # Once per track: a track never straddles splits.
         try:
             fileobj, final_uri = sources.open_uri(uri, self._fetcher, allow_private)
             with fileobj:
                 track = audio.Track(fileobj, self._config)
                 for offset, codes in track:
                     windows += 1
-                    yield examples.Window(track_id, offset, codes.tobytes())
+                    yield pvalue.TaggedOutput(split, examples.Window(track_id, offset, codes.tobytes()))
                 self._counters[BYTES_READ].inc(fileobj.tell())
         except Exception as e:
             if windows:
@@ -264,7 +265,7 @@ class ProcessTrackFn(_FetchingDoFn):
             TRACKS,
             {
                 **source,
-                "split": split_for(track_id, self._validation_fraction),
+                "split": split,
                 "duration_secs": stats.samples / self._config.sample_rate,
                 "windows": stats.windows,
                 "windows_silent_dropped": stats.windows_silent_dropped,
@@ -292,19 +293,12 @@ class ProcessTracks(beam.PTransform):
     def __init__(self, config, validation_fraction, fetch_config):
         super().__init__()
         self._fn = ProcessTrackFn(config, validation_fraction, fetch_config)
-        self._validation_fraction = validation_fraction
 
     def expand(self, sources_pcoll):
-        fraction = self._validation_fraction
-        processed = sources_pcoll | "ProcessTrack" >> beam.ParDo(self._fn).with_outputs(FAILED, TRACKS, main="windows")
-        by_split = processed.windows | "PartitionSplits" >> beam.Partition(
-            lambda window, _: contract.SPLITS.index(split_for(window.track_id, fraction)), len(contract.SPLITS)
+        processed = sources_pcoll | "ProcessTrack" >> beam.ParDo(self._fn).with_outputs(
+            *contract.SPLITS, FAILED, TRACKS, main="unused"
         )
-        return {
-            **{split: by_split[i] for i, split in enumerate(contract.SPLITS)},
-            TRACKS: processed[TRACKS],
-            FAILED: processed[FAILED],
-        }
+        return {name: processed[name] for name in (*contract.SPLITS, TRACKS, FAILED)}
 
 
 class EncodeExamplesFn(beam.DoFn):

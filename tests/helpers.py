@@ -132,8 +132,6 @@ class MusicSite:
         return f"<html><body><div class='playlist'>{''.join(tracks)}</div>{next_link}</body></html>"
 
 
-
-
 def committed_tracks(output):
     """The track records of every run committed in a preprocess output, as the pipeline's verifier reads them."""
     from pipelines import contract, verify

@@ -38,6 +38,40 @@ def test_mu_law_clips_out_of_range_input():
     assert contract.mu_law_encode(np.array([-3.0, 3.0])).tolist() == [0, 255]
 
 
+@pytest.mark.parametrize("quantization_channels", [256, 255, 16, 3, 2])
+def test_mu_law_encode_equals_the_formula_for_every_input_near_a_threshold(quantization_channels):
+    # The fast encoder can only differ from the formula where the formula's code changes: check the
+    # 400 float32 values on each side of every decision threshold, and random, tiny and special values.
+    thresholds = contract.mu_law_thresholds(quantization_channels)
+    inner = thresholds[1:-1]
+    assert np.all(np.diff(inner) > 0) and inner[0] > -1 and inner[-1] <= 1
+    steps = np.arange(-400, 401)
+    near = np.concatenate([_ulps_around(t, steps) for t in inner])
+    rng = np.random.default_rng(quantization_channels)
+    random = np.concatenate([
+        rng.uniform(-1.5, 1.5, 300_000), rng.uniform(-1e-5, 1e-5, 100_000),
+        [0.0, -0.0, -1.0, 1.0, np.nan, np.inf, -np.inf, np.finfo(np.float32).tiny],
+    ]).astype(np.float32)  # fmt: skip
+    for x in (near, random):
+        assert np.array_equal(
+            contract.mu_law_encode(x, quantization_channels), contract.mu_law_encode_reference(x, quantization_channels)
+        )
+    # Each threshold is where the code steps up: the float32 just below it has the code below.
+    below = np.nextafter(inner, np.float32(-np.inf), dtype=np.float32)
+    levels = np.arange(1, quantization_channels)
+    assert np.array_equal(contract.mu_law_encode_reference(inner, quantization_channels), levels)
+    assert np.array_equal(contract.mu_law_encode_reference(below, quantization_channels), levels - 1)
+
+
+def _ulps_around(value, steps):
+    """float32 values `steps` ulps away from `value` (steps: int array), within [-1, 1]."""
+    bits = np.float32(value).view(np.int32).astype(np.int64)
+    ordered = bits if bits >= 0 else -(bits & 0x7FFFFFFF)
+    keys = ordered + steps
+    raw = np.where(keys >= 0, keys, (-keys) | 0x80000000).astype(np.uint32).view(np.float32)
+    return raw[np.abs(raw) <= 1]
+
+
 def test_mu_law_rejects_more_levels_than_uint8_holds():
     with pytest.raises(ValueError, match="quantization_channels must be in 2..256"):
         contract.mu_law_encode(np.zeros(4), quantization_channels=512)
@@ -68,7 +102,8 @@ def test_dataset_description_round_trips_through_dataset_json(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name", ["../escaped.tfrecord", "/etc/passwd", "sub/dir.tfrecord", "..", "c:\\x.tfrecord"],
+    "name",
+    ["../escaped.tfrecord", "/etc/passwd", "sub/dir.tfrecord", "..", "c:\\x.tfrecord"],
     ids=["parent", "absolute", "subdirectory", "dotdot", "backslash"],
 )
 def test_shard_names_that_leave_the_dataset_directory_are_refused(tmp_path, name):

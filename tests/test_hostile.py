@@ -236,8 +236,17 @@ def test_the_pipeline_survives_a_hostile_listing_and_accounts_for_everything(sit
         ("file:///etc/passwd", {}, "scheme 'file'"),
         ("gs://bucket/x.mp3", {}, "scheme 'gs'"),
     ],
-    ids=["metadata-name", "metadata-address", "link-local-v6", "mapped-link-local", "private", "any-address-bad",
-         "loopback", "file", "gs"],  # fmt: skip
+    ids=[
+        "metadata-name",
+        "metadata-address",
+        "link-local-v6",
+        "mapped-link-local",
+        "private",
+        "any-address-bad",
+        "loopback",
+        "file",
+        "gs",
+    ],  # fmt: skip
 )
 def test_forbidden_addresses_are_refused_before_any_connection(url, mapping, reason, connections):
     fetcher = fetch.Fetcher(FAST, resolver=resolver(mapping))

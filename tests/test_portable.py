@@ -1,6 +1,5 @@
 """The pipeline on Beam's PortableRunner: proof it survives the serialization Spark, Flink and Dataflow v2 need."""
 
-
 import pytest
 
 from pipelines import preprocess

@@ -284,7 +284,7 @@ def test_evaluate_scores_an_export_as_the_training_loop_does(clips_dataset, tmp_
     assert 0 < scored.entropy_bits <= 8
     assert evaluate.main(["--model", str(tmp_path / "export"), "--data", str(clips_dataset), "--json", "-"]) == 0
     out = capsys.readouterr().out
-    assert f"over {windows} windows" in out and json.loads(out[out.index("{"):])["windows"] == windows
+    assert f"over {windows} windows" in out and json.loads(out[out.index("{") :])["windows"] == windows
 
 
 def test_evaluate_refuses_data_at_another_sample_rate(trained_job, tmp_path):

@@ -1,7 +1,7 @@
 """The model contract's writer: the exported model and its config.json.
 
-    export_dir/model.keras   Keras built-in layers only, loadable without this code
-    export_dir/config.json   `contract.ModelConfig`: architecture, receptive field, sample rate, step
+export_dir/model.keras   Keras built-in layers only, loadable without this code
+export_dir/config.json   `contract.ModelConfig`: architecture, receptive field, sample rate, step
 """
 
 import os

@@ -30,9 +30,10 @@ class TrainResult:
         a validation split or before the first evaluation).
       losses: list of (step, training loss in nats per sample), one per step of this run.
       export_dir: where the model was exported (None when the run stopped early).
-      samples_per_sec: training throughput after the first loop (which includes
-        tracing and compilation), in audio samples of input per second; None
-        with a single loop.
+      samples_per_sec: training throughput from the end of the first loop (which
+        includes tracing and compilation) to the end of the last, in audio
+        samples of input per second (checkpoints and evaluations between loops
+        count; the final ones do not); None with a single loop.
     """
 
     step: int
@@ -189,6 +190,7 @@ def train(
         rate = None
         if timed_from is not None:
             rate = (current - timed_from[0]) * samples_per_step / (now - timed_from[1])
+            result.samples_per_sec = rate
         else:
             timed_from = (current, now)
         bad = np.flatnonzero(~np.isfinite(losses))
@@ -224,8 +226,6 @@ def train(
     progress.close()
     for writer in writers.values():
         writer.flush()
-    if timed_from is not None and result.step > timed_from[0]:
-        result.samples_per_sec = (result.step - timed_from[0]) * samples_per_step / (time.monotonic() - timed_from[1])
     return result
 
 
