@@ -59,7 +59,7 @@ class PreprocessOptions(PipelineOptions):
             default=None,
             help="Listing page (Free Music Archive layout) to scrape for track URLs; repeatable. "
             "Its pagination is followed, the tracks are downloaded and processed in the same job, "
-            "and their title, artist, licence and page go into tracks.jsonl.",
+            "and their title, artist, licence and page go into the run's track index (tracks-RUN.jsonl).",
         )
         scrape.add_scrape_limits(group)
         scrape.add_fetch_arguments(group)
@@ -78,7 +78,7 @@ class PreprocessOptions(PipelineOptions):
             "--output",
             default="output",
             help="Directory (local, gs:// or s3://) for the TFRecord shards, dataset.json, "
-            "failures.jsonl and tracks.jsonl. Default: ./output.",
+            "each run's track index and failures (tracks-RUN.jsonl, failures-RUN.jsonl). Default: ./output.",
         )
         group.add_argument(
             "--sample_rate",
@@ -153,7 +153,7 @@ class PreprocessOptions(PipelineOptions):
             type=float,
             default=0.5,
             help="Exit non-zero when more than this share of inputs failed (every failure is in "
-            "failures.jsonl either way). Default: %(default)s.",
+            "the run's failures-RUN.jsonl either way). Default: %(default)s.",
         )
         group.add_argument(
             "--num_shards",

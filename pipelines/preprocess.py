@@ -2,7 +2,7 @@
 
     match inputs / scrape listings -> one source per track -> Reshuffle -> decode -> mono
       -> resample -> windows -> mu-law -> tf.train.Example -> train-*.tfrecord / validation-*.tfrecord
-    plus dataset.json, failures.jsonl and tracks.jsonl in --output.
+    plus dataset.json (the commit point) and the run's tracks-RUN.jsonl and failures-RUN.jsonl in --output.
 
 With no --input, processes the clips bundled with the package into ./output
 using every core. Runs unchanged on Dataflow, Spark and Flink (--runner).

@@ -45,7 +45,7 @@ def metadata():
     return {
         "name": "wavenet-music-toolkit preprocess",
         "description": "Music files, globs, URLs or scraped listing pages -> mu-law TFRecord windows, "
-        "dataset.json, failures.jsonl and tracks.jsonl (python -m pipelines.preprocess). One input pattern or "
+        "dataset.json, per-run track and failure records (python -m pipelines.preprocess). One input pattern or "
         "@list file per job; a list file names any number of paths and URLs.",
         "parameters": parameters(),
     }
