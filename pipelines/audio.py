@@ -87,6 +87,8 @@ class DecodeReport:
       stop_reason: why decoding ended before the end of the data ('' when it did not).
       container_format: FFmpeg's name of the container format, once opened.
       segment_offset: byte offset of the link of a chained stream being decoded.
+      tags: the file's metadata tags (container and audio stream merged), once opened:
+        dict of FFmpeg's keys (ID3, Vorbis comments, MP4 atoms, RIFF INFO) as written -> str.
     """
 
     declared_secs: float = None
@@ -95,6 +97,7 @@ class DecodeReport:
     stop_reason: str = ""
     container_format: str = None
     segment_offset: int = 0
+    tags: dict = dataclasses.field(default_factory=dict)
 
 
 def decode_pyav(fileobj, block_samples=DEFAULT_BLOCK_SAMPLES, report=None):
@@ -167,6 +170,7 @@ def _decode_container(fileobj, block_samples, report):
             raise TrackError(STAGE_DECODE, "audio stream has zero channels")
         if first_segment:
             report.declared_secs = _declared_secs(container, stream)
+            report.tags = {**container.metadata, **stream.metadata}
         converters = {}  # One libswresample format converter per input layout (chained streams may change it).
         pending = []  # Per frame, a list of one float32 [n] array per channel.
         pending_samples = 0
@@ -567,6 +571,15 @@ class Track:
         self._config = config
         self._block_samples = block_samples
         self.stats = TrackStats()
+        self._report = DecodeReport()
+
+    @property
+    def tags(self):
+        """The file's metadata tags (`DecodeReport.tags`), known once the first window or block is out.
+
+        Empty before then, and with the pydub decoder (which reads none).
+        """
+        return self._report.tags
 
     def mono_blocks(self):
         """The track decoded, downmixed and resampled, block by block.
@@ -580,7 +593,7 @@ class Track:
         """
         config, stats = self._config, self.stats
         max_samples = int(config.max_track_secs * config.sample_rate)
-        report = DecodeReport()
+        report = self._report = DecodeReport()
         blocks = self._decoded_blocks(report)
         resampler, decoded_secs = None, 0.0
         try:

@@ -26,9 +26,13 @@ import posixpath
 
 import numpy as np
 
+# 3: each window carries its track's labels (label/KIND features), dataset.json each kind's vocabulary.
 # 2: per-run track index and failures files, named in `runs` (1: one tracks.jsonl, `runs` a count).
-DATASET_FORMAT_VERSION = 2
-MODEL_FORMAT_VERSION = 1
+DATASET_FORMAT_VERSION = 3
+# 2: the model may be conditioned on a label (config.json names the kind and its vocabulary);
+# an unconditioned model is still written as 1, so samplers that predate conditioning read it.
+MODEL_FORMAT_VERSION = 2
+UNCONDITIONED_MODEL_FORMAT_VERSION = 1
 ENCODING = "mu-law"
 
 DEFAULT_SAMPLE_RATE = 16000
@@ -39,10 +43,25 @@ DEFAULT_WINDOW_SAMPLES = 16000
 AUDIO_FEATURE = "audio"  # bytes: window_samples uint8 mu-law codes
 TRACK_ID_FEATURE = "track_id"  # bytes: stable hash of the track's identity
 OFFSET_FEATURE = "offset"  # int64: window start, in samples at sample_rate
+
+# Labels: every window carries its track's value of each kind (UNKNOWN_LABEL when none was found).
+LABEL_KINDS = ("genre", "artist")
+UNKNOWN_LABEL = "unknown"
+
+
+def label_feature(kind):
+    """tf.train.Example key of a label kind: bytes, the track's value (UTF-8)."""
+    return f"label/{kind}"
+
+
 FEATURES = {
     AUDIO_FEATURE: "bytes: window_samples uint8 mu-law codes",
     TRACK_ID_FEATURE: "bytes: stable hash of the track's identity",
     OFFSET_FEATURE: "int64: window start in samples at sample_rate",
+    **{
+        label_feature(kind): f"bytes: the track's {kind} (UTF-8; '{UNKNOWN_LABEL}' when it has none)"
+        for kind in LABEL_KINDS
+    },
 }
 
 # Files written into the output directory. dataset.json is the commit point: it alone says which
@@ -323,6 +342,32 @@ class SplitSummary:
 
 
 @dataclasses.dataclass(frozen=True)
+class LabelCount:
+    """How much of a dataset carries one label value.
+
+    Attributes:
+      windows: windows with that value.
+      tracks: tracks with that value.
+    """
+
+    windows: int = 0
+    tracks: int = 0
+
+    def plus(self, other):
+        return LabelCount(self.windows + other.windows, self.tracks + other.tracks)
+
+
+def merge_label_counts(first, second):
+    """Two {kind: {value: LabelCount}} dicts added up value by value."""
+    merged = {kind: dict(values) for kind, values in first.items()}
+    for kind, values in second.items():
+        target = merged.setdefault(kind, {})
+        for value, count in values.items():
+            target[value] = target.get(value, LabelCount()).plus(count)
+    return merged
+
+
+@dataclasses.dataclass(frozen=True)
 class Accounting:
     """What became of a run's inputs: tracks_ok + tracks_failed + tracks_skipped_existing == tracks_input.
 
@@ -387,6 +432,8 @@ class DatasetDescription:
       validation_fraction: share of tracks assigned to validation by a stable hash.
       splits: dict split name (SPLITS) -> SplitSummary, describing everything the output holds.
       runs: tuple of RunRecord, every run whose output this description holds, oldest first.
+      labels: dict kind (LABEL_KINDS) -> dict value -> LabelCount over all splits: each kind's
+        vocabulary. Datasets of format 1 and 2 read as every window UNKNOWN_LABEL.
       encoding: always ENCODING.
       format_version: DATASET_FORMAT_VERSION.
     """
@@ -401,6 +448,7 @@ class DatasetDescription:
     validation_fraction: float
     splits: dict
     runs: tuple
+    labels: dict = dataclasses.field(default_factory=dict)
     encoding: str = ENCODING
     format_version: int = DATASET_FORMAT_VERSION
 
@@ -412,6 +460,20 @@ class DatasetDescription:
         for summary in self.splits.values():
             for name in summary.files:
                 _check_plain_name(name)
+        for kind, values in self.labels.items():
+            _check(isinstance(kind, str) and isinstance(values, dict), f"malformed labels of kind {kind!r}")
+            _check(all(isinstance(v, LabelCount) for v in values.values()), f"malformed label counts of {kind!r}")
+
+    def vocabulary(self, kind):
+        """The values of a label kind, as a model indexes them: UNKNOWN_LABEL first, then the others sorted.
+
+        Raises:
+          DatasetMismatchError: kind is not one of LABEL_KINDS.
+        """
+        if kind not in LABEL_KINDS:
+            raise DatasetMismatchError(f"unknown label kind {kind!r}: one of {', '.join(LABEL_KINDS)}")
+        values = set(self.labels.get(kind, {})) - {UNKNOWN_LABEL}
+        return (UNKNOWN_LABEL, *sorted(values))
 
     @property
     def accounting(self):
@@ -432,12 +494,13 @@ class DatasetDescription:
         """Windows in all splits."""
         return sum(split.windows for split in self.splits.values())
 
-    def with_run(self, splits, run):
+    def with_run(self, splits, run, labels=None):
         """This description with another run's output added.
 
         Args:
           splits: dict split -> SplitSummary of the run's shards and tracks (disjoint from these).
           run: the run's RunRecord.
+          labels: the run's {kind: {value: LabelCount}}, or None.
 
         Returns:
           a new DatasetDescription: the union of the splits and the runs.
@@ -450,6 +513,7 @@ class DatasetDescription:
             self,
             splits={name: self.splits[name].plus(splits[name]) for name in SPLITS},
             runs=(*self.runs, run),
+            labels=merge_label_counts(self.labels, labels or {}),
         )
 
     def shard_paths(self, directory, split):
@@ -464,6 +528,10 @@ class DatasetDescription:
         out["splits"] = {
             name: {**dataclasses.asdict(s), "files": list(s.files), "seconds": round(s.seconds, 3)}
             for name, s in self.splits.items()
+        }
+        out["labels"] = {
+            kind: {value: dataclasses.asdict(count) for value, count in sorted(values.items())}
+            for kind, values in self.labels.items()
         }
         out["features"] = dict(FEATURES)
         return out
@@ -492,6 +560,19 @@ class DatasetDescription:
                 values["runs"] = tuple(
                     RunRecord(**{**run, "accounting": Accounting(**run["accounting"])}) for run in raw["runs"]
                 )
+            if raw.get("format_version") in (1, 2):
+                # Windows written before labels carry none: every one reads as UNKNOWN_LABEL.
+                values["format_version"] = DATASET_FORMAT_VERSION
+                everything = LabelCount(
+                    windows=sum(s.windows for s in values["splits"].values()),
+                    tracks=sum(s.tracks for s in values["splits"].values()),
+                )
+                values["labels"] = {kind: {UNKNOWN_LABEL: everything} for kind in LABEL_KINDS}
+            else:
+                values["labels"] = {
+                    kind: {value: LabelCount(**count) for value, count in counts.items()}
+                    for kind, counts in raw.get("labels", {}).items()
+                }
             return cls(**values)
 
 
@@ -577,6 +658,10 @@ class WaveNetConfig:
       skip_channels: channels of the skip connections and the output stack.
       filter_width: kernel size of the causal and dilated convolutions.
       dilations: dilation of each layer, in order.
+      condition_values: values of the label the model is globally conditioned on (0: unconditioned).
+        Each dilated layer then has an embedding of the label added to its filter and gate
+        pre-activations: tanh(W_f * x + V_f h) * sigmoid(W_g * x + V_g h) with h the one-hot label
+        (van den Oord et al. 2016, section 2.5, global conditioning).
     """
 
     quantization_channels: int = DEFAULT_QUANTIZATION_CHANNELS
@@ -585,6 +670,7 @@ class WaveNetConfig:
     skip_channels: int = 128
     filter_width: int = 2
     dilations: tuple = tuple(2**i for i in range(10)) * 2
+    condition_values: int = 0
 
     @property
     def receptive_field(self):
@@ -596,7 +682,10 @@ class WaveNetConfig:
         return (self.filter_width - 1) * sum(self.dilations) + self.filter_width
 
     def to_dict(self):
-        return {**dataclasses.asdict(self), "dilations": list(self.dilations)}
+        out = {**dataclasses.asdict(self), "dilations": list(self.dilations)}
+        if not self.condition_values:
+            del out["condition_values"]  # An unconditioned model's config reads as before conditioning existed.
+        return out
 
     @classmethod
     def from_dict(cls, raw):
@@ -611,18 +700,81 @@ class ModelConfig:
       wavenet: the architecture (JSON key "model").
       sample_rate: Hz of the audio the model was trained on (and generates).
       step: training steps behind the exported weights.
+      condition_kind: the label kind (LABEL_KINDS) the model is conditioned on, or None.
+      condition_vocabulary: tuple of that kind's values; value i is the model's condition i
+        (`DatasetDescription.vocabulary`).
       encoding: always ENCODING.
-      format_version: MODEL_FORMAT_VERSION.
+      format_version: MODEL_FORMAT_VERSION when conditioned, else UNCONDITIONED_MODEL_FORMAT_VERSION.
     """
 
     wavenet: WaveNetConfig
     sample_rate: int
     step: int = 0
+    condition_kind: str = None
+    condition_vocabulary: tuple = ()
     encoding: str = ENCODING
-    format_version: int = MODEL_FORMAT_VERSION
+    format_version: int = None
 
     def __post_init__(self):
-        _check_audio_fields(self, MODEL_FORMAT_VERSION, "model ")
+        conditioned = bool(self.wavenet.condition_values)
+        if self.format_version is None:
+            version = MODEL_FORMAT_VERSION if conditioned else UNCONDITIONED_MODEL_FORMAT_VERSION
+            object.__setattr__(self, "format_version", version)
+        _check(
+            self.format_version in (UNCONDITIONED_MODEL_FORMAT_VERSION, MODEL_FORMAT_VERSION),
+            f"unknown model format_version {self.format_version!r}",
+        )
+        _check_audio_fields(self, self.format_version, "model ")
+        object.__setattr__(self, "condition_vocabulary", tuple(self.condition_vocabulary))
+        if conditioned:
+            _check(isinstance(self.condition_kind, str), "a conditioned model names its condition_kind")
+            vocabulary = self.condition_vocabulary
+            _check(
+                len(vocabulary) == self.wavenet.condition_values and len(set(vocabulary)) == len(vocabulary),
+                f"condition_vocabulary must hold {self.wavenet.condition_values} distinct values",
+            )
+        else:
+            _check(
+                not self.condition_kind and not self.condition_vocabulary, "an unconditioned model has no vocabulary"
+            )
+
+    @property
+    def conditioned(self):
+        return bool(self.wavenet.condition_values)
+
+    def condition_indices(self, values):
+        """Label values -> the model's condition indices.
+
+        A value matches exactly, or else case-insensitively when that names one value.
+
+        Args:
+          values: sequence of str.
+
+        Returns:
+          list of int in [0, len(condition_vocabulary)).
+
+        Raises:
+          ValueError: the model is unconditioned, or a value is not in its vocabulary (the message lists them).
+        """
+        if not self.conditioned:
+            raise ValueError("the model is not conditioned on a label; generate without --condition")
+        vocabulary = self.condition_vocabulary
+        folded = {}
+        for index, name in enumerate(vocabulary):
+            folded.setdefault(name.casefold(), []).append(index)
+        indices = []
+        for value in values:
+            if value in vocabulary:
+                indices.append(vocabulary.index(value))
+            elif len(folded.get(value.casefold(), ())) == 1:
+                indices.append(folded[value.casefold()][0])
+            else:
+                shown = ", ".join(repr(v) for v in vocabulary[:50]) + (" ..." if len(vocabulary) > 50 else "")
+                raise ValueError(
+                    f"{value!r} is not a {self.condition_kind} this model knows; it was trained on "
+                    f"{len(vocabulary)}: {shown}"
+                )
+        return indices
 
     @property
     def receptive_field(self):
@@ -634,7 +786,7 @@ class ModelConfig:
 
     def to_dict(self):
         # receptive_field and quantization_channels are derived, written for readers without this code.
-        return {
+        out = {
             "format_version": self.format_version,
             "model": self.wavenet.to_dict(),
             "receptive_field": self.receptive_field,
@@ -643,6 +795,9 @@ class ModelConfig:
             "quantization_channels": self.quantization_channels,
             "step": self.step,
         }
+        if self.conditioned:
+            out["condition"] = {"kind": self.condition_kind, "vocabulary": list(self.condition_vocabulary)}
+        return out
 
     @classmethod
     def from_dict(cls, raw):
@@ -653,12 +808,15 @@ class ModelConfig:
             that disagree with the architecture.
         """
         with _parsing(MODEL_CONFIG_FILE):
+            condition = raw.get("condition") or {}
             config = cls(
                 wavenet=WaveNetConfig.from_dict(raw["model"]),
                 sample_rate=raw["sample_rate"],
                 step=raw.get("step", 0),
+                condition_kind=condition.get("kind"),
+                condition_vocabulary=tuple(condition.get("vocabulary", ())),
                 encoding=raw.get("encoding", ENCODING),
-                format_version=raw.get("format_version", MODEL_FORMAT_VERSION),
+                format_version=raw.get("format_version", UNCONDITIONED_MODEL_FORMAT_VERSION),
             )
         for key in ("receptive_field", "quantization_channels"):
             _check(raw.get(key, getattr(config, key)) == getattr(config, key), f"{key} disagrees with the model")

@@ -18,19 +18,22 @@ class Window:
       track_id: stable hash of the source URI (str of hex digits).
       offset: window start in samples at the dataset's sample rate.
       codes: bytes of window_samples uint8 mu-law codes.
+      labels: the track's value of each kind of contract.LABEL_KINDS, in that order
+        (a window without labels is written with contract.UNKNOWN_LABEL).
     """
 
     track_id: str
     offset: int
     codes: bytes
+    labels: tuple = ()
 
 
 class ExampleEncoder:
     """Serializes windows as tf.train.Example protos.
 
     Each example has `audio` (bytes_list of one element: the codes),
-    `track_id` (bytes_list) and `offset` (int64_list), as named in
-    `pipelines.contract`.
+    `track_id` (bytes_list), `offset` (int64_list) and one bytes_list per
+    label kind (`contract.label_feature`), as named in `pipelines.contract`.
     """
 
     def __init__(self):
@@ -50,12 +53,23 @@ class ExampleEncoder:
           list of bytes, one serialized tf.train.Example per window, in order.
         """
         pa = self._pa
+        unknown = (contract.UNKNOWN_LABEL,) * len(contract.LABEL_KINDS)
+        labels = [w.labels or unknown for w in windows]
         batch = pa.RecordBatch.from_arrays(
             [
                 pa.array([[w.codes] for w in windows], pa.list_(pa.binary())),
                 pa.array([[w.track_id.encode()] for w in windows], pa.list_(pa.binary())),
                 pa.array([[w.offset] for w in windows], pa.list_(pa.int64())),
+                *(
+                    pa.array([[values[k].encode()] for values in labels], pa.list_(pa.binary()))
+                    for k in range(len(contract.LABEL_KINDS))
+                ),
             ],
-            [contract.AUDIO_FEATURE, contract.TRACK_ID_FEATURE, contract.OFFSET_FEATURE],
+            [
+                contract.AUDIO_FEATURE,
+                contract.TRACK_ID_FEATURE,
+                contract.OFFSET_FEATURE,
+                *map(contract.label_feature, contract.LABEL_KINDS),
+            ],
         )
         return self._encoder.encode(batch)

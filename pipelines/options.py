@@ -14,7 +14,7 @@ import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import audio, commit, compat, contract, scrape
+from pipelines import audio, commit, compat, contract, labels, scrape
 from pipelines.sources import PACKAGE_DATA_DIR
 
 # The bundled clips processed when no --input is given.
@@ -60,6 +60,27 @@ class PreprocessOptions(PipelineOptions):
             help="Listing page (Free Music Archive layout) to scrape for track URLs; repeatable. "
             "Its pagination is followed, the tracks are downloaded and processed in the same job, "
             "and their title, artist, licence and page go into the run's track index (tracks-RUN.jsonl).",
+        )
+        group.add_argument(
+            "--label_from",
+            action="append",
+            default=None,
+            metavar="KIND=SOURCE",
+            help=f"Label every track's KIND ({', '.join(contract.LABEL_KINDS)}) from SOURCE; repeatable. "
+            "parent_dir: the name of the directory (or URL path segment) holding the file, e.g. "
+            "genre=parent_dir for music/ambient/*.mp3; tag: the file's own metadata tag of that name (ID3, "
+            "Vorbis comments, MP4; pyav decoder). Wins over what a scraped site said. Labels go into every "
+            "window (label/KIND features) and each kind's vocabulary into dataset.json; a track without one "
+            f"is '{contract.UNKNOWN_LABEL}'. Default: scraped tracks carry their genre page's genre and their "
+            "artist, other tracks no labels.",
+        )
+        group.add_argument(
+            "--labels_file",
+            default=None,
+            metavar="FILE",
+            help="Labels file (local, gs://, s3://): CSV with a uri,kind,value header, or JSON lines of "
+            '{"uri": ..., "kind": ..., "value": ...}; any spelling of a track\'s path or URL names it. Wins over '
+            "--label_from and the scrape.",
         )
         scrape.add_scrape_limits(group)
         scrape.add_fetch_arguments(group)
@@ -180,6 +201,16 @@ class PreprocessOptions(PipelineOptions):
             default=1 << 30,
             help="Largest accepted download for http(s) inputs and scraped tracks, in bytes. Default: 1 GiB.",
         )
+
+    def label_rules(self):
+        """The `labels.LabelRules` these options describe (reads --labels_file).
+
+        Raises:
+          labels.LabelsError: a malformed rule or file; FileNotFoundError: the --labels_file is missing.
+        """
+        rules = labels.parse_label_from(self.label_from)
+        explicit = labels.read_labels_file(self.labels_file) if self.labels_file else {}
+        return labels.LabelRules(label_from=rules, explicit=explicit)
 
     def audio_config(self):
         """The `AudioConfig` these options describe; raises ValueError when inconsistent."""

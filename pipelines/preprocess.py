@@ -89,7 +89,7 @@ def build_pipeline(pipeline, options, run_id, previous=None):
         found | "FlattenSources" >> beam.Flatten() | "SelectSources" >> transforms.SelectSources(existing_ids)
     )
     processed = to_process | "ProcessTracks" >> transforms.ProcessTracks(
-        config, options.validation_fraction, fetch_config
+        config, options.validation_fraction, fetch_config, options.label_rules()
     )
     tracks = processed[transforms.TRACKS]
     failures.append(processed[transforms.FAILED])
@@ -206,12 +206,27 @@ def format_summary(description, output, wall_secs, new_secs):
             for name, split in description.splits.items()
         )
         + f"; {accounting.windows_silent_dropped} silent dropped",
+        *_label_lines(description),
         f"Throughput: {new_secs / wall_secs:.1f}x real time ({new_secs:.1f} s of audio in {wall_secs:.1f} s wall)",
         f"Output: {FileSystems.join(output, contract.DATASET_FILE)}",
     ]
     if accounting.tracks_failed:
         lines.append(f"Failures: {FileSystems.join(output, description.runs[-1].failures_file)}")
     return "\n".join(lines)
+
+
+def _label_lines(description, shown=6):
+    """A line per label kind that says something: its values by windows, the most common first."""
+    lines = []
+    for kind in contract.LABEL_KINDS:
+        counts = description.labels.get(kind, {})
+        if set(counts) <= {contract.UNKNOWN_LABEL}:
+            continue
+        ranked = sorted(counts.items(), key=lambda item: (-item[1].windows, item[0]))
+        text = ", ".join(f"{value} {count.windows}" for value, count in ranked[:shown])
+        more = f", ... ({len(ranked)} values)" if len(ranked) > shown else ""
+        lines.append(f"Windows by {kind}: {text}{more}")
+    return lines
 
 
 def run(argv=None, save_main_session=True):
@@ -242,6 +257,7 @@ def run(argv=None, save_main_session=True):
     runner = local_runner(options, argv)
     preprocess = options.view_as(PreprocessOptions)
     preprocess.audio_config()  # Fail on bad options before any work.
+    preprocess.label_rules()
     if preprocess.validation_fraction is None:
         bundled = not preprocess.input and not preprocess.scrape_url
         preprocess.validation_fraction = BUNDLED_VALIDATION_FRACTION if bundled else DEFAULT_VALIDATION_FRACTION

@@ -2,7 +2,7 @@
 
     python -m pipelines.scrape --url URL [--url URL ...] --output tracks.jsonl [--max_pages N] [--max_tracks N]
 
-lists tracks (id, audio URL, title, artist, licence, page URL) without
+lists tracks (id, audio URL, title, artist, genre, licence, page URL) without
 downloading audio; `python -m pipelines.preprocess --scrape_url URL` runs the
 same scraping inside the Beam pipeline and processes what it finds.
 
@@ -36,6 +36,8 @@ class TrackRecord:
       track_id: stable hash of the audio URL (`sources.track_id_for`), as in the dataset.
       audio_url: absolute http(s) URL of the audio file.
       title, artist, licence: as the site states them ('' when absent).
+      genre: the genre of the listing page it was found on, else the genre the site
+        gives the track ('' when neither says).
       page_url: the track's own page, or the listing page that showed it.
       zone: "private" when the listing is itself on a loopback or private
         address (or the user allowed those), so its downloads may be too; else "public".
@@ -45,6 +47,7 @@ class TrackRecord:
     audio_url: str
     title: str = ""
     artist: str = ""
+    genre: str = ""
     licence: str = ""
     page_url: str = ""
     zone: str = fetch.ZONE_PUBLIC
@@ -58,7 +61,7 @@ class SiteRules:
       name: short name, for logs.
       track_selector: CSS selector of the elements that each hold one track.
       read_track: element, listing page URL -> dict with audio_url, title,
-        artist, licence, page_url; raises ValueError saying what is malformed.
+        artist, genre, licence, page_url; raises ValueError saying what is malformed.
       next_page_selectors: CSS selectors tried in order for the next page's link.
     """
 
@@ -92,7 +95,7 @@ def _read_fma_track(element, listing_url):
 
     Fields used: fileUrl (audio), title, artistName, url (track page);
     the licence is the Creative Commons link inside the element, if any,
-    or licenseTitle/licenseUrl in the JSON.
+    or licenseTitle/licenseUrl in the JSON; the genre is `_fma_genre`'s.
 
     Raises:
       ValueError: malformed JSON, not an object, or no usable audio URL.
@@ -120,9 +123,39 @@ def _read_fma_track(element, listing_url):
         "audio_url": audio_url,
         "title": _text(info.get("title")),
         "artist": _text(info.get("artistName")),
+        "genre": _fma_genre(info, listing_url),
         "licence": licence,
         "page_url": page_url,
     }
+
+
+def _fma_genre(info, listing_url):
+    """A track's genre on the Free Music Archive: the genre page's it was listed on, else the JSON's first.
+
+    A listing at /genre/NAME/ lists that genre (the user chose the page);
+    elsewhere the JSON may carry `genre` (a name) or `genres` (names, or
+    objects with genre_title / title / name).
+    """
+    if listing_genre(listing_url):
+        return listing_genre(listing_url)
+    named = info.get("genre")
+    if not _text(named) and isinstance(info.get("genres"), list):
+        for entry in info["genres"]:
+            if isinstance(entry, dict):
+                entry = entry.get("genre_title") or entry.get("title") or entry.get("name")
+            if _text(entry):
+                named = entry
+                break
+    return _text(named)
+
+
+def listing_genre(listing_url):
+    """The genre a listing URL names (`.../genre/Ambient/?page=2` -> 'Ambient'), or ''."""
+    segments = [urllib.parse.unquote(s) for s in urllib.parse.urlsplit(listing_url).path.split("/") if s]
+    for before, segment in zip(segments, segments[1:], strict=False):
+        if before.lower() == "genre":
+            return segment.replace("_", " ").strip()
+    return ""
 
 
 SITES = {

@@ -185,7 +185,9 @@ def build_streaming_pipeline(messages, options):
     )
     fixed = beam_window.FixedWindows(options.streaming_window_secs)
     sources = first_seen.sources | "WindowSources" >> beam.WindowInto(fixed)
-    processed = sources | "ProcessTracks" >> transforms.ProcessTracks(config, options.validation_fraction, fetch_config)
+    processed = sources | "ProcessTracks" >> transforms.ProcessTracks(
+        config, options.validation_fraction, fetch_config, options.label_rules()
+    )
 
     message_failures = parsed[transforms.FAILED] | "WindowMessageFailures" >> beam.WindowInto(fixed)
     failures = (message_failures, processed[transforms.FAILED]) | "FlattenFailures" >> beam.Flatten()

@@ -16,8 +16,8 @@ from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipelines import audio, commit, contract, examples, fetch, progress, scrape, sources
-from pipelines.contract import Accounting, SplitSummary
+from pipelines import audio, commit, contract, examples, fetch, labels, progress, scrape, sources
+from pipelines.contract import Accounting, LabelCount, SplitSummary
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -132,9 +132,10 @@ class ScrapeListingsFn(_FetchingDoFn):
         for item in scrape.scrape(start_urls, self._fetcher, self._max_pages, self._max_tracks):
             if isinstance(item, scrape.TrackRecord):
                 self._scraped.inc()
+                said = {"genre": item.genre, "artist": item.artist}
                 yield source_record(
                     item.audio_url, title=item.title, artist=item.artist, licence=item.licence,
-                    page_url=item.page_url, zone=item.zone,
+                    page_url=item.page_url, zone=item.zone, labels={k: v for k, v in said.items() if v},
                 )  # fmt: skip
             else:
                 self._pages_failed.inc()
@@ -202,12 +203,15 @@ class ProcessTrackFn(_FetchingDoFn):
 
     Streams the track through decode, downmix, resample, mu-law and
     windowing (`audio.Track`), so memory stays bounded by a block of audio.
+    Each window carries the track's labels (`labels.resolve`), known once
+    the file is open (its tags) and before the first window is out.
     """
 
-    def __init__(self, config, validation_fraction, fetch_config):
+    def __init__(self, config, validation_fraction, fetch_config, label_rules=None):
         super().__init__(fetch_config)
         self._config = config
         self._validation_fraction = validation_fraction
+        self._label_rules = label_rules or labels.LabelRules()
         self._counters = {
             name: Metrics.counter(NAMESPACE, name)
             for name in (
@@ -224,13 +228,17 @@ class ProcessTrackFn(_FetchingDoFn):
         # Sources without a zone were named by the user (--input, a stream message): theirs to allow.
         allow_private = source.get("zone", fetch.ZONE_PRIVATE) == fetch.ZONE_PRIVATE
         split = split_for(track_id, self._validation_fraction)  # Once per track: a track never straddles splits.
+        track_labels = None
         try:
             fileobj, final_uri = sources.open_uri(uri, self._fetcher, allow_private)
             with fileobj:
                 track = audio.Track(fileobj, self._config)
                 for offset, codes in track:
+                    if track_labels is None:
+                        track_labels = self._labels(source, track)
                     windows += 1
-                    yield pvalue.TaggedOutput(split, examples.Window(track_id, offset, codes.tobytes()))
+                    window = examples.Window(track_id, offset, codes.tobytes(), track_labels)
+                    yield pvalue.TaggedOutput(split, window)
                 self._counters[BYTES_READ].inc(fileobj.tell())
         except Exception as e:
             if windows:
@@ -242,6 +250,7 @@ class ProcessTrackFn(_FetchingDoFn):
             yield pvalue.TaggedOutput(FAILED, contract.failure_record(uri, e))
             return
         stats = track.stats
+        track_labels = track_labels or self._labels(source, track)
         _LOGGER.info(
             "Processed %s: %.1f s of audio, %d windows in %.2f s",
             uri,
@@ -274,9 +283,16 @@ class ProcessTrackFn(_FetchingDoFn):
                 "decode_error": stats.decode_error,
                 "skipped_secs": stats.skipped_secs,
                 "max_track_secs_reached": stats.max_track_secs_reached,
+                "labels": dict(zip(contract.LABEL_KINDS, track_labels, strict=True)),
                 **({"final_url": final_uri} if final_uri != uri else {}),
             },
         )
+
+    def _labels(self, source, track):
+        """The track's label values, in the order of contract.LABEL_KINDS."""
+        tags = labels.tag_values(track.tags) if self._label_rules.needs_tags else None
+        resolved = labels.resolve(self._label_rules, source, tags)
+        return tuple(resolved[kind] for kind in contract.LABEL_KINDS)
 
 
 class ProcessTracks(beam.PTransform):
@@ -290,9 +306,9 @@ class ProcessTracks(beam.PTransform):
       `examples.Window`; TRACKS -> track records; FAILED -> failure records.
     """
 
-    def __init__(self, config, validation_fraction, fetch_config):
+    def __init__(self, config, validation_fraction, fetch_config, label_rules=None):
         super().__init__()
-        self._fn = ProcessTrackFn(config, validation_fraction, fetch_config)
+        self._fn = ProcessTrackFn(config, validation_fraction, fetch_config, label_rules)
 
     def expand(self, sources_pcoll):
         processed = sources_pcoll | "ProcessTrack" >> beam.ParDo(self._fn).with_outputs(
@@ -378,17 +394,19 @@ class WriteJsonLines(beam.PTransform):
 
 
 class DatasetStatsFn(beam.CombineFn):
-    """Track records -> (dict split -> SplitSummary without files, Accounting of the tracks' outcomes).
+    """Track records -> (dict split -> SplitSummary without files, Accounting of the tracks' outcomes, label counts).
 
     The Accounting fills tracks_ok, tracks_silent, tracks_truncated and
-    windows_silent_dropped; the input counts come from elsewhere.
+    windows_silent_dropped; the input counts come from elsewhere. Label
+    counts: {kind: {value: contract.LabelCount}}, every kind of
+    contract.LABEL_KINDS present.
     """
 
     def create_accumulator(self):
-        return {split: SplitSummary() for split in contract.SPLITS}, Accounting()
+        return {split: SplitSummary() for split in contract.SPLITS}, Accounting(), {k: {} for k in contract.LABEL_KINDS}
 
     def add_input(self, accumulator, track):
-        splits, accounting = accumulator
+        splits, accounting, label_counts = accumulator
         split = track["split"]
         added = SplitSummary(windows=track["windows"], tracks=1, seconds=track["duration_secs"])
         outcome = Accounting(
@@ -397,14 +415,22 @@ class DatasetStatsFn(beam.CombineFn):
             tracks_truncated=int(bool(track["decode_error"])),
             windows_silent_dropped=track["windows_silent_dropped"],
         )
-        return {**splits, split: splits[split].plus(added)}, accounting.plus(outcome)
+        track_labels = track.get("labels") or {}
+        count = LabelCount(windows=track["windows"], tracks=1)
+        added_labels = {kind: {track_labels.get(kind, contract.UNKNOWN_LABEL): count} for kind in contract.LABEL_KINDS}
+        return (
+            {**splits, split: splits[split].plus(added)},
+            accounting.plus(outcome),
+            contract.merge_label_counts(label_counts, added_labels),
+        )
 
     def merge_accumulators(self, accumulators):
-        splits, accounting = self.create_accumulator()
-        for other_splits, other_accounting in accumulators:
+        splits, accounting, label_counts = self.create_accumulator()
+        for other_splits, other_accounting, other_labels in accumulators:
             splits = {name: splits[name].plus(other_splits[name]) for name in contract.SPLITS}
             accounting = accounting.plus(other_accounting)
-        return splits, accounting
+            label_counts = contract.merge_label_counts(label_counts, other_labels)
+        return splits, accounting, label_counts
 
     def extract_output(self, accumulator):
         return accumulator
@@ -430,7 +456,7 @@ def describe_run(config, validation_fraction, stats, shard_names, counts, run_fi
       contract.DatasetDescription: splits describe the union with `previous`,
       `accounting` the run.
     """
-    splits, outcomes = stats
+    splits, outcomes, label_counts = stats
     run_splits = {
         split: dataclasses.replace(
             splits[split], files=tuple(sorted(posixpath.basename(p) for p in shard_names[split]))
@@ -444,9 +470,10 @@ def describe_run(config, validation_fraction, stats, shard_names, counts, run_fi
             previous,
             splits={name: previous.splits[name].plus(run_splits[name]) for name in contract.SPLITS},
             runs=(*previous.runs[:-1], run),
+            labels=contract.merge_label_counts(previous.labels, label_counts),
         )
     if previous is not None:
-        return previous.with_run(run_splits, run)
+        return previous.with_run(run_splits, run, label_counts)
     return contract.DatasetDescription(
         sample_rate=config.sample_rate,
         quantization_channels=config.quantization_channels,
@@ -458,6 +485,7 @@ def describe_run(config, validation_fraction, stats, shard_names, counts, run_fi
         validation_fraction=validation_fraction,
         splits=run_splits,
         runs=(run,),
+        labels=label_counts,
     )
 
 

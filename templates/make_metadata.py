@@ -15,11 +15,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pipelines import compat  # noqa: E402
 from pipelines.options import PreprocessOptions  # noqa: E402
 
-# Parameters whose values are paths or URLs, checked by Dataflow before launch.
+# Parameters whose values Dataflow checks before launch (paths, URLs, label rules).
 REGEXES = {
     "input": [r"^(gs://|s3://|https?://|@|/).+"],
     "output": [r"^(gs|s3)://.+"],
     "scrape_url": [r"^https?://.+"],
+    "label_from": [r"^(genre|artist)=(parent_dir|tag)$"],
+    "labels_file": [r"^(gs://|s3://|/).+"],
 }
 
 

@@ -92,6 +92,8 @@ def music_site(clips_dir):
             if path == "/genre/Ambient/":
                 page = int(urllib.parse.parse_qs(url.query).get("page", ["1"])[0])
                 return self.send(200, site.listing(page).encode())
+            if path == "/genre/Electronic/":
+                return self.send(200, site.electronic_listing().encode())
             if path == "/files/old-nebula.mp3":
                 return self.send(302, headers=[("Location", "/files/Nebula%20(22k%20mono).mp3")])
             if path == "/files/error-page.mp3":

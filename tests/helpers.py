@@ -85,7 +85,8 @@ class MusicSite:
     Three listing pages under /genre/Ambient/ link 8 tracks, one of them on two
     pages: real audio (one behind a redirect, one behind a 429 with
     Retry-After), a 404, an HTML error page served as .mp3, and a file under
-    /private/, which robots.txt disallows. Every request is logged.
+    /private/, which robots.txt disallows. /genre/Electronic/ lists one more
+    track, by another artist. Every request is logged.
     """
 
     RETRY_AFTER_SECS = 2
@@ -96,13 +97,15 @@ class MusicSite:
         self.throttled_at = None  # time.monotonic() when the 429 was sent
         self.base_url = None
 
-    def track(self, name, title, path, licence="https://creativecommons.org/licenses/by-sa/3.0/"):
+    def track(
+        self, name, title, path, licence="https://creativecommons.org/licenses/by-sa/3.0/", artist="Max McCracken"
+    ):
         import html
 
         info = {
             "id": abs(hash(path)) % 100000,
             "title": title,
-            "artistName": "Max McCracken",
+            "artistName": artist,
             "fileUrl": f"{self.base_url}{path}",
             "url": f"{self.base_url}/music/Max_McCracken/{name}/",
         }
@@ -130,6 +133,11 @@ class MusicSite:
         }[page]
         next_link = f'<a rel="next" href="/genre/Ambient/?page={page + 1}">NEXT</a>' if page < 3 else ""
         return f"<html><body><div class='playlist'>{''.join(tracks)}</div>{next_link}</body></html>"
+
+    def electronic_listing(self):
+        """/genre/Electronic/: one page, one track by another artist (the other genre of a two-genre scrape)."""
+        track = self.track("by-product", "By-Product", "/files/By-Product.wav", artist="Guest Artist")
+        return f"<html><body><div class='playlist'>{track}</div></body></html>"
 
 
 def committed_tracks(output):

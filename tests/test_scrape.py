@@ -39,7 +39,8 @@ def test_scrape_cli_lists_tracks_without_downloading_audio(music_site, tmp_path,
     tracks = read_jsonl(output)
     assert len(tracks) == 8
     assert {t["title"] for t in tracks} >= {"Awakening", "Secret", "Deprecation"}
-    assert set(tracks[0]) == {"track_id", "audio_url", "title", "artist", "licence", "page_url", "zone"}
+    assert set(tracks[0]) == {"track_id", "audio_url", "title", "artist", "genre", "licence", "page_url", "zone"}
+    assert {t["genre"] for t in tracks} == {"Ambient"}  # The genre page they were listed on.
     assert tracks[0]["zone"] == "private"  # The listing is on the loopback address, so its tracks may be too.
     paths = [path for _, path, _ in music_site.requests]
     assert not any(p.startswith(("/files/", "/slow/", "/private/")) for p in paths)

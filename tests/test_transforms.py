@@ -7,7 +7,7 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines import contract, sources, transforms
-from pipelines.contract import Accounting, SplitSummary
+from pipelines.contract import Accounting, LabelCount, SplitSummary
 
 
 def _ids(n):
@@ -52,8 +52,8 @@ def _track(split, windows, seconds, silent=0, decode_error=""):
 
 def test_dataset_stats_add_up_per_split_and_outcome():
     tracks = [
-        _track(contract.TRAIN, 10, 10.5),
-        _track(contract.TRAIN, 0, 3.0, silent=3),
+        {**_track(contract.TRAIN, 10, 10.5), "labels": {"genre": "ambient", "artist": "A"}},
+        {**_track(contract.TRAIN, 0, 3.0, silent=3), "labels": {"genre": "ambient", "artist": "unknown"}},
         _track(contract.VALIDATION, 4, 4.25, silent=1, decode_error="decoding stopped after 4.25 s"),
     ]
     expected = (
@@ -62,6 +62,11 @@ def test_dataset_stats_add_up_per_split_and_outcome():
             contract.VALIDATION: SplitSummary(windows=4, tracks=1, seconds=4.25),
         },
         Accounting(tracks_ok=3, tracks_silent=1, tracks_truncated=1, windows_silent_dropped=4),
+        # A record without labels (written before them) counts as unknown; a silent track counts no window.
+        {
+            "genre": {"ambient": LabelCount(windows=10, tracks=2), "unknown": LabelCount(windows=4, tracks=1)},
+            "artist": {"A": LabelCount(windows=10, tracks=1), "unknown": LabelCount(windows=4, tracks=2)},
+        },
     )
     with test_pipeline.TestPipeline() as pipeline:
         stats = pipeline | beam.Create(tracks) | beam.CombineGlobally(transforms.DatasetStatsFn())
