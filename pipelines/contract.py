@@ -104,6 +104,14 @@ def gate_layer(index):
     return f"gate_{index}"
 
 
+def condition_layer(index):
+    """Name of dilated layer `index`'s label embedding (2 x dilation_channels per label value; conditioned models)."""
+    return f"condition_{index}"
+
+
+CONDITION_INPUT = "condition"  # The conditioned model's second input: int32 [batch] label indices.
+
+
 def residual_skip_layer(index):
     """Name of dilated layer `index`'s 1x1 residual-and-skip convolution (residual, then skip channels)."""
     return f"residual_skip_{index}"

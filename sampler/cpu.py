@@ -138,7 +138,8 @@ def run_steps(
         embedding (`embedding @ kernel[k]`); tap k sees the code w - 1 - k steps back.
       causal_bias: float32 [C].
       code_ring: int32 [max(w - 1, 1), B]: the last w - 1 codes at slot (time mod (w - 1)); -1 is padding.
-      gate_kernels: float32 [L, w * C, 2 * D], taps from the oldest; biases [L, 2 * D].
+      gate_kernels: float32 [L, w * C, 2 * D], taps from the oldest; biases [L, B, 2 * D]: each
+        layer's bias plus, for a conditioned model, what each clip's label adds (global conditioning).
       residual_kernels: float32 [L, D, C]; biases [L, C].
       skip_kernel: float32 [L * D, S], the layers' skip kernels stacked; skip_bias [S], their biases summed.
       hidden_kernel, hidden_bias: float32 [S, S], [S] (`skip_out`).
@@ -154,7 +155,7 @@ def run_steps(
     width = code_taps.shape[0]
     channels = causal_bias.shape[0]
     layers = dilations.shape[0]
-    gate_channels = gate_biases.shape[1] // 2
+    gate_channels = gate_biases.shape[2] // 2
     skip_channels = skip_bias.shape[0]
     quantization_channels = logits_bias.shape[0]
     f32 = np.float32
@@ -215,8 +216,10 @@ def run_steps(
             # tanh(filter) * sigmoid(gate), with sigmoid(y) = (1 + tanh(y / 2)) / 2.
             for b in range(batch):
                 for c in range(gate_channels):
-                    filt = tanh(gated[b, c] + gate_biases[i, c])
-                    gate = half + half * tanh(half * (gated[b, gate_channels + c] + gate_biases[i, gate_channels + c]))
+                    filt = tanh(gated[b, c] + gate_biases[i, b, c])
+                    gate = half + half * tanh(
+                        half * (gated[b, gate_channels + c] + gate_biases[i, b, gate_channels + c])
+                    )
                     z[b, i * gate_channels + c] = filt * gate
             if i + 1 < layers:  # The last layer's residual output feeds nothing.
                 _matmul(
@@ -276,12 +279,13 @@ def usable_cores():
 
 @dataclasses.dataclass
 class _Group:
-    """The caches of one group of clips (rows `clips` of the batch)."""
+    """The caches of one group of clips (rows `clips` of the batch), and its clips' gate biases [L, B, 2 * D]."""
 
     clips: range
     code_ring: np.ndarray
     rings: np.ndarray
     ring_offsets: np.ndarray
+    gate_biases: np.ndarray
 
 
 class CpuWaveNet(CachedWaveNet):
@@ -315,14 +319,14 @@ class CpuWaveNet(CachedWaveNet):
         self._dilations = np.asarray(self.dilations, np.int64)
         self._pool = None
         # Compile the kernel now (~3 s on first use, then read from numba's cache), not inside the progress bar.
-        self._forced(self._initial_state(1), np.zeros((1, 1), np.int32), 0)
+        self._forced(self._initial_state(np.zeros(1, np.int32)), np.zeros((1, 1), np.int32), 0)
 
     def _groups(self, batch_size):
         """Contiguous groups of clips, as equal as possible, one per thread."""
         bounds = np.linspace(0, batch_size, min(self.threads, batch_size) + 1).round().astype(int)
         return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
-    def _empty_group(self, clips):
+    def _empty_group(self, clips, gate_biases):
         lengths = self.queue_lengths()[1:]
         offsets = np.concatenate([[0], np.cumsum([n * len(clips) * self.residual_channels for n in lengths])])
         return _Group(
@@ -330,13 +334,15 @@ class CpuWaveNet(CachedWaveNet):
             code_ring=np.full((max(self.filter_width - 1, 1), len(clips)), -1, np.int32),
             rings=np.zeros(offsets[-1], np.float32),
             ring_offsets=offsets.astype(np.int64),
+            gate_biases=np.ascontiguousarray(gate_biases[:, clips.start : clips.stop]),
         )
 
-    def _initial_state(self, batch_size):
-        return [self._empty_group(clips) for clips in self._groups(batch_size)]
+    def _initial_state(self, conditions):
+        gate_biases = self._gate_biases[:, None, :] + self.condition_biases(conditions)
+        return [self._empty_group(clips, gate_biases) for clips in self._groups(len(conditions))]
 
-    def _state_from(self, history, activations):
-        state = self._initial_state(history.shape[0])
+    def _state_from(self, history, activations, conditions):
+        state = self._initial_state(conditions)
         if activations is None:
             return state
         time, codes_back = history.shape[1], self.filter_width - 1
@@ -366,7 +372,7 @@ class CpuWaveNet(CachedWaveNet):
             run_steps(
                 SGEMM, group_codes, np.ascontiguousarray(inputs[rows]), forced, t, temperature,
                 np.ascontiguousarray(uniforms[:, rows]), self._code_taps, self._causal_bias, group.code_ring,
-                self._gate_kernels, self._gate_biases, self._residual_kernels, self._residual_biases,
+                self._gate_kernels, group.gate_biases, self._residual_kernels, self._residual_biases,
                 self._skip_kernel, self._skip_bias, self._hidden_kernel, self._hidden_bias, self._logits_kernel,
                 self._logits_bias, self._dilations, group.rings, group.ring_offsets, group_out_codes,
                 group_out_logits,

@@ -73,7 +73,9 @@ def load(path, engine="auto", threads=None):
     return make(wavenet, config, engine=engine, threads=threads)
 
 
-def generate_audio(keras_model, config, num_samples, seed=0, num_clips=1, temperature=1.0, engine="auto"):
+def generate_audio(
+    keras_model, config, num_samples, seed=0, num_clips=1, temperature=1.0, engine="auto", conditions=None
+):
     """Audio from a Keras WaveNet, by the fast algorithm: the public entry for other programs (the trainer).
 
     Args:
@@ -84,10 +86,13 @@ def generate_audio(keras_model, config, num_samples, seed=0, num_clips=1, temper
       num_clips: clips generated together.
       temperature: softmax temperature (> 0).
       engine: one of ENGINES.
+      conditions: a conditioned model's label index per clip (int or int [num_clips]); None otherwise.
 
     Returns:
       float32 [num_clips, num_samples] in [-1, 1] (mu-law decoded).
     """
     generator = make(keras_model, config, engine=engine)
-    codes = generator.generate(num_samples, batch_size=num_clips, temperature=temperature, seed=seed)
+    codes = generator.generate(
+        num_samples, batch_size=num_clips, temperature=temperature, seed=seed, conditions=conditions
+    )
     return contract.mu_law_decode(codes, config.quantization_channels)

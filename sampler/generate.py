@@ -1,8 +1,8 @@
 """python -m sampler.generate: audio from a trained WaveNet.
 
     python -m sampler.generate --model JOB_DIR_OR_EXPORT --seconds 5 --output clip.wav \\
-        [--num_clips 4] [--temperature 1.0] [--seed 0] [--primer song.mp3] [--spectrogram]
-        [--engine auto|cpu|xla] [--threads N]
+        [--num_clips 4] [--condition ambient,rock] [--temperature 1.0] [--seed 0] [--primer song.mp3]
+        [--spectrogram] [--engine auto|cpu|xla] [--threads N]
 
 Generates with the cached (fast) algorithm of `sampler.fast`, all clips in one
 batch, with a progress bar; writes 16-bit WAV files at the model's sample rate.
@@ -37,6 +37,15 @@ def parse_args(argv):
         help="WAV file to write; with --num_clips > 1, clips go to NAME-000.wav, NAME-001.wav, ...",
     )
     parser.add_argument("--num_clips", type=int, default=1, help="Clips generated together as one batch.")
+    parser.add_argument(
+        "--condition",
+        default=None,
+        metavar="VALUE[,VALUE...]",
+        help="For a model trained with --condition_on: the label value(s) to generate, by name (exact, or any "
+        "case when that names one value). Several values are taken in turn by the clips of the batch: "
+        "--condition ambient,rock --num_clips 4 gives ambient, rock, ambient, rock. An unknown name is an error "
+        "that lists the model's values.",
+    )
     parser.add_argument(
         "--temperature", type=float, default=1.0, help="Softmax temperature; below 1 is more conservative."
     )
@@ -90,6 +99,35 @@ def output_paths(output, num_clips):
     return [f"{stem}-{i:03d}{extension or '.wav'}" for i in range(num_clips)]
 
 
+def clip_conditions(config, condition, num_clips):
+    """The label of each clip from --condition.
+
+    Args:
+      config: the export's contract.ModelConfig.
+      condition: --condition (comma-separated names) or None.
+      num_clips: clips in the batch.
+
+    Returns:
+      (names, indices): the value of each clip (a list of str) and int32 [num_clips]
+      indices; ([], None) for an unconditioned model.
+
+    Raises:
+      ValueError: a conditioned model without --condition, an unconditioned one with it,
+        or a name the model does not know (the message lists the ones it knows).
+    """
+    if not config.conditioned:
+        if condition:
+            raise ValueError("--condition: this model was trained without --condition_on; generate without it")
+        return [], None
+    if not condition or not condition.strip(","):
+        vocabulary = ", ".join(config.condition_vocabulary[:50])
+        raise ValueError(f"the model is conditioned on {config.condition_kind}: give --condition, one of {vocabulary}")
+    values = [v.strip() for v in condition.split(",") if v.strip()]
+    indices = config.condition_indices(values)
+    names = [config.condition_vocabulary[indices[i % len(indices)]] for i in range(num_clips)]
+    return names, np.asarray([indices[i % len(indices)] for i in range(num_clips)], np.int32)
+
+
 def run(argv=None):
     """Generates clips and writes them; returns the list of WAV paths.
 
@@ -105,6 +143,7 @@ def run(argv=None):
     if args.threads is not None and args.threads < 1:
         raise ValueError("--threads must be at least 1")
     wavenet = fast.load(args.model, engine=args.engine, threads=args.threads)
+    names, conditions = clip_conditions(wavenet.config, args.condition, args.num_clips)
     sample_rate = wavenet.config.sample_rate
     channels = wavenet.config.quantization_channels
     num_samples = int(round(args.seconds * sample_rate))
@@ -126,23 +165,25 @@ def run(argv=None):
             seed=args.seed,
             primer_codes=primer,
             progress=lambda n: bar.update(n * args.num_clips),
+            conditions=conditions,
         )
     elapsed = time.monotonic() - started
     paths = output_paths(args.output, args.num_clips)
-    for path, clip in zip(paths, codes, strict=True):
+    for i, (path, clip) in enumerate(zip(paths, codes, strict=True)):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         audio = contract.mu_law_decode(clip, channels)
         write_wav(path, audio, sample_rate)
         if args.spectrogram:
-            write_spectrogram(os.path.splitext(path)[0] + ".png", audio, sample_rate, os.path.basename(path))
+            title = os.path.basename(path) + (f" ({wavenet.config.condition_kind} {names[i]})" if names else "")
+            write_spectrogram(os.path.splitext(path)[0] + ".png", audio, sample_rate, title)
     engine = f"{wavenet.engine} engine" + (f", {wavenet.threads} thread(s)" if wavenet.engine == "cpu" else "")
     print(
         f"Generated {args.num_clips} clip(s) of {args.seconds:g} s at {sample_rate} Hz in {elapsed:.1f} s: "
         f"{total / elapsed:,.0f} samples/s ({total / elapsed / sample_rate:.1f}x real time; {engine})"
     )
     if len(paths) <= 8:
-        for path in paths:
-            print(f"  {path}")
+        for i, path in enumerate(paths):
+            print(f"  {path}" + (f" ({wavenet.config.condition_kind} {names[i]})" if names else ""))
     else:
         print(f"  {paths[0]} ... {paths[-1]}")
     return paths

@@ -15,7 +15,9 @@ class XlaWaveNet(CachedWaveNet):
     """A WaveNet's weights arranged for one-step-at-a-time generation under XLA.
 
     State: list of float32 [queue_length, batch, residual_channels] tensors, one
-    for the causal convolution then one per dilated layer.
+    for the causal convolution then one per dilated layer; for a conditioned
+    model then float32 [layers, batch, 2 * dilation_channels], what each clip's
+    label adds to every layer's filter and gate (`condition_biases`).
     """
 
     engine = "xla"
@@ -44,17 +46,24 @@ class XlaWaveNet(CachedWaveNet):
             kernel_bias[0] = kernel_bias[0][0]  # 1x1 convolutions: [1, in, out] -> [in, out]
         self._compiled = None
 
-    def _initial_state(self, batch_size):
+    def _condition_state(self, conditions):
         import tensorflow as tf
 
-        return [tf.zeros([n, batch_size, self.residual_channels]) for n in self.queue_lengths()]
+        return [tf.constant(self.condition_biases(conditions))] if self.condition_values else []
 
-    def _state_from(self, history, activations):
+    def _initial_state(self, conditions):
+        import tensorflow as tf
+
+        queues = [tf.zeros([n, len(conditions), self.residual_channels]) for n in self.queue_lengths()]
+        return queues + self._condition_state(conditions)
+
+    def _state_from(self, history, activations, conditions):
         import tensorflow as tf
 
         if activations is None:
-            return self._initial_state(history.shape[0])
-        return [tf.constant(self.ring_from(a, n)) for a, n in zip(activations, self.queue_lengths(), strict=True)]
+            return self._initial_state(conditions)
+        queues = [tf.constant(self.ring_from(a, n)) for a, n in zip(activations, self.queue_lengths(), strict=True)]
+        return queues + self._condition_state(conditions)
 
     def _conv_step(self, queue, x, t, dilation, kernel_bias):
         """One output of a dilated causal convolution; returns (output, updated queue)."""
@@ -88,6 +97,7 @@ class XlaWaveNet(CachedWaveNet):
         """
         import tensorflow as tf
 
+        biases = state[-1] if self.condition_values else None
         x = tf.gather(self._embedding, codes)
         h, causal_queue = self._conv_step(state[0], x, t, 1, self._causal)
         new_state = [causal_queue]
@@ -96,12 +106,16 @@ class XlaWaveNet(CachedWaveNet):
         for i, dilation in enumerate(self.dilations):
             gated, queue = self._conv_step(state[i + 1], h, t, dilation, self._gates[i])
             new_state.append(queue)
+            if biases is not None:
+                gated = gated + biases[i]
             filt, gate = tf.split(gated, 2, axis=-1)
             z = tf.tanh(filt) * tf.sigmoid(gate)
             out = tf.matmul(z, self._residual_skip[i][0]) + self._residual_skip[i][1]
             h = h + out[:, :channels]
             skips = skips + out[:, channels:]
         hidden = tf.nn.relu(tf.matmul(tf.nn.relu(skips), self._skip_out[0]) + self._skip_out[1])
+        if biases is not None:
+            new_state.append(biases)
         return tf.matmul(hidden, self._logits[0]) + self._logits[1], new_state
 
     def _loops(self):

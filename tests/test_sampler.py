@@ -16,17 +16,63 @@ from trainer import model
 ENGINES = ["cpu", "xla"]
 
 
-def _random_wavenet(filter_width, quantization_channels=64, seed=0, engine="cpu", threads=2):
+def _random_wavenet(filter_width, quantization_channels=64, seed=0, engine="cpu", threads=2, condition_values=0):
     config = model.WaveNetConfig(
         quantization_channels=quantization_channels, residual_channels=8, dilation_channels=8, skip_channels=16,
-        filter_width=filter_width, dilations=(1, 2, 4, 8, 1, 2, 4, 8),
+        filter_width=filter_width, dilations=(1, 2, 4, 8, 1, 2, 4, 8), condition_values=condition_values,
     )  # fmt: skip
     wavenet = model.build_wavenet(config)
     rng = np.random.default_rng(seed)
     for weight in wavenet.weights:  # Non-zero weights and biases everywhere.
         weight.assign(rng.normal(0, 0.3, weight.shape).astype("float32"))
-    exported = contract.ModelConfig(wavenet=config, sample_rate=16000)
+    vocabulary = ("unknown", *(f"genre {i}" for i in range(1, condition_values)))
+    exported = contract.ModelConfig(
+        wavenet=config, sample_rate=16000, condition_kind="genre" if condition_values else None,
+        condition_vocabulary=vocabulary if condition_values else (),
+    )  # fmt: skip
     return wavenet, fast.make(wavenet, exported, engine=engine, threads=threads), config
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_conditioned_cached_logits_equal_the_full_forward_pass_per_clip_label(engine):
+    """Each clip of one batch has its own label; cached stepping and priming equal the full model's logits."""
+    wavenet, fast_wavenet, config = _random_wavenet(2, engine=engine, condition_values=3)
+    codes = np.random.default_rng(3).integers(0, 64, (4, 2 * config.receptive_field + 20)).astype("int32")
+    conditions = np.array([2, 0, 1, 2], np.int32)
+    full = np.asarray(wavenet([codes, conditions]))
+    np.testing.assert_allclose(
+        fast_wavenet.teacher_forced_logits(codes, conditions=conditions), full, atol=2e-5, rtol=1e-5
+    )
+    primer_length = config.receptive_field + 9
+    primed = fast_wavenet.teacher_forced_logits(
+        codes[:, primer_length:], primer_codes=codes[:, :primer_length], conditions=conditions
+    )
+    np.testing.assert_allclose(primed, full[:, primer_length:], atol=2e-5, rtol=1e-5)
+    # The label matters: the same codes under another label give other logits.
+    other = fast_wavenet.teacher_forced_logits(codes[:1], conditions=[1])
+    assert np.abs(other - full[:1]).max() > 0.1
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_conditions_must_fit_the_model(engine):
+    _, conditioned, _ = _random_wavenet(2, engine=engine, condition_values=3)
+    with pytest.raises(ValueError, match="conditioned on genre: name one of unknown, genre 1, genre 2"):
+        conditioned.generate(10)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 3\)"):
+        conditioned.generate(10, batch_size=2, conditions=[0, 3])
+    clips = conditioned.generate(50, batch_size=3, conditions=2, seed=1)  # One label for every clip.
+    assert clips.shape == (3, 50)
+    _, unconditioned, _ = _random_wavenet(2, engine=engine)
+    with pytest.raises(ValueError, match="not conditioned"):
+        unconditioned.generate(10, conditions=[1])
+
+
+def test_cpu_clip_with_a_label_does_not_depend_on_the_other_clips_labels():
+    _, fast_wavenet, _ = _random_wavenet(2, condition_values=3, threads=2)
+    mixed = fast_wavenet.generate(200, batch_size=3, seed=4, conditions=[1, 2, 0])
+    alone = fast_wavenet.generate(200, batch_size=3, seed=4, conditions=[1, 1, 1])
+    np.testing.assert_array_equal(mixed[0], alone[0])
+    assert not np.array_equal(mixed[1], alone[1])
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -2,7 +2,8 @@
 
 Reads the dataset contract written by `python -m pipelines.preprocess`: the
 shards its `contract.DatasetDescription` lists, interleaved in parallel and
-shuffled across files, batched to static shapes.
+shuffled across files, batched to static shapes. For a conditioned model each
+window comes with its label's index in the model's vocabulary.
 """
 
 import numpy as np
@@ -30,9 +31,49 @@ def split_paths(data_dir, description, split):
 
 def parse_window(record, window_samples):
     """Serialized tf.train.Example -> int32 [window_samples] codes."""
-    features = tf.io.parse_single_example(record, {contract.AUDIO_FEATURE: tf.io.FixedLenFeature([], tf.string)})
-    codes = tf.io.decode_raw(features[contract.AUDIO_FEATURE], tf.uint8)
-    return tf.cast(tf.reshape(codes, [window_samples]), tf.int32)
+    return parse_example(record, window_samples)
+
+
+def parse_example(record, window_samples, label_kind=None):
+    """Serialized tf.train.Example -> codes, or (codes, label) when label_kind is given.
+
+    Args:
+      record: scalar string tensor.
+      window_samples: samples per window.
+      label_kind: a kind of contract.LABEL_KINDS, or None.
+
+    Returns:
+      int32 [window_samples] codes; with label_kind also the label, a string
+      scalar (contract.UNKNOWN_LABEL for windows written before labels existed).
+    """
+    spec = {contract.AUDIO_FEATURE: tf.io.FixedLenFeature([], tf.string)}
+    if label_kind is not None:
+        key = contract.label_feature(label_kind)
+        spec[key] = tf.io.FixedLenFeature([], tf.string, default_value=contract.UNKNOWN_LABEL)
+    features = tf.io.parse_single_example(record, spec)
+    codes = tf.cast(
+        tf.reshape(tf.io.decode_raw(features[contract.AUDIO_FEATURE], tf.uint8), [window_samples]), tf.int32
+    )
+    if label_kind is None:
+        return codes
+    return codes, features[contract.label_feature(label_kind)]
+
+
+def label_lookup(vocabulary):
+    """A table from label strings to their index in `vocabulary`; values outside it map to 0 (unknown).
+
+    Args:
+      vocabulary: tuple of str, contract.UNKNOWN_LABEL first (`DatasetDescription.vocabulary`).
+
+    Returns:
+      tf.lookup.StaticHashTable string -> int32.
+    """
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(list(vocabulary)), tf.range(len(vocabulary), dtype=tf.int32), tf.string, tf.int32
+        ),
+        default_value=0,
+    )
 
 
 def make_dataset(
@@ -45,6 +86,7 @@ def make_dataset(
     seed=0,
     skip_windows=0,
     input_context=None,
+    condition=None,
 ):
     """Batches of code windows for training or evaluation.
 
@@ -68,9 +110,11 @@ def make_dataset(
       input_context: tf.distribute.InputContext; with at least as many shards
         as input pipelines each pipeline reads its own files (FILE sharding),
         otherwise every pipeline reads all files and keeps its share of windows.
+      condition: (label kind, vocabulary) for a conditioned model, or None.
 
     Returns:
-      tf.data.Dataset of int32 [batch_size, crop_samples or window_samples], static shapes.
+      tf.data.Dataset of int32 [batch_size, crop_samples or window_samples], static
+      shapes; with `condition`, of (codes, int32 [batch_size] label indices).
     """
     files = tf.data.Dataset.from_tensor_slices(sorted(paths))
     windows_shard = None
@@ -92,23 +136,29 @@ def make_dataset(
         records = records.shuffle(256, seed=seed)
     records = records.enumerate().skip(skip_windows)
     crop = crop_samples if crop_samples and crop_samples < window_samples else None
+    table = label_lookup(condition[1]) if condition else None
 
     def parse(index, record):
-        codes = parse_window(record, window_samples)
-        if crop is None:
-            return codes
-        start = tf.random.stateless_uniform(
-            [], seed=tf.stack([tf.cast(seed, tf.int64), index]), maxval=window_samples - crop + 1, dtype=tf.int64
-        )
-        return codes[start : start + crop]
+        if table is not None:
+            codes, label = parse_example(record, window_samples, condition[0])
+        else:
+            codes = parse_window(record, window_samples)
+        if crop is not None:
+            start = tf.random.stateless_uniform(
+                [], seed=tf.stack([tf.cast(seed, tf.int64), index]), maxval=window_samples - crop + 1, dtype=tf.int64
+            )
+            codes = codes[start : start + crop]
+        return codes if table is None else (codes, table.lookup(label))
 
     dataset = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     shape = [batch_size, crop or window_samples]
-    return (
-        dataset.batch(batch_size, drop_remainder=True)
-        .map(lambda batch: tf.ensure_shape(batch, shape))
-        .prefetch(tf.data.AUTOTUNE)
-    )
+
+    def static(codes, labels=None):
+        if labels is None:
+            return tf.ensure_shape(codes, shape)
+        return tf.ensure_shape(codes, shape), tf.ensure_shape(labels, shape[:1])
+
+    return dataset.batch(batch_size, drop_remainder=True).map(static).prefetch(tf.data.AUTOTUNE)
 
 
 def code_entropy_bits(paths, window_samples, quantization_channels, max_windows=2000):

@@ -8,6 +8,8 @@ of the split whole, as the training loop's validation does: the mean
 cross-entropy, in nats and bits per sample, of the outputs that see a full
 receptive field, beside the entropy of the same windows' code histogram (the
 loss of a model that learned nothing but how often each code occurs).
+A conditioned model reads each window's label; the loss is then also given
+per label value (`--by_label`, by default the model's own label kind).
 """
 
 import argparse
@@ -32,6 +34,8 @@ class Evaluation:
       loss_nats, loss_bits: mean cross-entropy per scored sample.
       entropy_nats, entropy_bits: entropy of the code histogram of the same windows, per sample.
       model_step: training steps behind the model.
+      label_kind: the label the loss is broken down by, or None.
+      by_label: dict label value -> {"windows", "loss_nats", "loss_bits"} (empty without label_kind).
     """
 
     split: str
@@ -41,9 +45,13 @@ class Evaluation:
     entropy_nats: float
     entropy_bits: float
     model_step: int
+    label_kind: str = None
+    by_label: dict = dataclasses.field(default_factory=dict)
 
 
-def evaluate(model_path, data_path, split=contract.VALIDATION, batch_size=8, max_windows=None, progress=True):
+def evaluate(
+    model_path, data_path, split=contract.VALIDATION, batch_size=8, max_windows=None, progress=True, by_label=None
+):
     """Scores an exported model on a preprocess output.
 
     Args:
@@ -53,6 +61,8 @@ def evaluate(model_path, data_path, split=contract.VALIDATION, batch_size=8, max
       batch_size: windows per forward pass.
       max_windows: score at most this many windows (None: all).
       progress: show a progress bar.
+      by_label: a label kind to break the loss down by; None: the model's own
+        kind when it is conditioned, else no breakdown.
 
     Returns:
       Evaluation.
@@ -86,19 +96,36 @@ def evaluate(model_path, data_path, split=contract.VALIDATION, batch_size=8, max
     total_windows = description.splits[split].windows
     if max_windows is not None:
         records, total_windows = records.take(max_windows), min(total_windows, max_windows)
-    batches = records.map(lambda r: data.parse_window(r, window)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    label_kind = by_label or config.condition_kind
+    kinds = [k for k in (config.condition_kind, label_kind) if k]
+
+    def parse(record):
+        if not kinds:
+            return data.parse_window(record, window), ()
+        codes, _ = data.parse_example(record, window, kinds[0])
+        return codes, tuple(data.parse_example(record, window, kind)[1] for kind in kinds)
+
+    batches = records.map(parse).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    table = data.label_lookup(config.condition_vocabulary) if config.conditioned else None
 
     @tf.function
-    def score(codes):
-        return tf.reduce_sum(loop.cross_entropy_nats(wavenet(codes[:, :-1], training=False), codes, rf))
+    def score(codes, labels):
+        batch = (codes, table.lookup(labels[0])) if table is not None else codes
+        _, logits = loop.predict(wavenet, batch, training=False)
+        return loop.cross_entropy_nats(logits, codes, rf)
 
-    total, windows = 0.0, 0
+    total, windows, per_label = 0.0, 0, {}
     counts = np.zeros(config.quantization_channels, np.int64)
     with tqdm(total=total_windows, unit="window", disable=not progress, desc=f"{split} windows") as bar:
-        for codes in batches:
-            total += float(score(codes))
+        for codes, labels in batches:
+            losses = score(codes, labels).numpy()
+            total += float(losses.sum())
             windows += int(codes.shape[0])
             counts += np.bincount(codes.numpy().ravel(), minlength=config.quantization_channels)
+            if label_kind:
+                for value, loss in zip(labels[-1].numpy(), losses, strict=True):
+                    seen = per_label.setdefault(value.decode(), [0, 0.0])
+                    seen[0], seen[1] = seen[0] + 1, seen[1] + float(loss)
             bar.update(int(codes.shape[0]))
     if not windows:
         raise contract.DatasetMismatchError(f"the dataset has no {split} windows to score")
@@ -112,6 +139,11 @@ def evaluate(model_path, data_path, split=contract.VALIDATION, batch_size=8, max
         entropy_nats=entropy_bits * math.log(2),
         entropy_bits=entropy_bits,
         model_step=config.step,
+        label_kind=label_kind,
+        by_label={
+            value: {"windows": n, "loss_nats": loss / n, "loss_bits": loss / n / math.log(2)}
+            for value, (n, loss) in sorted(per_label.items())
+        },
     )
 
 
@@ -126,10 +158,16 @@ def main(argv=None):
     parser.add_argument("--split", choices=contract.SPLITS, default=contract.VALIDATION, help="Default: %(default)s.")
     parser.add_argument("--batch_size", type=int, default=8, help="Windows per forward pass. Default: %(default)s.")
     parser.add_argument("--max_windows", type=int, default=None, help="Score at most this many windows.")
+    parser.add_argument(
+        "--by_label",
+        choices=contract.LABEL_KINDS,
+        default=None,
+        help="Also give the loss per value of this label. Default: the label a conditioned model was trained on.",
+    )
     parser.add_argument("--json", default=None, help="Also write the figures as JSON to this file ('-': stdout).")
     args = parser.parse_args(argv)
     try:
-        result = evaluate(args.model, args.data, args.split, args.batch_size, args.max_windows)
+        result = evaluate(args.model, args.data, args.split, args.batch_size, args.max_windows, by_label=args.by_label)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -138,6 +176,11 @@ def main(argv=None):
         f"{result.windows} windows; the code histogram's entropy is {result.entropy_nats:.3f} nats "
         f"({result.entropy_bits:.3f} bits); model at step {result.model_step}"
     )
+    for value, scored in result.by_label.items():
+        print(
+            f"  {result.label_kind} {value}: {scored['loss_nats']:.3f} nats ({scored['loss_bits']:.3f} bits) "
+            f"per sample over {scored['windows']} windows"
+        )
     if args.json:
         text = json.dumps(dataclasses.asdict(result), indent=2, sort_keys=True)
         if args.json == "-":

@@ -40,6 +40,11 @@ PRESETS = {
 def build_wavenet(config):
     """The WaveNet as a Keras functional model.
 
+    With `config.condition_values` > 0 the model is globally conditioned
+    (van den Oord et al. 2016, section 2.5): each dilated layer adds an
+    embedding of the label, V_f h and V_g h for the one-hot label h, to its
+    filter and gate pre-activations at every time step.
+
     Args:
       config: WaveNetConfig.
 
@@ -47,8 +52,13 @@ def build_wavenet(config):
       keras.Model mapping int32 [batch, time] codes in [0, quantization_channels)
       to float [batch, time, quantization_channels] logits; output t depends only
       on inputs 0..t (causal), and on all of t - receptive_field + 1 .. t.
+      A conditioned model takes [codes, condition] with condition int32 [batch]
+      label indices in [0, condition_values).
     """
     codes = keras.Input(shape=(None,), dtype="int32", name="codes")
+    condition = None
+    if config.condition_values:
+        condition = keras.Input(shape=(), dtype="int32", name=contract.CONDITION_INPUT)
     x = keras.layers.Embedding(config.quantization_channels, config.residual_channels, name=contract.EMBEDDING_LAYER)(
         codes
     )
@@ -65,6 +75,11 @@ def build_wavenet(config):
             padding="causal",
             name=contract.gate_layer(layer),
         )(x)
+        if condition is not None:
+            label = keras.layers.Embedding(
+                config.condition_values, 2 * config.dilation_channels, name=contract.condition_layer(layer)
+            )(condition)
+            gated = gated + keras.ops.expand_dims(label, 1)  # [batch, 1, 2D]: the same at every time step.
         filt, gate = keras.ops.split(gated, 2, axis=-1)
         z = keras.ops.tanh(filt) * keras.ops.sigmoid(gate)
         # Residual and skip 1x1 convolutions in one.
@@ -77,4 +92,4 @@ def build_wavenet(config):
     h = keras.ops.relu(keras.ops.sum(keras.ops.stack(skips), axis=0))
     h = keras.ops.relu(keras.layers.Conv1D(config.skip_channels, 1, name=contract.SKIP_OUT_LAYER)(h))
     logits = keras.layers.Conv1D(config.quantization_channels, 1, name=contract.LOGITS_LAYER, dtype="float32")(h)
-    return keras.Model(codes, logits, name="wavenet")
+    return keras.Model(codes if condition is None else [codes, condition], logits, name="wavenet")

@@ -58,6 +58,14 @@ def parse_args(argv):
         "copied back after every checkpoint and the export; resumes from what it holds).",
     )
     parser.add_argument("--model", choices=sorted(model.PRESETS), default="default", help="Model preset.")
+    parser.add_argument(
+        "--condition_on",
+        choices=contract.LABEL_KINDS,
+        default=None,
+        help="Condition the model on this label of the windows (global conditioning, WaveNet section 2.5): "
+        "its vocabulary comes from dataset.json, and the sampler's --condition then asks for a value by name. "
+        "Default: unconditioned.",
+    )
     parser.add_argument("--steps", type=int, default=100000, help="Total training steps. Default: %(default)s.")
     parser.add_argument(
         "--batch_size", type=int, default=16, help="Global batch size (all replicas). Default: %(default)s."
@@ -134,7 +142,8 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
     Args:
       argv: command-line arguments; None reads sys.argv.
       dataset_override: callable(input_context) -> tf.data.Dataset of int32
-        [per-replica batch, time] codes, replacing the training input (tests).
+        [per-replica batch, time] codes (with int32 [per-replica batch] label
+        indices when conditioned), replacing the training input (tests).
       strategy_override: a tf.distribute.Strategy to use instead of --strategy.
       stop_after_steps: stop (as if preempted) after this many steps of this
         run, without exporting (tests of resumption).
@@ -159,7 +168,14 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
         args.job_dir = mirror.local
     push = mirror.push if mirror else lambda: None
     description = contract.read_description(args.data)
-    config = dataclasses.replace(model.PRESETS[args.model], quantization_channels=description.quantization_channels)
+    checkpoints = tf.train.latest_checkpoint(posixpath.join(args.job_dir, "checkpoints"))
+    condition_kind, vocabulary = export.job_condition(args.job_dir, args.condition_on, description, checkpoints)
+    config = dataclasses.replace(
+        model.PRESETS[args.model],
+        quantization_channels=description.quantization_channels,
+        condition_values=len(vocabulary),
+    )
+    condition = (condition_kind, vocabulary) if condition_kind else None
     previous = export.read_exported_config(args.job_dir)
     contract.check_compatible(
         description,
@@ -225,6 +241,7 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
             # The input is a deterministic stream: skip what the checkpointed steps consumed.
             skip_windows=resumed_step * global_batch // input_context.num_input_pipelines,
             input_context=input_context,
+            condition=condition,
         )
 
     def validation_input():
@@ -239,6 +256,7 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
                 repeat=False,
                 seed=args.seed,
                 input_context=ctx,
+                condition=condition,
             ).take(args.eval_batches)
         )
 
@@ -254,6 +272,8 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
         jit_compile=args.jit_compile,
         seed=args.seed,
         steps_per_loop=args.steps_per_loop or DEFAULT_STEPS_PER_LOOP[distribute.device_kind(strategy)],
+        condition_kind=condition_kind,
+        condition_vocabulary=vocabulary,
     )
     result = loop.train(
         settings,
@@ -272,7 +292,13 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
     )
     if result.step < args.steps:
         return result  # Stopped early: no export.
-    model_config = contract.ModelConfig(wavenet=config, sample_rate=description.sample_rate, step=result.step)
+    model_config = contract.ModelConfig(
+        wavenet=config,
+        sample_rate=description.sample_rate,
+        step=result.step,
+        condition_kind=condition_kind,
+        condition_vocabulary=vocabulary,
+    )
     result.export_dir = export.export(wavenet, model_config, posixpath.join(write_dir, contract.EXPORT_DIR))
     push()
     if mirror:
