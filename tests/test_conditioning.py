@@ -196,3 +196,30 @@ def test_a_resumed_job_keeps_its_label_and_vocabulary(labelled_data, tmp_path):
     task.run([*common[:1], f"--job_dir={plain}", *common[2:]], stop_after_steps=2)
     with pytest.raises(contract.DatasetMismatchError, match="holds checkpoints of an unconditioned model"):
         task.run([*common[:1], f"--job_dir={plain}", *common[2:], "--condition_on=genre"])
+
+
+@pytest.mark.slow
+def test_walkthrough_two_genres_scraped_trained_and_asked_for(music_site, tmp_path, capsys):
+    data, job = tmp_path / "two-genres", tmp_path / "genres"
+    preprocess.run(
+        [
+            f"--scrape_url={music_site.base_url}/genre/Ambient/",
+            f"--scrape_url={music_site.base_url}/genre/Electronic/",
+            f"--output={data}",
+            "--sample_rate=8000",
+            "--window_samples=1000",
+            "--requests_per_second=50",
+            "--max_retries=3",
+            "--direct_num_workers=1",
+            "--direct_running_mode=in_memory",
+        ]  # fmt: skip
+    )
+    assert "Windows by genre: Ambient " in capsys.readouterr().out
+    task.run([f"--data={data}", f"--job_dir={job}", "--model=tiny", "--condition_on=genre", "--steps=2",
+              "--batch_size=4", "--crop_samples=200", "--summary_audio_secs=0"])  # fmt: skip
+    paths = generate.run(["--model", str(job), "--seconds", "0.05", "--num_clips", "2", "--condition",
+                          "Ambient,Electronic", "--output", str(tmp_path / "genres.wav")])  # fmt: skip
+    assert [os.path.basename(p) for p in paths] == ["genres-000.wav", "genres-001.wav"]
+    assert "genres-001.wav (genre Electronic)" in capsys.readouterr().out
+    scored = evaluate.evaluate(str(job), str(data), split=contract.TRAIN, progress=False)
+    assert scored.label_kind == "genre" and set(scored.by_label) == {"Ambient", "Electronic"}
