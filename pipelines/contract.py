@@ -366,13 +366,17 @@ class LabelCount:
 
 
 def merge_label_counts(first, second):
-    """Two {kind: {value: LabelCount}} dicts added up value by value."""
-    merged = {kind: dict(values) for kind, values in first.items()}
-    for kind, values in second.items():
-        target = merged.setdefault(kind, {})
+    """Two {kind: {value: LabelCount}} dicts added up value by value (a new dict; neither input changes)."""
+    return add_label_counts({kind: dict(values) for kind, values in first.items()}, second)
+
+
+def add_label_counts(into, other):
+    """Adds the {kind: {value: LabelCount}} `other` into `into` in place (cost: the size of `other`); returns `into`."""
+    for kind, values in other.items():
+        target = into.setdefault(kind, {})
         for value, count in values.items():
             target[value] = target.get(value, LabelCount()).plus(count)
-    return merged
+    return into
 
 
 @dataclasses.dataclass(frozen=True)

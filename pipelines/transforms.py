@@ -418,18 +418,16 @@ class DatasetStatsFn(beam.CombineFn):
         track_labels = track.get("labels") or {}
         count = LabelCount(windows=track["windows"], tracks=1)
         added_labels = {kind: {track_labels.get(kind, contract.UNKNOWN_LABEL): count} for kind in contract.LABEL_KINDS}
-        return (
-            {**splits, split: splits[split].plus(added)},
-            accounting.plus(outcome),
-            contract.merge_label_counts(label_counts, added_labels),
-        )
+        # In place: a vocabulary of many values (artists) is not copied per track.
+        contract.add_label_counts(label_counts, added_labels)
+        return {**splits, split: splits[split].plus(added)}, accounting.plus(outcome), label_counts
 
     def merge_accumulators(self, accumulators):
         splits, accounting, label_counts = self.create_accumulator()
         for other_splits, other_accounting, other_labels in accumulators:
             splits = {name: splits[name].plus(other_splits[name]) for name in contract.SPLITS}
             accounting = accounting.plus(other_accounting)
-            label_counts = contract.merge_label_counts(label_counts, other_labels)
+            contract.add_label_counts(label_counts, other_labels)
         return splits, accounting, label_counts
 
     def extract_output(self, accumulator):

@@ -113,6 +113,10 @@ def check(output, stale_lease_hours=commit.DEFAULT_STALE_LEASE_HOURS):
                 problems.append(
                     f"{split}: dataset.json lists {summary.tracks} tracks, the track indexes {tracks_by_split[split]}"
                 )
+    for kind, values in description.labels.items():
+        labelled = sum(count.windows for count in values.values())
+        if labelled != description.windows:
+            problems.append(f"labels: {kind} values count {labelled} windows, the splits {description.windows}")
     return Report(problems, commit.leftovers(output, description, live), lease, windows, count)
 
 

@@ -1,5 +1,6 @@
 """Nothing lost: crashes at each boundary, concurrent runs, one identity per track, and the verifier."""
 
+import json
 import os
 import shutil
 import signal
@@ -181,6 +182,14 @@ def test_verify_reports_leftovers_corruption_and_cleans(tmp_path, capsys):
     )
     assert verify.main([str(output), "--clean"]) == 0
     assert verify.check(str(output)).leftovers == [] and (output / "notes.txt").exists()
+
+    # Label counts that do not add up to the windows are a problem.
+    raw = json.loads((output / contract.DATASET_FILE).read_text())
+    sound = json.dumps(raw)
+    raw["labels"]["genre"]["unknown"]["windows"] += 1
+    (output / contract.DATASET_FILE).write_text(json.dumps(raw))
+    assert any("labels: genre values count" in p for p in verify.check(str(output)).problems)
+    (output / contract.DATASET_FILE).write_text(sound)
 
     shard = contract.read_description(str(output)).splits[contract.TRAIN].files[0]
     data = bytearray((output / shard).read_bytes())

@@ -208,6 +208,7 @@ def test_walkthrough_two_genres_scraped_trained_and_asked_for(music_site, tmp_pa
             f"--output={data}",
             "--sample_rate=8000",
             "--window_samples=1000",
+            "--validation_fraction=0",
             "--requests_per_second=50",
             "--max_retries=3",
             "--direct_num_workers=1",
