@@ -1,14 +1,16 @@
 """Generation speed of a WaveNet preset (default: "default"): cached against naive, 1 stream and a batch of 64.
 
     python benchmarks/sampler_benchmark.py [--seconds 2] [--batches 1,64] [--cores 1,2] [--engines cpu,xla]
-        [--preset default]
+        [--preset default] [--condition_values 0]
 
 Each (engine, cores, batch) runs in its own process pinned to that many cores
 before TensorFlow starts; the cpu engine uses one thread per core. Weights are
 random: speed does not depend on their values. "naive" generates by a full
 forward pass over the receptive field per sample, what a plain `model(context)`
 loop costs. Targets on the project's 2-core CPU: one stream >= 8,000 samples/s;
-a batch of 64 >= 10x real time at 16 kHz.
+a batch of 64 >= 10x real time at 16 kHz. With --condition_values N the model
+is globally conditioned on N label values, the clips of a batch taking them in
+turn (what conditioning costs per step).
 """
 
 import argparse
@@ -23,27 +25,34 @@ sys.path.insert(0, REPO)
 CHUNK = 4000
 
 
-def measure(preset, engine, cores, batch, seconds, naive_samples):
+def measure(preset, engine, cores, batch, seconds, naive_samples, condition_values=0):
+    import dataclasses
+
     import numpy as np
 
     from pipelines import contract
     from sampler import fast
     from trainer import loop, model
 
-    config = model.PRESETS[preset]
+    config = dataclasses.replace(model.PRESETS[preset], condition_values=condition_values)
     wavenet = model.build_wavenet(config)
-    exported = contract.ModelConfig(wavenet=config, sample_rate=16000)
+    vocabulary = tuple(f"label {i}" for i in range(condition_values))
+    exported = contract.ModelConfig(
+        wavenet=config, sample_rate=16000, condition_kind="genre" if condition_values else None,
+        condition_vocabulary=vocabulary,
+    )  # fmt: skip
     generator = fast.make(wavenet, exported, engine=engine, threads=cores)
+    conditions = np.arange(batch) % condition_values if condition_values else None
     n = int(seconds * 16000)
     # Compile (and for XLA trace both chunk sizes used below) before timing.
-    generator.generate(min(n, CHUNK), batch_size=batch, chunk=CHUNK)
-    generator.generate(n % CHUNK or CHUNK, batch_size=batch, chunk=CHUNK)
+    generator.generate(min(n, CHUNK), batch_size=batch, chunk=CHUNK, conditions=conditions)
+    generator.generate(n % CHUNK or CHUNK, batch_size=batch, chunk=CHUNK, conditions=conditions)
     started = time.perf_counter()
-    codes = generator.generate(n, batch_size=batch, chunk=CHUNK)
+    codes = generator.generate(n, batch_size=batch, chunk=CHUNK, conditions=conditions)
     fast_rate = codes.size / (time.perf_counter() - started)
     assert codes.shape == (batch, n) and len(np.unique(codes)) > 1
     result = {"engine": engine, "cores": cores, "batch": batch, "fast_samples_per_sec": fast_rate}
-    if naive_samples:
+    if naive_samples and not condition_values:
         loop.generate_naive(wavenet, config, 8, 0)  # Trace once.
         started = time.perf_counter()
         loop.generate_naive(wavenet, config, naive_samples, 0)
@@ -62,6 +71,9 @@ def main():
         "--naive_samples", type=int, default=300, help="Samples for the naive rate (batch 1, cpu engine rows)."
     )
     parser.add_argument("--preset", default="default", help="Model preset (trainer.model.PRESETS).")
+    parser.add_argument(
+        "--condition_values", type=int, default=0, help="Label values of a globally conditioned model (0: none)."
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -69,17 +81,18 @@ def main():
         cores, batch = int(cores), int(batch)
         os.sched_setaffinity(0, set(range(cores)))  # Before TensorFlow and numba start their threads.
         naive = args.naive_samples if batch == 1 and engine == "cpu" else 0
-        result = measure(args.preset, engine, cores, batch, args.seconds, naive)
+        result = measure(args.preset, engine, cores, batch, args.seconds, naive, args.condition_values)
         print("RESULT " + json.dumps(result))
         return
 
-    print(f"{args.preset} model, {args.seconds:g} s per stream at 16 kHz")
+    conditioned = f", conditioned on {args.condition_values} label values" if args.condition_values else ""
+    print(f"{args.preset} model{conditioned}, {args.seconds:g} s per stream at 16 kHz")
     for engine in args.engines.split(","):
         for cores in map(int, args.cores.split(",")):
             for batch in map(int, args.batches.split(",")):
                 child = [sys.executable, __file__, "--child", f"{engine},{cores},{batch}"]
                 child += ["--seconds", str(args.seconds), "--naive_samples", str(args.naive_samples)]
-                child += ["--preset", args.preset]
+                child += ["--preset", args.preset, "--condition_values", str(args.condition_values)]
                 out = subprocess.run(child, capture_output=True, text=True, check=True).stdout
                 result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
                 rate = result["fast_samples_per_sec"]

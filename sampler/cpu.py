@@ -4,9 +4,10 @@ A step of the default model is ~40 small matrix products and ~1,500
 transcendental functions per clip: dispatching them one by one (TensorFlow, numpy) costs
 more than computing them, and XLA's CPU code runs products this small at a
 fraction of BLAS speed. Here a whole chunk of steps runs inside one compiled
-function: matrix products go straight to BLAS `sgemm` (SciPy's Cython BLAS,
-the binding numba's own `np.dot` uses, without its allocation and checks) and
-the activations are loops that LLVM vectorises. The clips of a batch are split
+function: matrix products go straight to BLAS `sgemm` (numpy's bundled
+OpenBLAS where there is one, else SciPy's Cython BLAS, the binding numba's own
+`np.dot` uses; `compat.blas_sgemm`), without allocation or checks, and the
+activations are loops that LLVM vectorises. The clips of a batch are split
 into one group per thread; groups share nothing, so they never wait for each
 other within a chunk, and BLAS is held to one thread so that the groups do not
 oversubscribe the cores.
@@ -17,7 +18,6 @@ on the thread count, the chunk size or the other clips in the batch.
 """
 
 import concurrent.futures
-import ctypes
 import dataclasses
 import os
 
@@ -26,14 +26,14 @@ import numba.extending
 import numpy as np
 
 from pipelines import contract
+from sampler import compat
 from sampler.engine import CachedWaveNet
 
 # sgemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc), every argument by pointer
-# (Fortran BLAS interface, 32-bit integers), as scipy.linalg.cython_blas exports it. The kernel takes
-# it as an argument: numba can cache a kernel that receives a function pointer, not one that embeds it.
-SGEMM = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 13)(
-    numba.extending.get_cython_function_address("scipy.linalg.cython_blas", "sgemm")
-)
+# (Fortran BLAS interface): numpy's bundled OpenBLAS where there is one, else SciPy's (`compat.blas_sgemm`).
+# The kernel takes it as an argument: numba can cache a kernel that receives a function pointer, not one
+# that embeds it.
+SGEMM, BLAS_INT = compat.blas_sgemm()
 # Steps whose uniform numbers come from one numpy stream: any chunking gives the same numbers.
 RANDOM_BLOCK = 1024
 
@@ -122,12 +122,12 @@ def run_steps(
     code_taps, causal_bias, code_ring,
     gate_kernels, gate_biases, residual_kernels, residual_biases,
     skip_kernel, skip_bias, hidden_kernel, hidden_bias, logits_kernel, logits_bias,
-    dilations, rings, ring_offsets, out_codes, out_logits,
+    dilations, rings, ring_offsets, out_codes, out_logits, dims,
 ):  # fmt: skip
     """Runs steps t0 .. t0 + n - 1 of one group of B clips; updates the caches in place.
 
     Args:
-      sgemm: BLAS sgemm as a ctypes function (`SGEMM`).
+      sgemm: BLAS sgemm as a ctypes function (`SGEMM`); dims: int [6] scratch of its integer type (`BLAS_INT`).
       codes: int32 [B], the input of the first step when sampling; on return, the next input.
       inputs: int32 [B, n], the input of every step when `forced` (else unused, may be [B, 0]).
       forced: bool; True reads `inputs` and writes `out_logits`, False samples into `out_codes`.
@@ -167,7 +167,6 @@ def run_steps(
     skip = np.empty((batch, skip_channels), f32)
     hidden = np.empty((batch, skip_channels), f32)
     logits = np.empty((batch, quantization_channels), f32)
-    dims = np.empty(6, np.int32)
     no_transpose = np.full(1, ord("N"), np.uint8)
     alpha_beta = np.array([1.0, 0.0], f32)
     half = f32(0.5)
@@ -375,7 +374,7 @@ class CpuWaveNet(CachedWaveNet):
                 self._gate_kernels, group.gate_biases, self._residual_kernels, self._residual_biases,
                 self._skip_kernel, self._skip_bias, self._hidden_kernel, self._hidden_bias, self._logits_kernel,
                 self._logits_bias, self._dilations, group.rings, group.ring_offsets, group_out_codes,
-                group_out_logits,
+                group_out_logits, np.empty(6, BLAS_INT),
             )  # fmt: skip
             codes[rows], out_codes[rows], out_logits[rows] = group_codes, group_out_codes, group_out_logits
 

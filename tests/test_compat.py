@@ -85,3 +85,30 @@ def test_xla_slices_read_and_update_a_ring_buffer_under_xla():
     expected = np.arange(12, dtype=np.float32).reshape(4, 3)
     expected[2] = 9
     np.testing.assert_array_equal(updated.numpy(), expected)
+
+
+@pytest.mark.parametrize("numpy_blas", [True, False])
+def test_blas_sgemm_multiplies_with_numpy_openblas_or_scipy(numpy_blas, monkeypatch):
+    import ctypes
+
+    import threadpoolctl
+
+    from sampler import compat as sampler_compat
+
+    if not numpy_blas:  # No numpy OpenBLAS found: SciPy's Cython BLAS (32-bit integers).
+        monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda: [])
+    sgemm, index_dtype = sampler_compat.blas_sgemm()
+    if numpy_blas:
+        assert index_dtype == np.int64  # numpy's wheels bundle OpenBLAS with 64-bit integers.
+    else:
+        assert index_dtype == np.int32
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(3, 5)).astype(np.float32), rng.normal(size=(5, 4)).astype(np.float32)
+    c = np.zeros((3, 4), np.float32)
+    # Row-major c = a @ b is column-major c^T = b^T a^T: sgemm(N, N, 4, 3, 5, 1, b, 4, a, 5, 0, c, 4).
+    ints = [np.array([v], index_dtype) for v in (4, 3, 5, 4, 5, 4)]
+    no_transpose, alpha, beta = np.array([ord("N")], np.uint8), np.ones(1, np.float32), np.zeros(1, np.float32)
+    pointer = ctypes.c_void_p
+    sgemm(*(pointer(x.ctypes.data) for x in (no_transpose, no_transpose, *ints[:3], alpha, b, ints[3], a, ints[4],
+                                              beta, c, ints[5])))  # fmt: skip
+    np.testing.assert_allclose(c, a @ b, rtol=1e-5)
