@@ -224,3 +224,31 @@ def test_walkthrough_two_genres_scraped_trained_and_asked_for(music_site, tmp_pa
     assert "genres-001.wav (genre Electronic)" in capsys.readouterr().out
     scored = evaluate.evaluate(str(job), str(data), split=contract.TRAIN, progress=False)
     assert scored.label_kind == "genre" and set(scored.by_label) == {"Ambient", "Electronic"}
+
+
+def test_conditioned_training_on_two_replicas_matches_one_device(labelled_data, tmp_path):
+    """(codes, label) batches go through MirroredStrategy as they do on one device."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    codes, conditions = rng.integers(0, 64, (4, 200)).astype("int32"), np.array([1, 2, 2, 1], np.int32)
+
+    def fixed(ctx):
+        per_replica = ctx.get_per_replica_batch_size(4)
+        return tf.data.Dataset.from_tensor_slices((codes, conditions)).batch(per_replica).repeat()
+
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    losses = {}
+    for name, strategy in {
+        "one": tf.distribute.OneDeviceStrategy(cpus[0]),
+        "mirrored": tf.distribute.MirroredStrategy(cpus),
+    }.items():
+        result = task.run(
+            [f"--data={labelled_data}", f"--job_dir={tmp_path / name}", "--model=tiny", "--condition_on=genre",
+             "--steps=3", "--batch_size=4", "--crop_samples=200", "--summary_audio_secs=0", "--eval_batches=1"],
+            dataset_override=fixed,
+            strategy_override=strategy,
+        )  # fmt: skip
+        losses[name] = [loss for _, loss in result.losses]
+    assert len(losses["one"]) == 3 and losses["one"][0] != losses["one"][2]
+    assert losses["mirrored"] == pytest.approx(losses["one"], rel=1e-5)
