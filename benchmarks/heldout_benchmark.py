@@ -34,6 +34,14 @@ from trainer import evaluate, task  # noqa: E402
 CONFIGS = {
     "constant": ["--lr_schedule=constant", "--warmup_steps=0", "--clip_norm=0"],
     "cosine": ["--lr_schedule=cosine", "--warmup_steps=50", "--clip_norm=1.0"],
+    "constant-3e-3": ["--lr_schedule=constant", "--warmup_steps=0", "--clip_norm=0", "--learning_rate=3e-3"],
+    "batch-8-2e-3": ["--lr_schedule=constant", "--warmup_steps=0", "--clip_norm=0", "--learning_rate=2e-3",
+                     "--batch_size=8"],
+    "crop-8192-3e-3": ["--lr_schedule=constant", "--warmup_steps=0", "--clip_norm=0", "--learning_rate=3e-3",
+                       "--batch_size=8", "--crop_samples=8192"],
+    "batch-8-3e-3": ["--lr_schedule=constant", "--warmup_steps=0", "--clip_norm=0", "--learning_rate=3e-3",
+                     "--batch_size=8"],
+    "constant-5e-3": ["--lr_schedule=constant", "--warmup_steps=0", "--clip_norm=0", "--learning_rate=5e-3"],
 }
 LOCAL = ["--direct_num_workers=1", "--direct_running_mode=in_memory", "--sample_rate=16000", "--window_samples=16000"]
 
