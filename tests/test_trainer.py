@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pipelines import contract
-from trainer import data, model, storage, task
+from trainer import data, distribute, model, storage, task
 
 TINY = model.PRESETS["tiny"]
 
@@ -53,6 +53,21 @@ def test_model_is_causal_and_sees_exactly_its_receptive_field(filter_width):
     assert not differs[100 + rf :].any()  # ...and no further.
 
 
+def test_mirrored_strategies_made_one_after_another_in_one_process_each_reduce_their_own_shapes():
+    """A plain MirroredStrategy made after another reuses its collective keys (tensorflow#62790)."""
+    import tensorflow as tf
+
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    for size in (3, 5):
+        strategy = distribute.mirrored(cpus)
+
+        @tf.function
+        def all_reduce(strategy=strategy, size=size):
+            return strategy.run(lambda: tf.distribute.get_replica_context().all_reduce("sum", tf.ones([size])))
+
+        assert [r.numpy().tolist() for r in strategy.experimental_local_results(all_reduce())] == [[2.0] * size] * 2
+
+
 def test_mirrored_on_two_devices_matches_one_device_for_the_same_global_batch(clips_dataset, tmp_path):
     import tensorflow as tf
 
@@ -68,7 +83,7 @@ def test_mirrored_on_two_devices_matches_one_device_for_the_same_global_batch(cl
     results = {}
     for name, strategy in {
         "one": tf.distribute.OneDeviceStrategy(cpus[0]),
-        "mirrored": tf.distribute.MirroredStrategy(cpus),
+        "mirrored": distribute.mirrored(cpus),
     }.items():
         results[name] = task.run(
             _args(clips_dataset, tmp_path / name, "--steps=3", "--summary_audio_secs=0"),

@@ -1,8 +1,13 @@
 """The one place tf.distribute strategies are made, and what the rest needs to know about them."""
 
+import itertools
 import json
 import os
 import posixpath
+
+# Collective group keys each MirroredStrategy made in this process may use (it needs a few).
+_KEYS_PER_STRATEGY = 10_000
+_key_ranges = itertools.count()
 
 
 def get_strategy(name="auto", tpu=None):
@@ -33,10 +38,26 @@ def get_strategy(name="auto", tpu=None):
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
-        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-        return tf.distribute.MirroredStrategy(devices)
+        return mirrored([d.name for d in (gpus or tf.config.list_logical_devices("CPU"))])
     gpus = tf.config.list_logical_devices("GPU")
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+
+
+def mirrored(devices):
+    """A MirroredStrategy over `devices` (names such as "/gpu:0") that can live beside others in one process.
+
+    TensorFlow starts every MirroredStrategy's collective group keys at 1, so a second one in
+    the same process (a notebook training twice, a test comparing strategies) reuses the first
+    one's all-reduce instances and fails with "Shape mismatch in the collective instance"
+    (tensorflow/tensorflow#62790). Each strategy made here gets its own range of keys through
+    the attribute TensorFlow reads for that, `_collective_key_base`.
+    """
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy.__new__(tf.distribute.MirroredStrategy)
+    strategy._collective_key_base = next(_key_ranges) * _KEYS_PER_STRATEGY
+    strategy.__init__(devices)
+    return strategy
 
 
 def is_chief(strategy):
