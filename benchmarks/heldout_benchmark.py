@@ -1,6 +1,7 @@
 """Held-out quality of the default WaveNet after a fixed CPU budget, for several training configurations.
 
-    python benchmarks/heldout_benchmark.py [--corpus ../shared/corpus] [--steps 150] [--configs lr-1e-3,lr-3e-3]
+    python benchmarks/heldout_benchmark.py [--corpus ../shared/corpus] [--steps 150]
+        [--configs lr-1e-3,lr-3e-3] [--seeds 0,1]
 
 1. Preprocesses the corpus (the Endgame: Singularity tracks) at 16 kHz into
    16,000-sample windows: the training data.
@@ -62,6 +63,9 @@ def main():
     parser.add_argument("--corpus", default=os.path.join(REPO, "..", "shared", "corpus"))
     parser.add_argument("--steps", type=int, default=150, help="Training steps per configuration.")
     parser.add_argument("--configs", default="lr-1e-3,lr-3e-3", help=f"Comma-separated, of: {', '.join(CONFIGS)}.")
+    parser.add_argument(
+        "--seeds", default="0", help="Comma-separated training seeds, each configuration once per seed: the spread."
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         train_data, held_out = os.path.join(workdir, "train"), os.path.join(workdir, "held-out")
@@ -69,13 +73,14 @@ def main():
         tracks = held_out_music(workdir)
         preprocess.run([*(f"--input={t}" for t in tracks), f"--output={held_out}", "--validation_fraction=1", *LOCAL])
         rows = []
-        for name in args.configs.split(","):
-            job = os.path.join(workdir, f"job-{name}")
+        for config, seed in [(c, int(s)) for c in args.configs.split(",") for s in args.seeds.split(",")]:
+            name = f"{config} seed {seed}"
+            job = os.path.join(workdir, f"job-{config}-{seed}")
             started = time.monotonic()
             flags = [f"--data={train_data}", f"--job_dir={job}", "--model=default", f"--steps={args.steps}",
                      "--batch_size=16", "--crop_samples=4096", f"--eval_every={args.steps * 10}",
-                     f"--checkpoint_every={args.steps}", "--summary_audio_secs=0"]  # fmt: skip
-            result = task.run(flags + CONFIGS[name])
+                     f"--checkpoint_every={args.steps}", "--summary_audio_secs=0", f"--seed={seed}"]  # fmt: skip
+            result = task.run(flags + CONFIGS[config])
             wall = time.monotonic() - started
             scored = evaluate.evaluate(job, held_out, progress=False)
             rows.append((name, wall, result, scored))

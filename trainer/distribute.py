@@ -50,7 +50,9 @@ def mirrored(devices):
     the same process (a notebook training twice, a test comparing strategies) reuses the first
     one's all-reduce instances and fails with "Shape mismatch in the collective instance"
     (tensorflow/tensorflow#62790). Each strategy made here gets its own range of keys through
-    the attribute TensorFlow reads for that, `_collective_key_base`.
+    the attribute TensorFlow reads for that, `_collective_key_base` (private: the test
+    `test_mirrored_strategies_made_one_after_another_in_one_process_each_reduce_their_own_shapes`
+    fails by name if an upgrade changes it).
     """
     import tensorflow as tf
 
