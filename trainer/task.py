@@ -33,7 +33,8 @@ from trainer.loop import TrainingError
 _LOGGER = logging.getLogger(__name__)
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 LR_SCHEDULES = ("constant", "cosine")
-# Scored best on held-out music at the benchmark's budget (1e-3: 3.55 nats, 3e-3: 3.32, 5e-3: 3.29; BENCHMARKS.md).
+# Held-out music at the benchmark's budget (BENCHMARKS.md): 1e-3 3.55 nats, 3e-3 3.32, 5e-3 3.29. Not 5e-3:
+# 0.03 nats is little for a rate that much nearer divergence on long runs and large batches.
 DEFAULT_LEARNING_RATE = 3e-3
 DEFAULT_LR_SCHEDULE = "constant"
 DEFAULT_WARMUP_STEPS = 0
