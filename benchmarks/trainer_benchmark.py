@@ -9,6 +9,10 @@
 3. Reads the same tf.data input (same batch, crops, parsing) alone for
    --input_batches batches and reports its samples/s.
 The input must be >= 10x what the model consumes, so it never starves training.
+4. Times one training step (forward, gradient, Adam) of the same model on the
+   same random codes in two formulations: the Keras model's forward over every
+   position, sliced to the scored outputs (the trainer's until 2026-11-24), and
+   `trainer.model.scored_logits` (the trainer's now), for each --compare_crops.
 Runs on whatever device TensorFlow finds (CPU here; GPU where present).
 """
 
@@ -33,6 +37,8 @@ def main():
     parser.add_argument("--model", default="default")
     parser.add_argument("--mixed_precision", action="store_true")
     parser.add_argument("--jit_compile", action="store_true")
+    parser.add_argument("--compare_crops", default="4096,16000", help="Crop lengths for the formulation comparison.")
+    parser.add_argument("--compare_steps", type=int, default=5)
     parser.add_argument(
         "--steps_per_loop", default="1,10", help="Comma-separated values compared in this run (the first is the base)."
     )
@@ -76,6 +82,56 @@ def main():
         )
     print(f"input only: {input_rate:>12,.0f} samples/s")
     print(f"input / training: {input_rate / model_rate:.0f}x (target >= 10x)")
+    print(f"\none training step, Keras forward vs scored_logits, global batch {args.batch_size}:")
+    for crop in [int(n) for n in args.compare_crops.split(",")]:
+        keras_rate, scored_rate = compare_formulations(args.model, args.batch_size, crop, args.compare_steps)
+        print(
+            f"crop {crop:>6}: Keras forward {keras_rate:>10,.0f} samples/s, scored_logits {scored_rate:>10,.0f} "
+            f"samples/s ({scored_rate / keras_rate:.2f}x)"
+        )
+
+
+def compare_formulations(preset, batch_size, crop, steps):
+    """Samples/s of a training step with the Keras model's forward and with scored_logits (same weights, codes)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from trainer import model
+
+    config = model.PRESETS[preset]
+    rf = config.receptive_field
+    keras.utils.set_random_seed(0)
+    wavenet = model.build_wavenet(config)
+    codes = tf.constant(np.random.default_rng(0).integers(0, config.quantization_channels, (batch_size, crop + 1)))
+    codes = tf.cast(codes, tf.int32)
+
+    def keras_logits(inputs):
+        return wavenet(inputs, training=True)[:, rf - 1 :]
+
+    def scored(inputs):
+        return model.scored_logits(wavenet, config, inputs)
+
+    rates = []
+    for logits_of in (keras_logits, scored):
+        optimizer = keras.optimizers.Adam(1e-4)
+
+        @tf.function
+        def train_step(codes, logits_of=logits_of, optimizer=optimizer):
+            with tf.GradientTape() as tape:
+                logits = tf.cast(logits_of(codes[:, :-1]), tf.float32)
+                loss = tf.reduce_mean(
+                    keras.losses.sparse_categorical_crossentropy(codes[:, rf:], logits, from_logits=True)
+                )
+            optimizer.apply(tape.gradient(loss, wavenet.trainable_variables), wavenet.trainable_variables)
+            return loss
+
+        train_step(codes).numpy()  # Tracing and the first run.
+        started = time.perf_counter()
+        for _ in range(steps):
+            train_step(codes).numpy()
+        rates.append(steps * batch_size * crop / (time.perf_counter() - started))
+    return tuple(rates)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,51 @@ def test_model_is_causal_and_sees_exactly_its_receptive_field(filter_width):
     assert not differs[100 + rf :].any()  # ...and no further.
 
 
+@pytest.mark.parametrize(
+    "filter_width, condition_values, policy",
+    [(2, 0, "float32"), (3, 0, "float32"), (2, 3, "float32"), (2, 0, "mixed_float16")],
+)
+def test_scored_logits_and_their_gradients_equal_the_keras_models(filter_width, condition_values, policy):
+    """The training formulation (shifted products, pruned positions) computes the exported model's function."""
+    import keras
+    import tensorflow as tf
+
+    config = model.WaveNetConfig(
+        quantization_channels=32, residual_channels=8, dilation_channels=6, skip_channels=12,
+        filter_width=filter_width, dilations=(1, 2, 4, 8, 1, 2), condition_values=condition_values,
+    )  # fmt: skip
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        wavenet = model.build_wavenet(config)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    rng = np.random.default_rng(2)
+    for weight in wavenet.weights:  # Non-zero biases too, so a missed bias shows.
+        weight.assign(rng.normal(0, 0.3, weight.shape).astype("float32"))
+    rf = config.receptive_field
+    codes = tf.constant(rng.integers(0, 32, (3, rf + 40)), tf.int32)
+    condition = tf.constant([2, 0, 1], tf.int32) if condition_values else None
+    inputs = [codes, condition] if condition_values else codes
+
+    with tf.GradientTape(persistent=True) as tape:
+        keras_logits = tf.cast(wavenet(inputs)[:, rf - 1 :], tf.float32)
+        scored = model.scored_logits(wavenet, config, codes, condition)
+        keras_loss, scored_loss = tf.reduce_sum(keras_logits**2), tf.reduce_sum(scored**2)
+    assert scored.dtype == tf.float32 and scored.shape == (3, 41, 32)
+    # float16 rounding: the Keras model's own float16 gradients differ from its float32 ones by several 1e-3
+    # of their largest value here, and two float16 computations in different orders by up to ~3e-2.
+    tolerance = 1e-5 if policy == "float32" else 5e-2
+    np.testing.assert_allclose(scored.numpy(), keras_logits.numpy(), rtol=tolerance, atol=tolerance)
+    expected = tape.gradient(keras_loss, wavenet.trainable_variables)
+    got = tape.gradient(scored_loss, wavenet.trainable_variables)
+    for variable, want, have in zip(wavenet.trainable_variables, expected, got, strict=True):
+        want, have = tf.convert_to_tensor(want), tf.convert_to_tensor(have)  # Embeddings' are IndexedSlices.
+        scale = float(tf.reduce_max(tf.abs(want))) or 1.0
+        np.testing.assert_allclose(have.numpy() / scale, want.numpy() / scale, atol=tolerance, err_msg=variable.path)
+    with pytest.raises(ValueError, match="receptive field|>= "):
+        model.scored_logits(wavenet, config, codes[:, : rf - 1], condition)
+
+
 def test_mirrored_strategies_made_one_after_another_in_one_process_each_reduce_their_own_shapes():
     """A plain MirroredStrategy made after another reuses its collective keys (tensorflow#62790)."""
     import tensorflow as tf

@@ -120,13 +120,11 @@ def train(
     """
     import tensorflow as tf
 
-    rf = wavenet_config.receptive_field
     global_batch = settings.global_batch
 
     def train_replica(batch):
         with tf.GradientTape() as tape:
-            codes, logits = predict(wavenet, batch, training=True)
-            per_example = cross_entropy_nats(logits, codes, rf)
+            _, per_example = per_example_nats(wavenet, wavenet_config, batch)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             scaled = optimizer.scale_loss(loss) if settings.mixed_precision else loss
         grads = tape.gradient(scaled, wavenet.trainable_variables)
@@ -149,8 +147,7 @@ def train(
     @tf.function
     def eval_step(codes):
         def replica(batch):
-            codes, logits = predict(wavenet, batch, training=False)
-            per_example = cross_entropy_nats(logits, codes, rf)
+            codes, per_example = per_example_nats(wavenet, wavenet_config, batch)
             return tf.reduce_sum(per_example), tf.cast(tf.shape(codes)[0], tf.float32)
 
         total, count = strategy.run(replica, args=(codes,))
@@ -259,46 +256,34 @@ def learning_rate_schedule(name, peak, warmup_steps, total_steps):
     )
 
 
-def predict(wavenet, batch, training):
-    """The model's logits for a batch of the input (`trainer.data.make_dataset`).
-
-    Args:
-      wavenet: keras.Model (`trainer.model.build_wavenet`).
-      batch: int32 [batch, time] codes, or (codes, int32 [batch] label indices) for a conditioned model.
-      training: bool.
-
-    Returns:
-      (codes [batch, time], logits [batch, time - 1, quantization_channels] of the model on codes[:, :-1]).
-    """
-    if isinstance(batch, tuple | list):
-        codes, condition = batch
-        return codes, wavenet([codes[:, :-1], condition], training=training)
-    return batch, wavenet(batch[:, :-1], training=training)
-
-
-def cross_entropy_nats(logits, codes, receptive_field):
+def per_example_nats(wavenet, wavenet_config, batch):
     """Per-example cross-entropy of a WaveNet's predictions, over the outputs that see a full receptive field.
 
     The model reads codes[:, :-1]; output t predicts codes[:, t + 1]. Outputs
     before receptive_field - 1 see the zero padding of the causal convolutions,
     not music, and are not scored (the quantity the paper reports, van den
-    Oord et al. 2016, section 3.2, as negative log-likelihood per sample).
+    Oord et al. 2016, section 3.2, as negative log-likelihood per sample); the
+    logits are computed only where scored (`trainer.model.scored_logits`).
 
     Args:
-      logits: float [batch, time - 1, quantization_channels], the model's output on codes[:, :-1].
-      codes: int32 [batch, time] mu-law codes.
-      receptive_field: the model's receptive field in samples.
+      wavenet: keras.Model (`trainer.model.build_wavenet`); wavenet_config: its WaveNetConfig.
+      batch: int32 [batch, time] mu-law codes (time static, > receptive_field), or
+        (codes, int32 [batch] label indices) for a conditioned model.
 
     Returns:
-      float32 [batch] mean nats per scored sample.
+      (codes [batch, time], float32 [batch] mean nats per scored sample).
     """
     import keras
     import tensorflow as tf
 
+    from trainer import model
+
+    codes, condition = batch if isinstance(batch, tuple | list) else (batch, None)
+    logits = model.scored_logits(wavenet, wavenet_config, codes[:, :-1], condition)
     per_sample = keras.losses.sparse_categorical_crossentropy(
-        codes[:, receptive_field:], tf.cast(logits[:, receptive_field - 1 :], tf.float32), from_logits=True
+        codes[:, wavenet_config.receptive_field :], tf.cast(logits, tf.float32), from_logits=True
     )
-    return tf.reduce_mean(per_sample, axis=1)
+    return codes, tf.reduce_mean(per_sample, axis=1)
 
 
 SUMMARY_CONDITIONS = 4  # A conditioned model's audio summary: one clip for each of its first label values.
