@@ -1,6 +1,7 @@
 """Training throughput of the default WaveNet, and of the input pipeline alone, in one run.
 
-    python benchmarks/trainer_benchmark.py [--steps 12] [--batch_size 8] [--steps_per_loop 1,10] [--mixed_precision]
+    python benchmarks/trainer_benchmark.py [--steps 12] [--batch_size 8] [--crop_samples N] [--steps_per_loop 1,10]
+        [--mixed_precision] [--jit_compile] [--compare_crops 4096,16000]
 
 1. Preprocesses the bundled clips at 16 kHz into 16,000-sample windows.
 2. Trains the default model (receptive field 2,048) for --steps steps with
@@ -33,6 +34,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--crop_samples", type=int, default=None, help="Training crops (default: whole windows).")
     parser.add_argument("--input_batches", type=int, default=200)
     parser.add_argument("--model", default="default")
     parser.add_argument("--mixed_precision", action="store_true")
@@ -46,11 +48,17 @@ def main():
 
     import tensorflow as tf
 
+    # First, in a process that has trained nothing yet (TensorFlow's speed depended on what ran before: BENCHMARKS.md).
+    formulations = {
+        int(crop): compare_formulations(args.model, args.batch_size, int(crop), args.compare_steps)
+        for crop in args.compare_crops.split(",")
+    }
     with tempfile.TemporaryDirectory() as workdir:
         dataset_dir = os.path.join(workdir, "data")
         preprocess.run([f"--output={dataset_dir}", "--direct_num_workers=1", "--direct_running_mode=in_memory"])
         description = contract.read_description(dataset_dir)
         window = description.window_samples
+        crop = args.crop_samples or window
         rates = {}
         for steps_per_loop in [int(n) for n in args.steps_per_loop.split(",")]:
             flags = [
@@ -59,22 +67,23 @@ def main():
                 "--eval_every=1000000", "--checkpoint_every=1000000", "--summary_audio_secs=0",
                 f"--steps_per_loop={steps_per_loop}",
             ]  # fmt: skip
+            flags += [f"--crop_samples={args.crop_samples}"] * bool(args.crop_samples)
             flags += ["--mixed_precision"] * args.mixed_precision + ["--jit_compile"] * args.jit_compile
             rates[steps_per_loop] = task.run(flags).samples_per_sec
         base = next(iter(rates))
         model_rate = rates[base]
 
         paths = data.split_paths(dataset_dir, description, contract.TRAIN)
-        dataset = data.make_dataset(paths, window, args.batch_size, seed=0)
+        dataset = data.make_dataset(paths, window, args.batch_size, crop_samples=crop, seed=0)
         iterator = iter(dataset)
         next(iterator)
         started = time.perf_counter()
         for _ in range(args.input_batches):
             next(iterator)
-        input_rate = args.input_batches * args.batch_size * window / (time.perf_counter() - started)
+        input_rate = args.input_batches * args.batch_size * crop / (time.perf_counter() - started)
 
     devices = [d.name for d in tf.config.list_logical_devices()]
-    print(f"\ndevices: {devices}; model {args.model}, global batch {args.batch_size} x {window} samples")
+    print(f"\ndevices: {devices}; model {args.model}, global batch {args.batch_size} x {crop} samples")
     for steps_per_loop, rate in rates.items():
         print(
             f"training, --steps_per_loop {steps_per_loop:>4}: {rate:>12,.0f} samples/s "
@@ -83,8 +92,7 @@ def main():
     print(f"input only: {input_rate:>12,.0f} samples/s")
     print(f"input / training: {input_rate / model_rate:.0f}x (target >= 10x)")
     print(f"\none training step, Keras forward vs scored_logits, global batch {args.batch_size}:")
-    for crop in [int(n) for n in args.compare_crops.split(",")]:
-        keras_rate, scored_rate = compare_formulations(args.model, args.batch_size, crop, args.compare_steps)
+    for crop, (keras_rate, scored_rate) in formulations.items():
         print(
             f"crop {crop:>6}: Keras forward {keras_rate:>10,.0f} samples/s, scored_logits {scored_rate:>10,.0f} "
             f"samples/s ({scored_rate / keras_rate:.2f}x)"

@@ -14,7 +14,8 @@ def get_strategy(name="auto", tpu=None):
     """The one place strategies are made.
 
     auto: TPU when --tpu is given; several GPUs -> MirroredStrategy; TF_CONFIG
-    naming several workers -> MultiWorkerMirroredStrategy; else one device.
+    naming several workers -> MultiWorkerMirroredStrategy; else one device
+    (OneDeviceStrategy on the first GPU; TensorFlow's default strategy on a CPU).
     """
     import tensorflow as tf
 
@@ -40,7 +41,14 @@ def get_strategy(name="auto", tpu=None):
         gpus = tf.config.list_logical_devices("GPU")
         return mirrored([d.name for d in (gpus or tf.config.list_logical_devices("CPU"))])
     gpus = tf.config.list_logical_devices("GPU")
-    return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if gpus:
+        return tf.distribute.OneDeviceStrategy(gpus[0].name)
+    # On a CPU, TensorFlow's default strategy: `python -m trainer.task` under OneDeviceStrategy("/cpu:0")
+    # (or a one-device MirroredStrategy) trained the default model at 33,000 samples/s against 82,000
+    # under the default strategy on this project's 2-core VM, every kernel about twice as slow (profiled:
+    # MatMul 1.0 -> 1.9 s per step). In a process that had trained under the default strategy first,
+    # OneDeviceStrategy ran as fast; the cause inside TensorFlow was not found (BENCHMARKS.md).
+    return tf.distribute.get_strategy()
 
 
 def mirrored(devices):
