@@ -113,8 +113,8 @@ def scored_logits(wavenet, config, codes, condition=None):
       the skips and the output stack only at the scored positions;
     - the skips are added as they come, not stacked.
 
-    A training step of the default model on the project's 2-core CPU runs 2.3-3.3x
-    as fast with 4,096-sample crops, 1.7x with 16,000 (BENCHMARKS.md, "Training").
+    A training step of the default model on the project's 2-core CPU runs 2.2-3.4x
+    as fast with 4,096-sample crops, 1.7-2.5x with 16,000 (BENCHMARKS.md, "Training").
     Time slices use tf.slice: StridedSlice's gradient is a slow generic kernel on CPU.
 
     Args:
