@@ -102,7 +102,8 @@ def test_one_device_on_a_cpu_is_the_default_strategy():
     """OneDeviceStrategy("/cpu:0") ran the trainer at 0.4x the default strategy's samples/s (BENCHMARKS.md)."""
     import tensorflow as tf
 
-    assert not tf.config.list_logical_devices("GPU")
+    if tf.config.list_logical_devices("GPU"):
+        pytest.skip("a GPU is present: one device is OneDeviceStrategy on it")
     for name in ("auto", "one_device"):
         strategy = distribute.get_strategy(name)
         assert strategy is tf.distribute.get_strategy() and strategy.num_replicas_in_sync == 1

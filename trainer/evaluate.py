@@ -111,7 +111,7 @@ def evaluate(
     @tf.function
     def score(codes, labels):
         batch = (codes, table.lookup(labels[0])) if table is not None else codes
-        return loop.per_example_nats(wavenet, config.wavenet, batch)[1]
+        return loop.per_example_nats(wavenet, config.wavenet, batch)
 
     total, windows, per_label = 0.0, 0, {}
     counts = np.zeros(config.quantization_channels, np.int64)

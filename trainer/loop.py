@@ -124,7 +124,7 @@ def train(
 
     def train_replica(batch):
         with tf.GradientTape() as tape:
-            _, per_example = per_example_nats(wavenet, wavenet_config, batch)
+            per_example = per_example_nats(wavenet, wavenet_config, batch)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             scaled = optimizer.scale_loss(loss) if settings.mixed_precision else loss
         grads = tape.gradient(scaled, wavenet.trainable_variables)
@@ -147,8 +147,8 @@ def train(
     @tf.function
     def eval_step(codes):
         def replica(batch):
-            codes, per_example = per_example_nats(wavenet, wavenet_config, batch)
-            return tf.reduce_sum(per_example), tf.cast(tf.shape(codes)[0], tf.float32)
+            per_example = per_example_nats(wavenet, wavenet_config, batch)
+            return tf.reduce_sum(per_example), tf.cast(tf.shape(per_example)[0], tf.float32)
 
         total, count = strategy.run(replica, args=(codes,))
         return (
@@ -271,7 +271,7 @@ def per_example_nats(wavenet, wavenet_config, batch):
         (codes, int32 [batch] label indices) for a conditioned model.
 
     Returns:
-      (codes [batch, time], float32 [batch] mean nats per scored sample).
+      float32 [batch] mean nats per scored sample.
     """
     import keras
     import tensorflow as tf
@@ -283,7 +283,7 @@ def per_example_nats(wavenet, wavenet_config, batch):
     per_sample = keras.losses.sparse_categorical_crossentropy(
         codes[:, wavenet_config.receptive_field :], tf.cast(logits, tf.float32), from_logits=True
     )
-    return codes, tf.reduce_mean(per_sample, axis=1)
+    return tf.reduce_mean(per_sample, axis=1)
 
 
 SUMMARY_CONDITIONS = 4  # A conditioned model's audio summary: one clip for each of its first label values.

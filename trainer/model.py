@@ -96,7 +96,7 @@ def build_wavenet(config):
 
 
 def scored_logits(wavenet, config, codes, condition=None):
-    """The model's logits at the outputs that see a full receptive field, computed only where they need.
+    """The model's logits at the outputs that see a full receptive field, computed only where needed.
 
     The same function as `wavenet(codes)[:, receptive_field - 1:]` (and the same
     weights, read from the model's layers by name), formulated for training:
@@ -151,10 +151,14 @@ def scored_logits(wavenet, config, codes, condition=None):
             return time_slice(x, begin - x_first, end - x_first)
         return tf.pad(time_slice(x, 0, end - x_first), [[0, 0], [-begin, 0], [0, 0]])
 
-    def causal_conv(x, x_first, begin, dilation, kernel):
-        """sum_k x[t - (width-1-k) * dilation] @ kernel[k] for t in [begin, length)."""
-        shift = [(width - 1 - k) * dilation for k in range(width)]
-        return sum(_matmul(positions(x, x_first, begin - s, length - s), kernel[k]) for k, s in enumerate(shift))
+    def taps(x, x_first, begin, dilation):
+        """x[t - (width-1-k) * dilation] for t in [begin, length), one tensor per kernel tap k."""
+        shifts = [(width - 1 - k) * dilation for k in range(width)]
+        return [positions(x, x_first, begin - shift, length - shift) for shift in shifts]
+
+    def causal_conv(shifted, kernel):
+        """sum_k shifted[k] @ kernel[k]: a causal convolution of the inputs `taps` shifted."""
+        return sum(_matmul(tap, kernel[k]) for k, tap in enumerate(shifted))
 
     # needed[j]: the first position of layer j's residual input that a scored output depends on.
     needed = [first] * (len(config.dilations) + 1)
@@ -165,13 +169,14 @@ def scored_logits(wavenet, config, codes, condition=None):
     embedded = tf.cast(tf.gather(embeddings, codes), dtype)
     kernel, bias = layer_weights(contract.CAUSAL_CONV_LAYER, dtype)
     x_first = max(needed[0], 0)
-    x = causal_conv(embedded, 0, x_first, 1, kernel) + bias
+    x = causal_conv(taps(embedded, 0, x_first, 1), kernel) + bias
     skips = None
     for j, dilation in enumerate(config.dilations):
         kernel, bias = layer_weights(contract.gate_layer(j), dtype)
         out_first = max(needed[j + 1], 0)
-        filt = causal_conv(x, x_first, out_first, dilation, kernel[:, :, :gated]) + bias[:gated]
-        gate = causal_conv(x, x_first, out_first, dilation, kernel[:, :, gated:]) + bias[gated:]
+        shifted = taps(x, x_first, out_first, dilation)  # Sliced once for both halves.
+        filt = causal_conv(shifted, kernel[:, :, :gated]) + bias[:gated]
+        gate = causal_conv(shifted, kernel[:, :, gated:]) + bias[gated:]
         if condition is not None:
             table = tf.convert_to_tensor(wavenet.get_layer(contract.condition_layer(j)).embeddings)
             label = tf.cast(tf.gather(table, condition), dtype)[:, None, :]  # [batch, 1, 2D]
