@@ -1,23 +1,25 @@
 """Held-out quality of the default WaveNet after a fixed CPU budget, for several training configurations.
 
-    python benchmarks/heldout_benchmark.py [--corpus ../shared/corpus] [--steps 150]
-        [--configs lr-1e-3,lr-3e-3] [--seeds 0,1]
+    python benchmarks/heldout_benchmark.py [--training_music soundtrack|corpus] [--corpus ../shared/corpus]
+        [--steps 150] [--configs lr-1e-3,lr-3e-3] [--seeds 0,1]
 
-1. Preprocesses the corpus (the Endgame: Singularity tracks) at 16 kHz into
-   16,000-sample windows: the training data.
+1. Preprocesses the training music at 16 kHz into 16,000-sample windows: by
+   default the whole Endgame: Singularity soundtrack in full tracks (Debian's
+   `singularity-music`, about 50 MB, `apt-get download`, not bundled), or with
+   --training_music corpus the clips of --corpus (the same composer).
 2. Fetches Debian's `asc-music` package (three tracks by another composer,
-   about 10 MB; `apt-get download`, not bundled) and preprocesses it the same
-   way, every track in the validation split: music the model never hears.
+   about 10 MB) and preprocesses it the same way, every track in the
+   validation split: music the model never hears.
 3. For each configuration, trains the default model for --steps steps
    (batch 16 x 4,096-sample crops unless the configuration says otherwise)
    and scores the export on the held-out music with `trainer.evaluate`: nats
    per sample beside the entropy of the held-out code histogram.
 
-Configurations (CONFIGS): a constant learning rate of 1e-3, 3e-3 (the
-trainer's default, chosen by this benchmark) or 5e-3 without clipping;
-cosine-1e-3, 50 warm-up steps then a cosine decay to 0 at --steps with
-global-norm clipping at 1.0; batch-8 variants (run them with twice the
-steps for the same compute).
+Configurations (CONFIGS): a constant learning rate of 1e-3, 3e-3 or 5e-3
+without clipping; cosine-1e-3, 50 warm-up steps then a cosine decay to 0 at
+--steps with global-norm clipping at 1.0; cosine-3e-3 and cosine-5e-3, 20
+warm-up steps and the same decay without clipping, for runs of 650+ steps;
+batch-8 variants (run them with twice the steps for the same compute).
 """
 
 import argparse
@@ -35,31 +37,50 @@ from pipelines import preprocess  # noqa: E402
 from trainer import evaluate, task  # noqa: E402
 
 CONSTANT = ["--lr_schedule=constant", "--warmup_steps=0", "--clip_norm=0"]
+COSINE = ["--lr_schedule=cosine", "--warmup_steps=20", "--clip_norm=0"]  # Decays to 0 at --steps.
 # Every configuration names its learning rate, so a row of BENCHMARKS.md reruns the same whatever the defaults.
 CONFIGS = {
     "lr-1e-3": [*CONSTANT, "--learning_rate=1e-3"],  # The defaults until 2026-11-24.
     "cosine-1e-3": ["--lr_schedule=cosine", "--warmup_steps=50", "--clip_norm=1.0", "--learning_rate=1e-3"],
     "lr-3e-3": [*CONSTANT, "--learning_rate=3e-3"],  # The defaults since.
     "lr-5e-3": [*CONSTANT, "--learning_rate=5e-3"],
+    # A short warm-up, then a cosine decay to 0 at --steps, no clipping: for the runs of 650+ steps.
+    "cosine-3e-3": [*COSINE, "--learning_rate=3e-3"],
+    "cosine-5e-3": [*COSINE, "--learning_rate=5e-3"],
     # Half the batch: run with twice the --steps for the same compute.
     "batch-8-lr-2e-3": [*CONSTANT, "--learning_rate=2e-3", "--batch_size=8"],
     "batch-8-lr-3e-3": [*CONSTANT, "--learning_rate=3e-3", "--batch_size=8"],
     # Half the batch of twice the crop: the same samples per step, 3/4 of them scored instead of 1/2.
     "batch-8-crop-8192-lr-3e-3": [*CONSTANT, "--learning_rate=3e-3", "--batch_size=8", "--crop_samples=8192"],
+    "batch-8-cosine-5e-3": [*COSINE, "--learning_rate=5e-3", "--batch_size=8"],
 }
+AUDIO = (".mp3", ".ogg", ".flac", ".wav")
 LOCAL = ["--direct_num_workers=1", "--direct_running_mode=in_memory", "--sample_rate=16000", "--window_samples=16000"]
 
 
-def held_out_music(workdir):
-    """The asc-music tracks, from Debian's package (downloaded, unpacked, never installed)."""
-    subprocess.run(["apt-get", "download", "asc-music"], cwd=workdir, check=True, capture_output=True)
-    (deb,) = glob.glob(os.path.join(workdir, "asc-music_*.deb"))
-    subprocess.run(["dpkg-deb", "-x", deb, os.path.join(workdir, "asc")], check=True)
-    return sorted(glob.glob(os.path.join(workdir, "asc", "**", "*.mp3"), recursive=True))
+def debian_music(package, workdir):
+    """The music files of a Debian package (`apt-get download`, unpacked, never installed): the directory."""
+    subprocess.run(["apt-get", "download", package], cwd=workdir, check=True, capture_output=True)
+    (deb,) = glob.glob(os.path.join(workdir, f"{package}_*.deb"))
+    unpacked = os.path.join(workdir, package)
+    subprocess.run(["dpkg-deb", "-x", deb, unpacked], check=True)
+    return unpacked
+
+
+def music_files(directory):
+    return sorted(p for p in glob.glob(os.path.join(directory, "**", "*"), recursive=True) if p.endswith(AUDIO))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--training_music",
+        choices=["soundtrack", "corpus"],
+        default="soundtrack",
+        help="soundtrack: the whole Endgame: Singularity soundtrack, full tracks (Debian's singularity-music, "
+        "fetched like asc-music; 16 files, 64 min); corpus: the clips of --corpus (7 files, 6.4 min). "
+        "Default: %(default)s.",
+    )
     parser.add_argument("--corpus", default=os.path.join(REPO, "..", "shared", "corpus"))
     parser.add_argument("--steps", type=int, default=150, help="Training steps per configuration.")
     parser.add_argument("--configs", default="lr-1e-3,lr-3e-3", help=f"Comma-separated, of: {', '.join(CONFIGS)}.")
@@ -69,8 +90,11 @@ def main():
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         train_data, held_out = os.path.join(workdir, "train"), os.path.join(workdir, "held-out")
-        preprocess.run([f"--input={args.corpus}", f"--output={train_data}", "--validation_fraction=0", *LOCAL])
-        tracks = held_out_music(workdir)
+        music = debian_music("singularity-music", workdir) if args.training_music == "soundtrack" else args.corpus
+        training = music_files(music)
+        preprocess.run([*(f"--input={t}" for t in training), f"--output={train_data}", "--validation_fraction=0",
+                        *LOCAL])  # fmt: skip
+        tracks = music_files(debian_music("asc-music", workdir))
         preprocess.run([*(f"--input={t}" for t in tracks), f"--output={held_out}", "--validation_fraction=1", *LOCAL])
         rows = []
         for config, seed in [(c, int(s)) for c in args.configs.split(",") for s in args.seeds.split(",")]:
