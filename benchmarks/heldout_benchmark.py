@@ -98,7 +98,7 @@ def main():
         preprocess.run([*(f"--input={t}" for t in tracks), f"--output={held_out}", "--validation_fraction=1", *LOCAL])
         rows = []
         for config, seed in [(c, int(s)) for c in args.configs.split(",") for s in args.seeds.split(",")]:
-            name = f"{config} seed {seed}"
+            name = f"{config} seed {seed} on the {args.training_music}"
             job = os.path.join(workdir, f"job-{config}-{seed}")
             started = time.monotonic()
             flags = [f"--data={train_data}", f"--job_dir={job}", "--model=default", f"--steps={args.steps}",
