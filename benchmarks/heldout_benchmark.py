@@ -53,6 +53,10 @@ CONFIGS = {
     # Half the batch of twice the crop: the same samples per step, 3/4 of them scored instead of 1/2.
     "batch-8-crop-8192-lr-3e-3": [*CONSTANT, "--learning_rate=3e-3", "--batch_size=8", "--crop_samples=8192"],
     "batch-8-cosine-5e-3": [*COSINE, "--learning_rate=5e-3", "--batch_size=8"],
+    # A quarter of the batch: run with four times the --steps.
+    "batch-4-cosine-5e-3": [*COSINE, "--learning_rate=5e-3", "--batch_size=4"],
+    # Each crop at a random level within +/- 6 dB (never clipped): the held-out music is louder than the training music.
+    "batch-8-cosine-5e-3-gain-6db": [*COSINE, "--learning_rate=5e-3", "--batch_size=8", "--gain_augmentation_db=6"],
 }
 AUDIO = (".mp3", ".ogg", ".flac", ".wav")
 LOCAL = ["--direct_num_workers=1", "--direct_running_mode=in_memory", "--sample_rate=16000", "--window_samples=16000"]

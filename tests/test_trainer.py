@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from pipelines import contract
+from pipelines import audio, contract
+from tests.helpers import CLIPS
 from trainer import data, distribute, model, storage, task
 
 TINY = model.PRESETS["tiny"]
@@ -380,7 +381,61 @@ def test_tensorboard_gets_audio_from_the_fast_sampler_and_its_spectrogram(clips_
             for value in event.summary.value:
                 tags[value.tag] = value
     assert {"generated", "generated_spectrogram", "loss_nats"} <= set(tags)
-    audio = tf.audio.decode_wav(tf.make_ndarray(tags["generated"].tensor)[0][0])
-    assert audio.sample_rate.numpy() == 8000 and audio.audio.shape == (2000, 1)  # 0.25 s at the data's rate.
+    wav = tf.audio.decode_wav(tf.make_ndarray(tags["generated"].tensor)[0][0])
+    assert wav.sample_rate.numpy() == 8000 and wav.audio.shape == (2000, 1)  # 0.25 s at the data's rate.
     image = tf.image.decode_png(tf.make_ndarray(tags["generated_spectrogram"].tensor)[2])
     assert image.shape[0] > 200 and image.shape[1] > 600
+
+
+def _real_codes(samples=16000):
+    """The mu-law codes of `samples` samples of a real clip (Awakening, mono, at its own rate), from its second."""
+    with open(CLIPS["mp3_44k"], "rb") as f:
+        blocks = [audio.downmix(block) for _, block in audio.decode_pyav(f)]
+    return contract.mu_law_encode(np.concatenate(blocks)[samples : 2 * samples]).astype(np.int32)
+
+
+def _level_db(codes):
+    return 10 * np.log10(np.mean(contract.mu_law_decode(codes) ** 2))
+
+
+def test_random_gain_changes_the_level_within_its_range_without_gaps_or_clipping():
+    import tensorflow as tf
+
+    codes = _real_codes()
+    seed = tf.constant([0, 7], tf.int64)
+    # A gain of ~0 dB gives back the codes: each is re-drawn within its own quantization interval.
+    np.testing.assert_array_equal(data.random_gain(tf.constant(codes), 1e-6, seed).numpy(), codes)
+    changes = []
+    for s in range(8):
+        out = data.random_gain(tf.constant(codes), 6.0, tf.constant([s, 7], tf.int64)).numpy()
+        changes.append(_level_db(out) - _level_db(codes))
+        # Louder codes leave no gaps: every code between the extremes used is used.
+        used = np.unique(out)
+        assert len(used) == used[-1] - used[0] + 1
+    assert all(-6.1 < change < 6.1 for change in changes) and max(changes) - min(changes) > 2.0
+    # Audio at full scale is made at most as loud as its peak allows (+0.19 dB, code 255's interval), never clipped:
+    # +6 dB would clip every sample above half scale.
+    amplitudes = contract.mu_law_decode(codes)
+    full_scale = contract.mu_law_encode(amplitudes / np.abs(amplitudes).max()).astype(np.int32)
+    assert np.sum(np.abs(contract.mu_law_decode(full_scale)) > 0.5) > 100
+    for s in range(8):
+        out = data.random_gain(tf.constant(full_scale), 6.0, tf.constant([s, 7], tf.int64)).numpy()
+        assert _level_db(out) <= _level_db(full_scale) + 0.25
+        # Only samples within a code of the extremes reach them (the peak may rise by those 0.19 dB).
+        assert np.sum((out == 0) | (out == 255)) <= np.sum((full_scale <= 1) | (full_scale >= 254))
+
+
+def test_gain_augmentation_is_part_of_the_deterministic_input_stream(clips_dataset, tmp_path):
+    description = contract.read_description(str(clips_dataset))
+    paths = data.split_paths(str(clips_dataset), description, contract.TRAIN)
+
+    def batches(gain_db, skip=0):
+        dataset = data.make_dataset(paths, description.window_samples, 4, seed=3, gain_db=gain_db, skip_windows=skip)
+        return [batch.numpy() for batch in dataset.take(3)]
+
+    plain, augmented = batches(0.0), batches(6.0)
+    assert not all(np.array_equal(a, b) for a, b in zip(plain, augmented))
+    np.testing.assert_array_equal(np.stack(batches(6.0)), np.stack(augmented))  # Resumes see the same gains.
+    np.testing.assert_array_equal(batches(6.0, skip=4)[0], augmented[1])
+    with pytest.raises(ValueError, match="gain_augmentation_db"):
+        task.run(_args(clips_dataset, tmp_path / "job", "--gain_augmentation_db=-1"))

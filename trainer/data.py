@@ -87,6 +87,8 @@ def make_dataset(
     skip_windows=0,
     input_context=None,
     condition=None,
+    gain_db=0.0,
+    quantization_channels=contract.DEFAULT_QUANTIZATION_CHANNELS,
 ):
     """Batches of code windows for training or evaluation.
 
@@ -111,6 +113,10 @@ def make_dataset(
         as input pipelines each pipeline reads its own files (FILE sharding),
         otherwise every pipeline reads all files and keeps its share of windows.
       condition: (label kind, vocabulary) for a conditioned model, or None.
+      gain_db: when > 0, each crop's level is changed by a gain drawn uniformly
+        in [-gain_db, +gain_db] dB (`random_gain`), from the same stateless
+        generator as the crop.
+      quantization_channels: number of mu-law codes (for `gain_db`).
 
     Returns:
       tf.data.Dataset of int32 [batch_size, crop_samples or window_samples], static
@@ -148,6 +154,8 @@ def make_dataset(
                 [], seed=tf.stack([tf.cast(seed, tf.int64), index]), maxval=window_samples - crop + 1, dtype=tf.int64
             )
             codes = codes[start : start + crop]
+        if gain_db > 0:
+            codes = random_gain(codes, gain_db, tf.stack([tf.cast(seed, tf.int64), index]), quantization_channels)
         return codes if table is None else (codes, table.lookup(label))
 
     dataset = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
@@ -159,6 +167,40 @@ def make_dataset(
         return tf.ensure_shape(codes, shape), tf.ensure_shape(labels, shape[:1])
 
     return dataset.batch(batch_size, drop_remainder=True).map(static).prefetch(tf.data.AUTOTUNE)
+
+
+def random_gain(codes, gain_db, seed, quantization_channels=contract.DEFAULT_QUANTIZATION_CHANNELS):
+    """Mu-law codes of the same audio at a random level, never clipped: gain augmentation.
+
+    Each code is read as an amplitude drawn uniformly within its quantization
+    interval (the interval `contract.mu_law_encode` maps to it, so that
+    re-quantizing at 0 dB gives back the same codes and louder audio has no
+    gaps between the codes used), multiplied by a gain drawn uniformly in
+    [-gain_db, +gain_db] dB, lowered where needed so the peak stays within
+    [-1, 1], and quantized again with `contract.mu_law_encode`'s thresholds.
+
+    Args:
+      codes: int32 [time] codes in [0, quantization_channels).
+      gain_db: the largest gain and attenuation, in dB (> 0).
+      seed: int64 [2] stateless seed; the draws use keys split from it
+        (tf.random.experimental.stateless_split), not the seed itself.
+      quantization_channels: number of mu-law codes.
+
+    Returns:
+      int32 [time] codes in [0, quantization_channels).
+    """
+    thresholds = contract.mu_law_thresholds(quantization_channels)
+    # The quantization interval of each code: [thresholds[k], thresholds[k + 1]), -1 and 1 at the ends.
+    bounds = tf.constant(np.clip(thresholds, -1.0, 1.0), tf.float32)
+    seeds = tf.random.experimental.stateless_split(seed, num=2)
+    within = tf.random.stateless_uniform(tf.shape(codes), seed=seeds[0], dtype=tf.float32)
+    low, high = tf.gather(bounds, codes), tf.gather(bounds, codes + 1)
+    audio = low + within * (high - low)
+    decibels = tf.random.stateless_uniform([], seed=seeds[1], minval=-gain_db, maxval=gain_db)
+    peak = tf.reduce_max(tf.abs(audio))
+    gain = tf.minimum(tf.pow(10.0, decibels / 20.0), 1.0 / tf.maximum(peak, 1e-6))
+    inner = tf.constant(thresholds[1:-1], tf.float32)
+    return tf.cast(tf.searchsorted(inner, tf.reshape(audio * gain, [-1]), side="right"), tf.int32)
 
 
 def code_entropy_bits(paths, window_samples, quantization_channels, max_windows=2000):

@@ -81,6 +81,14 @@ def parse_args(argv):
         "Default: the whole window.",
     )
     parser.add_argument(
+        "--gain_augmentation_db",
+        type=float,
+        default=0.0,
+        help="Train on each crop at a random level: a gain drawn uniformly within +/- this many dB, "
+        "lowered where needed so nothing clips, applied to the audio the mu-law codes stand for "
+        "(trainer.data.random_gain; 0 disables). Default: %(default)s.",
+    )
+    parser.add_argument(
         "--learning_rate",
         type=float,
         default=DEFAULT_LEARNING_RATE,
@@ -190,6 +198,8 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
         sample_rate=previous.sample_rate if previous else None,
         min_window_samples=config.receptive_field + 1,
     )
+    if args.gain_augmentation_db < 0:
+        raise ValueError(f"--gain_augmentation_db must be 0 or more, got {args.gain_augmentation_db}")
     if args.steps_per_loop is not None and args.steps_per_loop < 1:
         raise ValueError(f"--steps_per_loop must be at least 1, got {args.steps_per_loop}")
     window = description.window_samples
@@ -248,6 +258,8 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
             skip_windows=resumed_step * global_batch // input_context.num_input_pipelines,
             input_context=input_context,
             condition=condition,
+            gain_db=args.gain_augmentation_db,
+            quantization_channels=config.quantization_channels,
         )
 
     def validation_input():
