@@ -38,6 +38,7 @@ from trainer import evaluate, task  # noqa: E402
 
 CONSTANT = ["--lr_schedule=constant", "--warmup_steps=0", "--clip_norm=0"]
 COSINE = ["--lr_schedule=cosine", "--warmup_steps=20", "--clip_norm=0"]  # Decays to 0 at --steps.
+BATCH_8_COSINE_5E_3 = [*COSINE, "--learning_rate=5e-3", "--batch_size=8"]
 # Every configuration names its learning rate, so a row of BENCHMARKS.md reruns the same whatever the defaults.
 CONFIGS = {
     "lr-1e-3": [*CONSTANT, "--learning_rate=1e-3"],  # The defaults until 2026-11-24.
@@ -52,11 +53,14 @@ CONFIGS = {
     "batch-8-lr-3e-3": [*CONSTANT, "--learning_rate=3e-3", "--batch_size=8"],
     # Half the batch of twice the crop: the same samples per step, 3/4 of them scored instead of 1/2.
     "batch-8-crop-8192-lr-3e-3": [*CONSTANT, "--learning_rate=3e-3", "--batch_size=8", "--crop_samples=8192"],
-    "batch-8-cosine-5e-3": [*COSINE, "--learning_rate=5e-3", "--batch_size=8"],
+    "batch-8-cosine-5e-3": BATCH_8_COSINE_5E_3,
     # A quarter of the batch: run with four times the --steps.
     "batch-4-cosine-5e-3": [*COSINE, "--learning_rate=5e-3", "--batch_size=4"],
-    # Each crop at a random level within +/- 6 dB (never clipped): the held-out music is louder than the training music.
-    "batch-8-cosine-5e-3-gain-6db": [*COSINE, "--learning_rate=5e-3", "--batch_size=8", "--gain_augmentation_db=6"],
+    # Each crop at a random level within +/- 6 or 12 dB (never clipped); half the crops' polarity inverted.
+    "batch-8-cosine-5e-3-gain-6db": [*BATCH_8_COSINE_5E_3, "--gain_augmentation_db=6"],
+    "batch-8-cosine-5e-3-gain-12db": [*BATCH_8_COSINE_5E_3, "--gain_augmentation_db=12"],
+    "batch-8-cosine-5e-3-gain-6db-polarity": [*BATCH_8_COSINE_5E_3, "--gain_augmentation_db=6", "--random_polarity"],
+    "batch-8-cosine-5e-3-gain-12db-polarity": [*BATCH_8_COSINE_5E_3, "--gain_augmentation_db=12", "--random_polarity"],
 }
 AUDIO = (".mp3", ".ogg", ".flac", ".wav")
 LOCAL = ["--direct_num_workers=1", "--direct_running_mode=in_memory", "--sample_rate=16000", "--window_samples=16000"]

@@ -425,17 +425,33 @@ def test_random_gain_changes_the_level_within_its_range_without_gaps_or_clipping
         assert np.sum((out == 0) | (out == 255)) <= np.sum((full_scale <= 1) | (full_scale >= 254))
 
 
-def test_gain_augmentation_is_part_of_the_deterministic_input_stream(clips_dataset, tmp_path):
+def test_random_polarity_inverts_the_waveform_of_about_half_the_crops():
+    import tensorflow as tf
+
+    codes = _real_codes(4000)
+    inverted = 0
+    for s in range(40):
+        out = data.random_polarity_inversion(tf.constant(codes), tf.constant([s, 7], tf.int64)).numpy()
+        if not np.array_equal(out, codes):
+            np.testing.assert_array_equal(out, 255 - codes)
+            np.testing.assert_allclose(contract.mu_law_decode(out), -contract.mu_law_decode(codes), rtol=1e-4)
+            inverted += 1
+    assert 10 <= inverted <= 30
+
+
+def test_gain_and_polarity_augmentation_are_part_of_the_deterministic_input_stream(clips_dataset, tmp_path):
     description = contract.read_description(str(clips_dataset))
     paths = data.split_paths(str(clips_dataset), description, contract.TRAIN)
 
-    def batches(gain_db, skip=0):
-        dataset = data.make_dataset(paths, description.window_samples, 4, seed=3, gain_db=gain_db, skip_windows=skip)
+    def batches(gain_db, polarity=False, skip=0):
+        dataset = data.make_dataset(paths, description.window_samples, 4, seed=3, gain_db=gain_db,
+                                    random_polarity=polarity, skip_windows=skip)  # fmt: skip
         return [batch.numpy() for batch in dataset.take(3)]
 
-    plain, augmented = batches(0.0), batches(6.0)
-    assert not all(np.array_equal(a, b) for a, b in zip(plain, augmented))
-    np.testing.assert_array_equal(np.stack(batches(6.0)), np.stack(augmented))  # Resumes see the same gains.
-    np.testing.assert_array_equal(batches(6.0, skip=4)[0], augmented[1])
+    plain, augmented, both = batches(0.0), batches(6.0), batches(6.0, polarity=True)
+    assert not np.array_equal(np.stack(plain), np.stack(augmented))
+    assert not np.array_equal(np.stack(augmented), np.stack(both))
+    np.testing.assert_array_equal(np.stack(batches(6.0, True)), np.stack(both))  # Resumes see the same draws.
+    np.testing.assert_array_equal(batches(6.0, True, skip=4)[0], both[1])
     with pytest.raises(ValueError, match="gain_augmentation_db"):
         task.run(_args(clips_dataset, tmp_path / "job", "--gain_augmentation_db=-1"))

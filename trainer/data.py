@@ -88,6 +88,7 @@ def make_dataset(
     input_context=None,
     condition=None,
     gain_db=0.0,
+    random_polarity=False,
     quantization_channels=contract.DEFAULT_QUANTIZATION_CHANNELS,
 ):
     """Batches of code windows for training or evaluation.
@@ -116,7 +117,9 @@ def make_dataset(
       gain_db: when > 0, each crop's level is changed by a gain drawn uniformly
         in [-gain_db, +gain_db] dB (`random_gain`), from the same stateless
         generator as the crop.
-      quantization_channels: number of mu-law codes (for `gain_db`).
+      random_polarity: invert half the crops' polarity (`random_polarity`),
+        drawn from the same generator.
+      quantization_channels: number of mu-law codes (for `gain_db` and `random_polarity`).
 
     Returns:
       tf.data.Dataset of int32 [batch_size, crop_samples or window_samples], static
@@ -156,6 +159,8 @@ def make_dataset(
             codes = codes[start : start + crop]
         if gain_db > 0:
             codes = random_gain(codes, gain_db, tf.stack([tf.cast(seed, tf.int64), index]), quantization_channels)
+        if random_polarity:
+            codes = random_polarity_inversion(codes, tf.stack([tf.cast(seed, tf.int64), index]), quantization_channels)
         return codes if table is None else (codes, table.lookup(label))
 
     dataset = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
@@ -201,6 +206,27 @@ def random_gain(codes, gain_db, seed, quantization_channels=contract.DEFAULT_QUA
     gain = tf.minimum(tf.pow(10.0, decibels / 20.0), 1.0 / tf.maximum(peak, 1e-6))
     inner = tf.constant(thresholds[1:-1], tf.float32)
     return tf.cast(tf.searchsorted(inner, tf.reshape(audio * gain, [-1]), side="right"), tf.int32)
+
+
+def random_polarity_inversion(codes, seed, quantization_channels=contract.DEFAULT_QUANTIZATION_CHANNELS):
+    """The codes of the same audio with its sign inverted, or unchanged, with probability 1/2 each.
+
+    Mu-law is odd-symmetric, so -x has the code (quantization_channels - 1) - code(x)
+    (`contract.mu_law_encode`; ties of the rounding aside, which real audio does
+    not hit); an inverted waveform sounds the same.
+
+    Args:
+      codes: int32 [time] codes in [0, quantization_channels).
+      seed: int64 [2] stateless seed; the draw uses a key split from it, not
+        the seed itself nor the keys `random_gain` uses.
+      quantization_channels: number of mu-law codes.
+
+    Returns:
+      int32 [time] codes in [0, quantization_channels).
+    """
+    key = tf.random.experimental.stateless_split(seed, num=3)[2]
+    invert = tf.random.stateless_uniform([], seed=key) < 0.5
+    return tf.where(invert, quantization_channels - 1 - codes, codes)
 
 
 def code_entropy_bits(paths, window_samples, quantization_channels, max_windows=2000):

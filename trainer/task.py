@@ -89,6 +89,12 @@ def parse_args(argv):
         "(trainer.data.random_gain; 0 disables). Default: %(default)s.",
     )
     parser.add_argument(
+        "--random_polarity",
+        action="store_true",
+        help="Train on half the crops with the waveform's sign inverted (it sounds the same; "
+        "trainer.data.random_polarity_inversion).",
+    )
+    parser.add_argument(
         "--learning_rate",
         type=float,
         default=DEFAULT_LEARNING_RATE,
@@ -259,6 +265,7 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
             input_context=input_context,
             condition=condition,
             gain_db=args.gain_augmentation_db,
+            random_polarity=args.random_polarity,
             quantization_channels=config.quantization_channels,
         )
 
