@@ -19,7 +19,10 @@ Configurations (CONFIGS): a constant learning rate of 1e-3, 3e-3 or 5e-3
 without clipping; cosine-1e-3, 50 warm-up steps then a cosine decay to 0 at
 --steps with global-norm clipping at 1.0; cosine-3e-3 and cosine-5e-3, 20
 warm-up steps and the same decay without clipping, for runs of 650+ steps;
-batch-8 variants (run them with twice the steps for the same compute).
+batch-8 variants (run them with twice the steps for the same compute) and a
+batch-4 one (four times); batch-8 cosine runs with augmentation: each crop at
+a random level within +/- 6 or 12 dB (--gain_augmentation_db) and half of
+them with the waveform's sign inverted (--random_polarity).
 """
 
 import argparse
@@ -39,6 +42,7 @@ from trainer import evaluate, task  # noqa: E402
 CONSTANT = ["--lr_schedule=constant", "--warmup_steps=0", "--clip_norm=0"]
 COSINE = ["--lr_schedule=cosine", "--warmup_steps=20", "--clip_norm=0"]  # Decays to 0 at --steps.
 BATCH_8_COSINE_5E_3 = [*COSINE, "--learning_rate=5e-3", "--batch_size=8"]
+GAIN_6DB_POLARITY = ["--gain_augmentation_db=6", "--random_polarity"]
 # Every configuration names its learning rate, so a row of BENCHMARKS.md reruns the same whatever the defaults.
 CONFIGS = {
     "lr-1e-3": [*CONSTANT, "--learning_rate=1e-3"],  # The defaults until 2026-11-24.
@@ -59,8 +63,10 @@ CONFIGS = {
     # Each crop at a random level within +/- 6 or 12 dB (never clipped); half the crops' polarity inverted.
     "batch-8-cosine-5e-3-gain-6db": [*BATCH_8_COSINE_5E_3, "--gain_augmentation_db=6"],
     "batch-8-cosine-5e-3-gain-12db": [*BATCH_8_COSINE_5E_3, "--gain_augmentation_db=12"],
-    "batch-8-cosine-5e-3-gain-6db-polarity": [*BATCH_8_COSINE_5E_3, "--gain_augmentation_db=6", "--random_polarity"],
+    "batch-8-cosine-5e-3-gain-6db-polarity": [*BATCH_8_COSINE_5E_3, *GAIN_6DB_POLARITY],
     "batch-8-cosine-5e-3-gain-12db-polarity": [*BATCH_8_COSINE_5E_3, "--gain_augmentation_db=12", "--random_polarity"],
+    "batch-8-cosine-7e-3-gain-6db-polarity": [*COSINE, "--learning_rate=7e-3", "--batch_size=8", *GAIN_6DB_POLARITY],
+    "batch-8-cosine-1e-2-gain-6db-polarity": [*COSINE, "--learning_rate=1e-2", "--batch_size=8", *GAIN_6DB_POLARITY],
 }
 AUDIO = (".mp3", ".ogg", ".flac", ".wav")
 LOCAL = ["--direct_num_workers=1", "--direct_running_mode=in_memory", "--sample_rate=16000", "--window_samples=16000"]
