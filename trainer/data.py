@@ -117,7 +117,7 @@ def make_dataset(
       gain_db: when > 0, each crop's level is changed by a gain drawn uniformly
         in [-gain_db, +gain_db] dB (`random_gain`), from the same stateless
         generator as the crop.
-      random_polarity: invert half the crops' polarity (`random_polarity`),
+      random_polarity: invert half the crops' polarity (`random_polarity_inversion`),
         drawn from the same generator.
       quantization_channels: number of mu-law codes (for `gain_db` and `random_polarity`).
 
@@ -183,6 +183,9 @@ def random_gain(codes, gain_db, seed, quantization_channels=contract.DEFAULT_QUA
     gaps between the codes used), multiplied by a gain drawn uniformly in
     [-gain_db, +gain_db] dB, lowered where needed so the peak stays within
     [-1, 1], and quantized again with `contract.mu_law_encode`'s thresholds.
+    Drawing within the interval is uniform dequantization (Theis, van den Oord
+    and Bethge, "A note on the evaluation of generative models", ICLR 2016,
+    section 3.1); a random gain is the usual level augmentation of audio models.
 
     Args:
       codes: int32 [time] codes in [0, quantization_channels).
