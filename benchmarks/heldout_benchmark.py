@@ -60,6 +60,7 @@ CONFIGS = {
     "batch-8-cosine-5e-3": BATCH_8_COSINE_5E_3,
     # A quarter of the batch: run with four times the --steps.
     "batch-4-cosine-5e-3": [*COSINE, "--learning_rate=5e-3", "--batch_size=4"],
+    "batch-4-cosine-5e-3-gain-6db-polarity": [*COSINE, "--learning_rate=5e-3", "--batch_size=4", *GAIN_6DB_POLARITY],
     # Each crop at a random level within +/- 6 or 12 dB (never clipped); half the crops' polarity inverted.
     "batch-8-cosine-5e-3-gain-6db": [*BATCH_8_COSINE_5E_3, "--gain_augmentation_db=6"],
     "batch-8-cosine-5e-3-gain-12db": [*BATCH_8_COSINE_5E_3, "--gain_augmentation_db=12"],
