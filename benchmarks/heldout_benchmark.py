@@ -19,8 +19,8 @@ Configurations (CONFIGS): a constant learning rate of 1e-3, 3e-3 or 5e-3
 without clipping; cosine-1e-3, 50 warm-up steps then a cosine decay to 0 at
 --steps with global-norm clipping at 1.0; cosine-3e-3 and cosine-5e-3, 20
 warm-up steps and the same decay without clipping, for runs of 650+ steps;
-batch-8 variants (run them with twice the steps for the same compute) and a
-batch-4 one (four times); batch-8 cosine runs with augmentation: each crop at
+batch-8 variants (run them with twice the steps for the same compute) and
+batch-4 ones (four times); cosine runs with augmentation: each crop at
 a random level within +/- 6 or 12 dB (--gain_augmentation_db) and half of
 them with the waveform's sign inverted (--random_polarity).
 """
