@@ -152,15 +152,14 @@ def make_dataset(
             codes, label = parse_example(record, window_samples, condition[0])
         else:
             codes = parse_window(record, window_samples)
+        window_seed = tf.stack([tf.cast(seed, tf.int64), index])  # Every random draw of this window derives from it.
         if crop is not None:
-            start = tf.random.stateless_uniform(
-                [], seed=tf.stack([tf.cast(seed, tf.int64), index]), maxval=window_samples - crop + 1, dtype=tf.int64
-            )
+            start = tf.random.stateless_uniform([], seed=window_seed, maxval=window_samples - crop + 1, dtype=tf.int64)
             codes = codes[start : start + crop]
         if gain_db > 0:
-            codes = random_gain(codes, gain_db, tf.stack([tf.cast(seed, tf.int64), index]), quantization_channels)
+            codes = random_gain(codes, gain_db, window_seed, quantization_channels)
         if random_polarity:
-            codes = random_polarity_inversion(codes, tf.stack([tf.cast(seed, tf.int64), index]), quantization_channels)
+            codes = random_polarity_inversion(codes, window_seed, quantization_channels)
         return codes if table is None else (codes, table.lookup(label))
 
     dataset = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
@@ -208,7 +207,7 @@ def random_gain(codes, gain_db, seed, quantization_channels=contract.DEFAULT_QUA
     peak = tf.reduce_max(tf.abs(audio))
     gain = tf.minimum(tf.pow(10.0, decibels / 20.0), 1.0 / tf.maximum(peak, 1e-6))
     inner = tf.constant(thresholds[1:-1], tf.float32)
-    return tf.cast(tf.searchsorted(inner, tf.reshape(audio * gain, [-1]), side="right"), tf.int32)
+    return tf.cast(tf.searchsorted(inner, audio * gain, side="right"), tf.int32)
 
 
 def random_polarity_inversion(codes, seed, quantization_channels=contract.DEFAULT_QUANTIZATION_CHANNELS):
