@@ -43,6 +43,7 @@ CONSTANT = ["--lr_schedule=constant", "--warmup_steps=0", "--clip_norm=0"]
 COSINE = ["--lr_schedule=cosine", "--warmup_steps=20", "--clip_norm=0"]  # Decays to 0 at --steps.
 BATCH_8_COSINE_5E_3 = [*COSINE, "--learning_rate=5e-3", "--batch_size=8"]
 GAIN_6DB_POLARITY = ["--gain_augmentation_db=6", "--random_polarity"]
+BATCH_8_COSINE_7E_3_AUG = [*COSINE, "--learning_rate=7e-3", "--batch_size=8", *GAIN_6DB_POLARITY]
 # Every configuration names its learning rate, so a row of BENCHMARKS.md reruns the same whatever the defaults.
 CONFIGS = {
     "lr-1e-3": [*CONSTANT, "--learning_rate=1e-3"],  # The defaults until 2026-11-24.
@@ -61,13 +62,16 @@ CONFIGS = {
     # A quarter of the batch: run with four times the --steps.
     "batch-4-cosine-5e-3": [*COSINE, "--learning_rate=5e-3", "--batch_size=4"],
     "batch-4-cosine-5e-3-gain-6db-polarity": [*COSINE, "--learning_rate=5e-3", "--batch_size=4", *GAIN_6DB_POLARITY],
+    "batch-4-cosine-7e-3-gain-6db-polarity": [*COSINE, "--learning_rate=7e-3", "--batch_size=4", *GAIN_6DB_POLARITY],
     # Each crop at a random level within +/- 6 or 12 dB (never clipped); half the crops' polarity inverted.
     "batch-8-cosine-5e-3-gain-6db": [*BATCH_8_COSINE_5E_3, "--gain_augmentation_db=6"],
     "batch-8-cosine-5e-3-gain-12db": [*BATCH_8_COSINE_5E_3, "--gain_augmentation_db=12"],
     "batch-8-cosine-5e-3-gain-6db-polarity": [*BATCH_8_COSINE_5E_3, *GAIN_6DB_POLARITY],
     "batch-8-cosine-5e-3-gain-12db-polarity": [*BATCH_8_COSINE_5E_3, "--gain_augmentation_db=12", "--random_polarity"],
-    "batch-8-cosine-7e-3-gain-6db-polarity": [*COSINE, "--learning_rate=7e-3", "--batch_size=8", *GAIN_6DB_POLARITY],
+    "batch-8-cosine-7e-3-gain-6db-polarity": BATCH_8_COSINE_7E_3_AUG,
     "batch-8-cosine-1e-2-gain-6db-polarity": [*COSINE, "--learning_rate=1e-2", "--batch_size=8", *GAIN_6DB_POLARITY],
+    # And each crop played up to 10% faster or slower.
+    "batch-8-cosine-7e-3-gain-6db-polarity-speed-10": [*BATCH_8_COSINE_7E_3_AUG, "--speed_augmentation_percent=10"],
 }
 AUDIO = (".mp3", ".ogg", ".flac", ".wav")
 LOCAL = ["--direct_num_workers=1", "--direct_running_mode=in_memory", "--sample_rate=16000", "--window_samples=16000"]
