@@ -70,8 +70,6 @@ CONFIGS = {
     "batch-8-cosine-5e-3-gain-12db-polarity": [*BATCH_8_COSINE_5E_3, "--gain_augmentation_db=12", "--random_polarity"],
     "batch-8-cosine-7e-3-gain-6db-polarity": BATCH_8_COSINE_7E_3_AUG,
     "batch-8-cosine-1e-2-gain-6db-polarity": [*COSINE, "--learning_rate=1e-2", "--batch_size=8", *GAIN_6DB_POLARITY],
-    # And each crop played up to 10% faster or slower.
-    "batch-8-cosine-7e-3-gain-6db-polarity-speed-10": [*BATCH_8_COSINE_7E_3_AUG, "--speed_augmentation_percent=10"],
 }
 AUDIO = (".mp3", ".ogg", ".flac", ".wav")
 LOCAL = ["--direct_num_workers=1", "--direct_running_mode=in_memory", "--sample_rate=16000", "--window_samples=16000"]

@@ -439,42 +439,6 @@ def test_random_polarity_inverts_the_waveform_of_about_half_the_crops():
     assert 10 <= inverted <= 30
 
 
-def test_random_speed_changes_pitch_and_tempo_within_its_range():
-    import tensorflow as tf
-
-    # A 440 Hz tone: played f times as fast it is a tone of f x 440 Hz.
-    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)).astype(np.float32)
-    codes = tf.constant(contract.mu_law_encode(tone).astype(np.int32))
-    frequencies = []
-    for s in range(16):
-        out = data.random_speed(codes, 0.1, tf.constant([s, 7], tf.int64), 4096).numpy()
-        assert out.shape == (4096,) and out.dtype == np.int32
-        signs = np.signbit(contract.mu_law_decode(out))
-        frequencies.append(np.count_nonzero(signs[1:] != signs[:-1]) / 2 / (4096 / 16000))
-    assert all(440 / 1.1 - 3 < f < 440 * 1.1 + 3 for f in frequencies)
-    assert min(frequencies) < 425 and max(frequencies) > 455  # Both slower and faster.
-
-
-def test_random_speed_crops_the_same_music_at_a_random_position_clear_of_the_edges():
-    import tensorflow as tf
-
-    codes = _real_codes()
-    window = contract.mu_law_decode(codes)
-    firsts = set()
-    for s in range(6):
-        # At (almost) unchanged speed the crop is the window's audio: find where it was cut.
-        out = contract.mu_law_decode(data.random_speed(tf.constant(codes), 1e-4, tf.constant([s, 7], tf.int64), 4096))
-        correlation = [np.corrcoef(window[i : i + 4096], out)[0, 1] for i in range(len(window) - 4096 + 1)]
-        first = int(np.argmax(correlation))
-        assert correlation[first] > 0.99
-        assert data.SPEED_MARGIN_SAMPLES - 2 <= first <= len(window) - 4096 - data.SPEED_MARGIN_SAMPLES + 2
-        firsts.add(first)
-    assert len(firsts) == 6
-    with pytest.raises(ValueError, match="crop_samples"):
-        too_long = data.longest_speed_crop(16000, 0.1) + 1
-        data.random_speed(tf.constant(codes), 0.1, tf.constant([0, 7], tf.int64), too_long)
-
-
 def test_gain_and_polarity_augmentation_are_part_of_the_deterministic_input_stream(clips_dataset, tmp_path):
     description = contract.read_description(str(clips_dataset))
     paths = data.split_paths(str(clips_dataset), description, contract.TRAIN)
@@ -491,26 +455,3 @@ def test_gain_and_polarity_augmentation_are_part_of_the_deterministic_input_stre
     np.testing.assert_array_equal(batches(6.0, True, skip=4)[0], both[1])
     with pytest.raises(ValueError, match="gain_augmentation_db"):
         task.run(_args(clips_dataset, tmp_path / "job", "--gain_augmentation_db=-1"))
-
-
-def test_speed_augmentation_is_part_of_the_deterministic_input_stream(clips_dataset, tmp_path):
-    description = contract.read_description(str(clips_dataset))
-    paths = data.split_paths(str(clips_dataset), description, contract.TRAIN)
-    window = description.window_samples
-    crop = data.longest_speed_crop(window, 0.1)
-
-    def batches(speed_change, skip=0):
-        dataset = data.make_dataset(paths, window, 4, crop_samples=crop, seed=3, speed_change=speed_change,
-                                    skip_windows=skip, gain_db=3.0)  # fmt: skip
-        return [batch.numpy() for batch in dataset.take(3)]
-
-    plain, played = batches(0.0), batches(0.1)
-    assert np.stack(played).shape == (3, 4, crop) and not np.array_equal(np.stack(plain), np.stack(played))
-    np.testing.assert_array_equal(np.stack(batches(0.1)), np.stack(played))  # Resumes see the same draws.
-    np.testing.assert_array_equal(batches(0.1, skip=4)[0], played[1])
-    with pytest.raises(ValueError, match="crops of at most"):
-        data.make_dataset(paths, window, 4, crop_samples=crop + 1, speed_change=0.1)
-    with pytest.raises(contract.DatasetMismatchError, match="speed_augmentation_percent=10 needs --crop_samples"):
-        task.run(_args(clips_dataset, tmp_path / "job", "--speed_augmentation_percent=10"))
-    with pytest.raises(ValueError, match="speed_augmentation_percent"):
-        task.run(_args(clips_dataset, tmp_path / "job", "--speed_augmentation_percent=-5"))

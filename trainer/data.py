@@ -6,10 +6,7 @@ shuffled across files, batched to static shapes. For a conditioned model each
 window comes with its label's index in the model's vocabulary.
 """
 
-import math
-
 import numpy as np
-import soxr
 import tensorflow as tf
 
 from pipelines import contract
@@ -93,7 +90,6 @@ def make_dataset(
     gain_db=0.0,
     random_polarity=False,
     quantization_channels=contract.DEFAULT_QUANTIZATION_CHANNELS,
-    speed_change=0.0,
 ):
     """Batches of code windows for training or evaluation.
 
@@ -123,10 +119,7 @@ def make_dataset(
         generator as the crop.
       random_polarity: invert half the crops' polarity (`random_polarity_inversion`),
         drawn from the same generator.
-      quantization_channels: number of mu-law codes (for the augmentations).
-      speed_change: when > 0, each crop is cut from the window played at a
-        random speed, faster or slower by up to this fraction (`random_speed`,
-        the same generator); needs `crop_samples` (`longest_speed_crop`).
+      quantization_channels: number of mu-law codes (for `gain_db` and `random_polarity`).
 
     Returns:
       tf.data.Dataset of int32 [batch_size, crop_samples or window_samples], static
@@ -152,11 +145,6 @@ def make_dataset(
         records = records.shuffle(256, seed=seed)
     records = records.enumerate().skip(skip_windows)
     crop = crop_samples if crop_samples and crop_samples < window_samples else None
-    if speed_change > 0 and (crop is None or crop > longest_speed_crop(window_samples, speed_change)):
-        raise ValueError(
-            f"speed changes of up to {speed_change:.0%} need crops of at most "
-            f"{longest_speed_crop(window_samples, speed_change)} samples of these {window_samples}-sample windows"
-        )
     table = label_lookup(condition[1]) if condition else None
 
     def parse(index, record):
@@ -165,9 +153,7 @@ def make_dataset(
         else:
             codes = parse_window(record, window_samples)
         window_seed = tf.stack([tf.cast(seed, tf.int64), index])  # Every random draw of this window derives from it.
-        if speed_change > 0:
-            codes = random_speed(codes, speed_change, window_seed, crop, quantization_channels)
-        elif crop is not None:
+        if crop is not None:
             start = tf.random.stateless_uniform([], seed=window_seed, maxval=window_samples - crop + 1, dtype=tf.int64)
             codes = codes[start : start + crop]
         if gain_db > 0:
@@ -210,81 +196,18 @@ def random_gain(codes, gain_db, seed, quantization_channels=contract.DEFAULT_QUA
     Returns:
       int32 [time] codes in [0, quantization_channels).
     """
+    thresholds = contract.mu_law_thresholds(quantization_channels)
+    # The quantization interval of each code: [thresholds[k], thresholds[k + 1]), -1 and 1 at the ends.
+    bounds = tf.constant(np.clip(thresholds, -1.0, 1.0), tf.float32)
     seeds = tf.random.experimental.stateless_split(seed, num=2)
-    audio = _dequantize(codes, seeds[0], quantization_channels)
+    within = tf.random.stateless_uniform(tf.shape(codes), seed=seeds[0], dtype=tf.float32)
+    low, high = tf.gather(bounds, codes), tf.gather(bounds, codes + 1)
+    audio = low + within * (high - low)
     decibels = tf.random.stateless_uniform([], seed=seeds[1], minval=-gain_db, maxval=gain_db)
     peak = tf.reduce_max(tf.abs(audio))
     gain = tf.minimum(tf.pow(10.0, decibels / 20.0), 1.0 / tf.maximum(peak, 1e-6))
-    inner = tf.constant(contract.mu_law_thresholds(quantization_channels)[1:-1], tf.float32)
+    inner = tf.constant(thresholds[1:-1], tf.float32)
     return tf.cast(tf.searchsorted(inner, audio * gain, side="right"), tf.int32)
-
-
-def _dequantize(codes, key, quantization_channels):
-    """float32 amplitudes drawn uniformly within each code's quantization interval (uniform dequantization).
-
-    The interval of code k is [thresholds[k], thresholds[k + 1]) of `contract.mu_law_thresholds`,
-    clipped to [-1, 1]: the amplitudes `contract.mu_law_encode` maps to k, so they quantize back to k.
-    """
-    bounds = tf.constant(np.clip(contract.mu_law_thresholds(quantization_channels), -1.0, 1.0), tf.float32)
-    within = tf.random.stateless_uniform(tf.shape(codes), seed=key, dtype=tf.float32)
-    low, high = tf.gather(bounds, codes), tf.gather(bounds, codes + 1)
-    return low + within * (high - low)
-
-
-# Resampled samples left out at each end of a window: there soxr's filter sees past the window's edges
-# (beyond 128 samples a window's resampling matches a longer signal's within 1e-6 at speed changes of 10%).
-SPEED_MARGIN_SAMPLES = 128
-
-
-def longest_speed_crop(window_samples, speed_change):
-    """The longest crop `random_speed` cuts from a window at speed changes of up to `speed_change` (a fraction)."""
-    return int(window_samples / (1.0 + speed_change)) - 1 - 2 * SPEED_MARGIN_SAMPLES
-
-
-def random_speed(codes, speed_change, seed, crop_samples, quantization_channels=contract.DEFAULT_QUANTIZATION_CHANNELS):
-    """A random crop of the window played faster or slower: speed augmentation.
-
-    The speed factor is drawn log-uniformly in [1 / (1 + speed_change), 1 + speed_change]
-    (a factor of 1.1 plays the audio 10% faster: 10% shorter, pitch 1.65 semitones higher),
-    the speed perturbation of speech recognition (Ko, Peddinti, Povey and Khudanpur,
-    "Audio augmentation for speech recognition", Interspeech 2015) drawn from a range
-    instead of three values. The codes are read as amplitudes drawn within their
-    quantization intervals (as in `random_gain`), resampled by libsoxr (high quality,
-    band-limited) from factor x sample_rate to sample_rate, cropped at a random position
-    at least `SPEED_MARGIN_SAMPLES` from either end, and quantized with `contract.mu_law_encode`.
-
-    Args:
-      codes: int32 [window_samples] codes in [0, quantization_channels), window_samples static.
-      speed_change: the largest relative change of speed (> 0), e.g. 0.1 for +/- 10%.
-      seed: int64 [2] stateless seed; the draws use keys split from it (key 3 of 4, split
-        in 3), not the seed itself nor the keys of `random_gain` and `random_polarity_inversion`.
-      crop_samples: samples of the result, at most `longest_speed_crop(window_samples, speed_change)`.
-      quantization_channels: number of mu-law codes.
-
-    Returns:
-      int32 [crop_samples] codes in [0, quantization_channels).
-
-    Raises:
-      ValueError: crop_samples longer than `longest_speed_crop`.
-    """
-    window_samples = codes.shape[0]
-    if crop_samples > longest_speed_crop(window_samples, speed_change):
-        raise ValueError(f"crop_samples={crop_samples} > {longest_speed_crop(window_samples, speed_change)}")
-    key = tf.random.experimental.stateless_split(seed, num=4)[3]
-    keys = tf.random.experimental.stateless_split(key, num=3)
-    octaves = math.log2(1.0 + speed_change)
-    factor = tf.pow(2.0, tf.random.stateless_uniform([], seed=keys[0], minval=-octaves, maxval=octaves))
-    audio = _dequantize(codes, keys[1], quantization_channels)
-    where = tf.random.stateless_uniform([], seed=keys[2])
-
-    def resample_and_crop(audio, factor, where):
-        played = soxr.resample(audio, float(factor), 1.0, quality="HQ")
-        room = len(played) - 2 * SPEED_MARGIN_SAMPLES - crop_samples
-        first = SPEED_MARGIN_SAMPLES + min(int(where * (room + 1)), room)
-        return contract.mu_law_encode(played[first : first + crop_samples], quantization_channels).astype(np.int32)
-
-    cropped = tf.numpy_function(resample_and_crop, [audio, factor, where], tf.int32, stateful=False)
-    return tf.ensure_shape(cropped, [crop_samples])
 
 
 def random_polarity_inversion(codes, seed, quantization_channels=contract.DEFAULT_QUANTIZATION_CHANNELS):

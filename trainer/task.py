@@ -95,14 +95,6 @@ def parse_args(argv):
         "trainer.data.random_polarity_inversion).",
     )
     parser.add_argument(
-        "--speed_augmentation_percent",
-        type=float,
-        default=0.0,
-        help="Train on each crop played at a random speed, up to this many percent faster or slower "
-        "(pitch and tempo together; resampled by libsoxr; trainer.data.random_speed; 0 disables). Needs "
-        "--crop_samples a little shorter than the windows shortened by that much. Default: %(default)s.",
-    )
-    parser.add_argument(
         "--learning_rate",
         type=float,
         default=DEFAULT_LEARNING_RATE,
@@ -214,8 +206,6 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
     )
     if args.gain_augmentation_db < 0:
         raise ValueError(f"--gain_augmentation_db must be 0 or more, got {args.gain_augmentation_db}")
-    if not 0 <= args.speed_augmentation_percent < 100:
-        raise ValueError(f"--speed_augmentation_percent must lie in [0, 100), got {args.speed_augmentation_percent}")
     if args.steps_per_loop is not None and args.steps_per_loop < 1:
         raise ValueError(f"--steps_per_loop must be at least 1, got {args.steps_per_loop}")
     window = description.window_samples
@@ -224,12 +214,6 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
         raise contract.DatasetMismatchError(
             f"--crop_samples={crop} must lie between the receptive field + 1 ({config.receptive_field + 1}) "
             f"and the dataset's window_samples ({window})"
-        )
-    speed_change = args.speed_augmentation_percent / 100
-    if speed_change and crop > data.longest_speed_crop(window, speed_change):
-        raise contract.DatasetMismatchError(
-            f"--speed_augmentation_percent={args.speed_augmentation_percent:g} needs --crop_samples of at most "
-            f"{data.longest_speed_crop(window, speed_change)} (windows of {window} samples played faster), got {crop}"
         )
 
     keras.utils.set_random_seed(args.seed)
@@ -282,7 +266,6 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
             condition=condition,
             gain_db=args.gain_augmentation_db,
             random_polarity=args.random_polarity,
-            speed_change=speed_change,
             quantization_channels=config.quantization_channels,
         )
 
