@@ -439,6 +439,36 @@ def test_random_polarity_inverts_the_waveform_of_about_half_the_crops():
     assert 10 <= inverted <= 30
 
 
+def test_the_shuffle_buffer_mixes_the_tracks_that_the_pipeline_wrote_one_after_another(clips_dataset, tmp_path):
+    import tensorflow as tf
+
+    description = contract.read_description(str(clips_dataset))
+    paths = data.split_paths(str(clips_dataset), description, contract.TRAIN)
+    spec = {key: tf.io.FixedLenFeature([], tf.string) for key in (contract.AUDIO_FEATURE, contract.TRACK_ID_FEATURE)}
+    track_of, file_order = {}, []
+    for path in sorted(paths):
+        for record in tf.data.TFRecordDataset(path):
+            example = tf.io.parse_single_example(record, spec)
+            track_of[example[contract.AUDIO_FEATURE].numpy()] = example[contract.TRACK_ID_FEATURE].numpy()
+            file_order.append(example[contract.TRACK_ID_FEATURE].numpy())
+    tracks = len(set(file_order))
+    # What the buffer is for: each shard holds its tracks' windows one track after another.
+    runs = 1 + sum(a != b for a, b in zip(file_order[:-1], file_order[1:], strict=True))
+    assert tracks == 3 and runs <= tracks + len(paths) - 1
+
+    def first_batch_tracks(buffer_windows):
+        dataset = data.make_dataset(paths, description.window_samples, 32, seed=3,
+                                    shuffle_buffer_windows=buffer_windows)  # fmt: skip
+        return [track_of[codes.astype(np.uint8).tobytes()] for codes in next(iter(dataset)).numpy()]
+
+    assert data.default_shuffle_buffer_windows(description.window_samples) >= len(file_order)
+    mixed = first_batch_tracks(None)
+    assert len(set(mixed)) == tracks and max(mixed.count(t) for t in set(mixed)) < 24
+    assert len(set(first_batch_tracks(8))) < tracks  # A small buffer: a batch of the first track(s) read.
+    with pytest.raises(ValueError, match="shuffle_buffer_windows"):
+        task.run(_args(clips_dataset, tmp_path / "job", "--shuffle_buffer_windows=0"))
+
+
 def test_gain_and_polarity_augmentation_are_part_of_the_deterministic_input_stream(clips_dataset, tmp_path):
     description = contract.read_description(str(clips_dataset))
     paths = data.split_paths(str(clips_dataset), description, contract.TRAIN)

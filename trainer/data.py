@@ -90,6 +90,7 @@ def make_dataset(
     gain_db=0.0,
     random_polarity=False,
     quantization_channels=contract.DEFAULT_QUANTIZATION_CHANNELS,
+    shuffle_buffer_windows=None,
 ):
     """Batches of code windows for training or evaluation.
 
@@ -120,6 +121,11 @@ def make_dataset(
       random_polarity: invert half the crops' polarity (`random_polarity_inversion`),
         drawn from the same generator.
       quantization_channels: number of mu-law codes (for `gain_db` and `random_polarity`).
+      shuffle_buffer_windows: windows in the shuffle buffer (their serialized records,
+        about window_samples bytes each). The pipeline writes each track's windows
+        one after another, so a buffer smaller than the dataset gives batches of
+        few tracks and a stream that moves from track to track. None:
+        `default_shuffle_buffer_windows(window_samples)`.
 
     Returns:
       tf.data.Dataset of int32 [batch_size, crop_samples or window_samples], static
@@ -142,7 +148,7 @@ def make_dataset(
     if repeat:
         records = records.repeat()
     if shuffle:
-        records = records.shuffle(256, seed=seed)
+        records = records.shuffle(shuffle_buffer_windows or default_shuffle_buffer_windows(window_samples), seed=seed)
     records = records.enumerate().skip(skip_windows)
     crop = crop_samples if crop_samples and crop_samples < window_samples else None
     table = label_lookup(condition[1]) if condition else None
@@ -171,6 +177,15 @@ def make_dataset(
         return tf.ensure_shape(codes, shape), tf.ensure_shape(labels, shape[:1])
 
     return dataset.batch(batch_size, drop_remainder=True).map(static).prefetch(tf.data.AUTOTUNE)
+
+
+# Memory of the default shuffle buffer: all of a 16,000-window (4.4 h at 16 kHz) dataset of 16,000-sample windows.
+SHUFFLE_BUFFER_BYTES = 256 << 20
+
+
+def default_shuffle_buffer_windows(window_samples):
+    """Windows of serialized records (window_samples bytes of codes each) that fit in `SHUFFLE_BUFFER_BYTES`."""
+    return max(1, SHUFFLE_BUFFER_BYTES // window_samples)
 
 
 def random_gain(codes, gain_db, seed, quantization_channels=contract.DEFAULT_QUANTIZATION_CHANNELS):

@@ -95,6 +95,14 @@ def parse_args(argv):
         "trainer.data.random_polarity_inversion).",
     )
     parser.add_argument(
+        "--shuffle_buffer_windows",
+        type=int,
+        default=None,
+        help="Windows in the training input's shuffle buffer (about window_samples bytes each). The pipeline "
+        "writes each track's windows together, so a buffer smaller than the dataset mixes fewer tracks per "
+        "batch. Default: as many as fit in 256 MiB (16,777 windows of 16,000 samples).",
+    )
+    parser.add_argument(
         "--learning_rate",
         type=float,
         default=DEFAULT_LEARNING_RATE,
@@ -206,6 +214,8 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
     )
     if args.gain_augmentation_db < 0:
         raise ValueError(f"--gain_augmentation_db must be 0 or more, got {args.gain_augmentation_db}")
+    if args.shuffle_buffer_windows is not None and args.shuffle_buffer_windows < 1:
+        raise ValueError(f"--shuffle_buffer_windows must be at least 1, got {args.shuffle_buffer_windows}")
     if args.steps_per_loop is not None and args.steps_per_loop < 1:
         raise ValueError(f"--steps_per_loop must be at least 1, got {args.steps_per_loop}")
     window = description.window_samples
@@ -266,6 +276,7 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
             condition=condition,
             gain_db=args.gain_augmentation_db,
             random_polarity=args.random_polarity,
+            shuffle_buffer_windows=args.shuffle_buffer_windows,
             quantization_channels=config.quantization_channels,
         )
 
