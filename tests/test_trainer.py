@@ -320,7 +320,7 @@ def test_the_schedule_warms_up_linearly_then_decays_to_zero():
     assert loop.learning_rate_schedule("constant", 1e-3, 0, 110) == 1e-3
 
 
-def test_clip_norm_clips_the_global_gradient_norm_before_adam():
+def test_clip_norm_clips_the_global_gradient_norm_before_adam_and_adam_beta2_is_passed_on(clips_dataset, tmp_path):
     import keras
     import tensorflow as tf
 
@@ -337,9 +337,15 @@ def test_clip_norm_clips_the_global_gradient_norm_before_adam():
     # ...so clipping shows where the clipped gradient meets epsilon: g = [3, 4] * 5e-6 / 5.
     clipped = np.array([3e-6, 4e-6])
     assert first_update(5e-6) == pytest.approx(clipped / (clipped + epsilon), rel=1e-3)
-    # And task wires --clip_norm into the optimizer it trains with.
-    args = task.parse_args(["--data=d", "--job_dir=j", "--clip_norm=0.5"])
-    assert args.clip_norm == 0.5 and task.parse_args(["--data=d", "--job_dir=j"]).clip_norm == task.DEFAULT_CLIP_NORM
+    # And task wires --clip_norm and --adam_beta2 into the optimizer it trains with.
+    default = task.make_optimizer(task.parse_args(["--data=d", "--job_dir=j"]))
+    assert default.global_clipnorm is None and default.beta_2 == 0.999 and task.DEFAULT_CLIP_NORM == 0
+    chosen = task.make_optimizer(task.parse_args(["--data=d", "--job_dir=j", "--clip_norm=0.5", "--adam_beta2=0.99"]))
+    assert chosen.global_clipnorm == 0.5 and chosen.beta_2 == 0.99
+    scaled = task.make_optimizer(task.parse_args(["--data=d", "--job_dir=j", "--mixed_precision", "--adam_beta2=0.9"]))
+    assert scaled.inner_optimizer.beta_2 == 0.9
+    with pytest.raises(ValueError, match="adam_beta2"):
+        task.run(_args(clips_dataset, tmp_path / "job", "--adam_beta2=1"))
 
 
 def test_evaluate_scores_an_export_as_the_training_loop_does(clips_dataset, tmp_path, capsys):

@@ -109,6 +109,13 @@ def parse_args(argv):
         help="Adam's peak learning rate. Default: %(default)s (held-out benchmark, BENCHMARKS.md).",
     )
     parser.add_argument(
+        "--adam_beta2",
+        type=float,
+        default=0.999,
+        help="Adam's decay rate of the squared-gradient average (beta_2 of Kingma and Ba, 2015): its memory is "
+        "about 1 / (1 - beta2) steps. Default: %(default)s.",
+    )
+    parser.add_argument(
         "--lr_schedule",
         choices=LR_SCHEDULES,
         default=DEFAULT_LR_SCHEDULE,
@@ -214,6 +221,8 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
     )
     if args.gain_augmentation_db < 0:
         raise ValueError(f"--gain_augmentation_db must be 0 or more, got {args.gain_augmentation_db}")
+    if not 0 <= args.adam_beta2 < 1:
+        raise ValueError(f"--adam_beta2 must lie in [0, 1), got {args.adam_beta2}")
     if args.shuffle_buffer_windows is not None and args.shuffle_buffer_windows < 1:
         raise ValueError(f"--shuffle_buffer_windows must be at least 1, got {args.shuffle_buffer_windows}")
     if args.steps_per_loop is not None and args.steps_per_loop < 1:
@@ -244,12 +253,7 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
             wavenet = model.build_wavenet(config)
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
-        optimizer = keras.optimizers.Adam(
-            loop.learning_rate_schedule(args.lr_schedule, args.learning_rate, args.warmup_steps, args.steps),
-            global_clipnorm=args.clip_norm or None,
-        )
-        if args.mixed_precision:
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer = make_optimizer(args)
         optimizer.build(wavenet.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     checkpoint = tf.train.Checkpoint(model=wavenet, optimizer=optimizer, step=step)
@@ -343,6 +347,25 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
 
 
 SAGEMAKER_HYPERPARAMETERS = "/opt/ml/input/config/hyperparameters.json"
+
+
+def make_optimizer(args):
+    """Adam (Kingma and Ba, 2015) as the options ask: schedule, beta_2, clipping, loss scaling.
+
+    Args:
+      args: `parse_args`'s namespace.
+
+    Returns:
+      keras.optimizers.Adam, in a keras.optimizers.LossScaleOptimizer with --mixed_precision.
+    """
+    import keras
+
+    optimizer = keras.optimizers.Adam(
+        loop.learning_rate_schedule(args.lr_schedule, args.learning_rate, args.warmup_steps, args.steps),
+        beta_2=args.adam_beta2,
+        global_clipnorm=args.clip_norm or None,
+    )
+    return keras.optimizers.LossScaleOptimizer(optimizer) if args.mixed_precision else optimizer
 
 
 def sagemaker_argv(argv, hyperparameters_path=SAGEMAKER_HYPERPARAMETERS):
