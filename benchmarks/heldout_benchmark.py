@@ -22,7 +22,10 @@ warm-up steps and the same decay without clipping, for runs of 650+ steps;
 batch-8 variants (run them with twice the steps for the same compute) and
 batch-4 ones (four times); cosine runs with augmentation: each crop at
 a random level within +/- 6 or 12 dB (--gain_augmentation_db) and half of
-them with the waveform's sign inverted (--random_polarity).
+them with the waveform's sign inverted (--random_polarity). Every configuration
+shuffles through a buffer of 256 windows (the trainer's until 2026-11-24)
+except the `-shuffled` ones (all of the soundtrack's windows), and the last
+also averages Adam's squared gradients over ~100 steps (--adam_beta2=0.99).
 """
 
 import argparse
@@ -80,6 +83,12 @@ CONFIGS = {
     "batch-8-cosine-1e-2-gain-6db-polarity": [*COSINE, "--learning_rate=1e-2", "--batch_size=8", *GAIN_6DB_POLARITY],
     # A shuffle buffer of all the soundtrack's 3,819 windows (the later flag wins over BUFFER_256).
     "batch-8-cosine-7e-3-gain-6db-polarity-shuffled": [*BATCH_8_COSINE_7E_3_AUG, "--shuffle_buffer_windows=4096"],
+    # And Adam's squared-gradient average over ~100 steps instead of ~1,000.
+    "batch-8-cosine-7e-3-gain-6db-polarity-shuffled-beta2-0.99": [
+        *BATCH_8_COSINE_7E_3_AUG,
+        "--shuffle_buffer_windows=4096",
+        "--adam_beta2=0.99",
+    ],
 }
 AUDIO = (".mp3", ".ogg", ".flac", ".wav")
 LOCAL = ["--direct_num_workers=1", "--direct_running_mode=in_memory", "--sample_rate=16000", "--window_samples=16000"]
