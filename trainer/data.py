@@ -179,7 +179,8 @@ def make_dataset(
     return dataset.batch(batch_size, drop_remainder=True).map(static).prefetch(tf.data.AUTOTUNE)
 
 
-# Memory of the default shuffle buffer: all of a 16,000-window (4.4 h at 16 kHz) dataset of 16,000-sample windows.
+# Memory of the default shuffle buffer (per input pipeline: one per worker): a dataset of up to 16,777 windows
+# of 16,000 samples (4.7 h at 16 kHz) whole.
 SHUFFLE_BUFFER_BYTES = 256 << 20
 
 

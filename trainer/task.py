@@ -100,7 +100,7 @@ def parse_args(argv):
         default=None,
         help="Windows in the training input's shuffle buffer (about window_samples bytes each). The pipeline "
         "writes each track's windows together, so a buffer smaller than the dataset mixes fewer tracks per "
-        "batch. Default: as many as fit in 256 MiB (16,777 windows of 16,000 samples).",
+        "batch. Default: as many as fit in 256 MiB per worker (16,777 windows of 16,000 samples).",
     )
     parser.add_argument(
         "--learning_rate",
