@@ -44,11 +44,14 @@ from trainer import evaluate, task  # noqa: E402
 
 # The training input's shuffle buffer until 2026-11-24: 256 windows, a few tracks' worth.
 BUFFER_256 = ["--shuffle_buffer_windows=256"]
+# A buffer of all the soundtrack's 3,819 windows.
+BUFFER_ALL = ["--shuffle_buffer_windows=4096"]
 CONSTANT = ["--lr_schedule=constant", "--warmup_steps=0", "--clip_norm=0", *BUFFER_256]
-COSINE = ["--lr_schedule=cosine", "--warmup_steps=20", "--clip_norm=0", *BUFFER_256]  # Decays to 0 at --steps.
+COSINE_SCHEDULE = ["--lr_schedule=cosine", "--warmup_steps=20", "--clip_norm=0"]  # Decays to 0 at --steps.
+COSINE = [*COSINE_SCHEDULE, *BUFFER_256]
 BATCH_8_COSINE_5E_3 = [*COSINE, "--learning_rate=5e-3", "--batch_size=8"]
 GAIN_6DB_POLARITY = ["--gain_augmentation_db=6", "--random_polarity"]
-BATCH_8_COSINE_7E_3_AUG = [*COSINE, "--learning_rate=7e-3", "--batch_size=8", *GAIN_6DB_POLARITY]
+BATCH_8_7E_3_AUG = [*COSINE_SCHEDULE, "--learning_rate=7e-3", "--batch_size=8", *GAIN_6DB_POLARITY]
 # Every configuration names its learning rate, so a row of BENCHMARKS.md reruns the same whatever the defaults.
 CONFIGS = {
     "lr-1e-3": [*CONSTANT, "--learning_rate=1e-3"],  # The defaults until 2026-11-24.
@@ -79,16 +82,11 @@ CONFIGS = {
     "batch-8-cosine-5e-3-gain-12db": [*BATCH_8_COSINE_5E_3, "--gain_augmentation_db=12"],
     "batch-8-cosine-5e-3-gain-6db-polarity": [*BATCH_8_COSINE_5E_3, *GAIN_6DB_POLARITY],
     "batch-8-cosine-5e-3-gain-12db-polarity": [*BATCH_8_COSINE_5E_3, "--gain_augmentation_db=12", "--random_polarity"],
-    "batch-8-cosine-7e-3-gain-6db-polarity": BATCH_8_COSINE_7E_3_AUG,
+    "batch-8-cosine-7e-3-gain-6db-polarity": [*BATCH_8_7E_3_AUG, *BUFFER_256],
     "batch-8-cosine-1e-2-gain-6db-polarity": [*COSINE, "--learning_rate=1e-2", "--batch_size=8", *GAIN_6DB_POLARITY],
-    # A shuffle buffer of all the soundtrack's 3,819 windows (the later flag wins over BUFFER_256).
-    "batch-8-cosine-7e-3-gain-6db-polarity-shuffled": [*BATCH_8_COSINE_7E_3_AUG, "--shuffle_buffer_windows=4096"],
+    "batch-8-cosine-7e-3-gain-6db-polarity-shuffled": [*BATCH_8_7E_3_AUG, *BUFFER_ALL],
     # And Adam's squared-gradient average over ~100 steps instead of ~1,000.
-    "batch-8-cosine-7e-3-gain-6db-polarity-shuffled-beta2-0.99": [
-        *BATCH_8_COSINE_7E_3_AUG,
-        "--shuffle_buffer_windows=4096",
-        "--adam_beta2=0.99",
-    ],
+    "batch-8-cosine-7e-3-gain-6db-polarity-shuffled-beta2-0.99": [*BATCH_8_7E_3_AUG, *BUFFER_ALL, "--adam_beta2=0.99"],
 }
 AUDIO = (".mp3", ".ogg", ".flac", ".wav")
 LOCAL = ["--direct_num_workers=1", "--direct_running_mode=in_memory", "--sample_rate=16000", "--window_samples=16000"]
