@@ -23,6 +23,7 @@ catches anything later.
 """
 
 import dataclasses
+import fnmatch
 import json
 import os
 import re
@@ -35,14 +36,11 @@ from pipelines import contract
 
 LEASE_FILE = "lease.json"
 DEFAULT_STALE_LEASE_HOURS = 72.0
-# UTC start time to the second, then 32 random bits: unique even for runs started in the same second.
-RUN_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{8}")
-# Only names the pipeline writes are ever counted as leftovers: other files in the directory are left alone.
-_OUR_NAMES = re.compile(r"^(train|validation|tracks|failures)-|^beam-temp-")
+RUN_ID = re.compile(contract.RUN_ID_PATTERN)
 _READ_BACK_SECS = 1.0
 
 
-class LeaseError(RuntimeError):
+class LeaseError(contract.CommandError):
     """The output is held by another run, or this run's lease was taken over."""
 
 
@@ -62,6 +60,12 @@ class Lease:
       started: start time, seconds since the epoch.
       local: True when that process runs the whole job (a local runner), so
         that its death means the run's death.
+      boot_id: the holder's kernel boot id (Linux; None elsewhere or in leases
+        written before it was recorded).
+      process_started: the holder's start time in clock ticks after boot (Linux
+        /proc/PID/stat field 22; None where unknown). With boot_id it tells the
+        holder from a later process given the same pid, as a restarted container's
+        pid 1 is.
     """
 
     run_id: str
@@ -69,16 +73,26 @@ class Lease:
     pid: int
     started: float
     local: bool
+    boot_id: str = None
+    process_started: int = None
 
     def describe(self):
         started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.started))
         return f"run {self.run_id} (host {self.host}, pid {self.pid}, started {started})"
 
     def is_stale(self, stale_after_secs, now=None):
-        """Whether the holder is known dead (same host, process gone) or the lease is older than the limit."""
-        if self.local and self.host == socket.gethostname() and not _process_alive(self.pid):
+        """Whether the holder is known dead (same host, its process gone or replaced) or the lease is too old."""
+        if self.local and self.host == socket.gethostname() and not self._holder_alive():
             return True
         return (time.time() if now is None else now) - self.started > stale_after_secs
+
+    def _holder_alive(self):
+        if self.boot_id is not None and self.boot_id != _boot_id():
+            return False  # The machine rebooted since: every process of that boot is gone.
+        if not _process_alive(self.pid):
+            return False
+        # The pid is in use; by the holder only if it started when the holder did.
+        return self.process_started is None or self.process_started == _process_start_ticks(self.pid)
 
 
 def _process_alive(pid):
@@ -91,28 +105,39 @@ def _process_alive(pid):
     return True
 
 
-def _is_local(output):
-    return "://" not in output
+def _boot_id():
+    """The kernel's boot id (Linux), or None."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return None
 
 
-def _path(output, name):
-    from apache_beam.io.filesystems import FileSystems
-
-    return os.path.join(output, name) if _is_local(output) else FileSystems.join(output, name)
+def _process_start_ticks(pid):
+    """When process `pid` started, in clock ticks after boot (Linux /proc/PID/stat field 22), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # Field 2, the command name, is in parentheses and may hold spaces: count fields after its last ')'.
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
 
 
 def read_lease(output):
     """The Lease held on an output, or None."""
     from apache_beam.io.filesystems import FileSystems
 
-    path = _path(output, LEASE_FILE)
+    path = contract.join(output, LEASE_FILE)
     if not FileSystems.exists(path):
         return None
-    with FileSystems.open(path) as f:
-        try:
-            return Lease(**json.loads(f.read().decode("utf-8")))
-        except (ValueError, TypeError):
-            return Lease(run_id="unreadable", host="unknown", pid=0, started=0.0, local=False)  # Stale at once.
+    try:
+        with FileSystems.open(path) as f:
+            raw = json.loads(f.read().decode("utf-8"))
+        return Lease(**raw)
+    except (ValueError, TypeError, RecursionError, IsADirectoryError):
+        return Lease(run_id="unreadable", host="unknown", pid=0, started=0.0, local=False)  # Stale at once.
 
 
 def acquire_lease(output, run_id, local, stale_after_secs=DEFAULT_STALE_LEASE_HOURS * 3600):
@@ -135,10 +160,13 @@ def acquire_lease(output, run_id, local, stale_after_secs=DEFAULT_STALE_LEASE_HO
     existing = read_lease(output)
     if existing is not None and not existing.is_stale(stale_after_secs):
         raise LeaseError(_busy_message(output, existing))
-    lease = Lease(run_id=run_id, host=socket.gethostname(), pid=os.getpid(), started=time.time(), local=local)
+    lease = Lease(
+        run_id=run_id, host=socket.gethostname(), pid=os.getpid(), started=time.time(), local=local,
+        boot_id=_boot_id(), process_started=_process_start_ticks(os.getpid()),
+    )  # fmt: skip
     text = json.dumps(dataclasses.asdict(lease), sort_keys=True).encode("utf-8")
-    path = _path(output, LEASE_FILE)
-    if _is_local(output):
+    path = contract.join(output, LEASE_FILE)
+    if not contract.is_remote(output):
         os.makedirs(output, exist_ok=True)
         if existing is not None:
             _remove_if_held_by(path, existing.run_id)
@@ -175,7 +203,8 @@ def _busy_message(output, holder):
     who = holder.describe() if holder else "another run"
     return (
         f"{output} is being written by {who}. Wait for it to finish, use another --output, or, if that run "
-        f"is dead, free the output with: python -m pipelines.verify {output} --clean --break_lease"
+        f"is dead, free the output with: python -m pipelines.verify {output} --break_lease "
+        "(it removes the lease and that run's uncommitted files, never committed data)"
     )
 
 
@@ -196,11 +225,15 @@ def release_lease(output, run_id):
 
     holder = read_lease(output)
     if holder is not None and holder.run_id == run_id:
-        FileSystems.delete([_path(output, LEASE_FILE)])
+        FileSystems.delete([contract.join(output, LEASE_FILE)])
 
 
 def current_description(output):
-    """The output's committed DatasetDescription, or None when it has none."""
+    """The output's committed DatasetDescription, or None when it has none.
+
+    Raises:
+      contract.ContractError: its dataset.json cannot be read or does not validate.
+    """
     try:
         return contract.read_description(output)
     except FileNotFoundError:
@@ -208,49 +241,79 @@ def current_description(output):
 
 
 def leftovers(output, description, live_run_ids=()):
-    """What dead runs left in an output: names the pipeline writes that no committed run owns.
+    """What dead runs left in an output: files and Beam temp directories of runs that never committed.
+
+    Only names of the exact shapes a run writes (`contract.run_file_owner`,
+    `contract.run_temp_directory_owner`, `contract.is_commit_temporary`) are
+    considered, of the right kind (a file for a file name, a directory for a
+    temp directory; never a symlink); a name that the description lists, or that
+    carries the id of a committed or live run, is kept. Everything else in the
+    directory is the user's and is never a leftover.
 
     Args:
       output: the output directory.
-      description: its committed DatasetDescription, or None.
+      description: its committed DatasetDescription, or None when it has no
+        dataset.json. (Callers never pass None for a dataset.json that exists
+        but cannot be read: then nothing is known to be a leftover.)
       live_run_ids: runs still writing (the lease holder), whose files are not leftovers.
 
     Returns:
-      sorted list of top-level names (files, and directories such as beam-temp-*).
+      sorted list of top-level names.
     """
     keep_ids = set(live_run_ids)
-    listed = set()
+    listed, globs = set(), []
     if description is not None:
         keep_ids |= set(description.run_ids)
         listed = {name for split in description.splits.values() for name in split.files}
-        listed |= {name for run in description.runs for name in (run.tracks_file, run.failures_file)}
+        for run in description.runs:
+            for name in (run.tracks_file, run.failures_file):
+                if "*" in name:
+                    globs.append(name)  # A stream's per-window files.
+                else:
+                    listed.add(name)
     found = []
-    for name in _top_level_names(output):
-        if not _OUR_NAMES.search(name) or name in listed:
+    for name, kind in _top_level_entries(output):
+        if name in listed or any(fnmatch.fnmatchcase(name, pattern) for pattern in globs):
             continue
-        run_id = RUN_ID.search(name)
-        if run_id and run_id.group(0) in keep_ids:
-            continue
-        if description is not None and any(_glob_matches(pattern, name) for pattern in listed if "*" in pattern):
-            continue  # A stream's per-window files.
-        found.append(name)
+        if kind == "file":
+            owner = contract.run_file_owner(name)
+            if owner is None and contract.is_commit_temporary(name) and not live_run_ids:
+                owner = ""  # A killed commit's temporary file; while a run is live it may be that run's.
+        elif kind == "directory":
+            owner = contract.run_temp_directory_owner(name)
+        else:
+            owner = None
+        if owner is not None and owner not in keep_ids:
+            found.append(name)
     return sorted(found)
 
 
-def _glob_matches(pattern, name):
-    import fnmatch
-
-    return fnmatch.fnmatchcase(name, pattern)
-
-
-def _top_level_names(output):
-    if _is_local(output):
-        return os.listdir(output) if os.path.isdir(output) else []
-    return sorted(_remote_files(output))
+def _top_level_entries(output):
+    """(name, "file" | "directory" | "other") of each top-level entry; symlinks and devices are "other"."""
+    if not contract.is_remote(output):
+        if not os.path.isdir(output):
+            return []
+        entries = []
+        for entry in os.scandir(output):
+            if entry.is_symlink():
+                kind = "other"
+            elif entry.is_dir(follow_symlinks=False):
+                kind = "directory"
+            elif entry.is_file(follow_symlinks=False):
+                kind = "file"
+            else:
+                kind = "other"
+            entries.append((entry.name, kind))
+        return entries
+    # An object store has objects, and prefixes that act as directories.
+    return [
+        (name, "file" if paths == [contract.join(output.rstrip("/"), name)] else "directory")
+        for name, paths in _remote_files(output).items()
+    ]
 
 
 def _remote_files(output):
-    """Top-level name -> list of file paths under it, for an object store (which has no directories)."""
+    """Top-level name -> list of object paths under it, for an object store (which has no directories)."""
     from apache_beam.io.filesystems import FileSystems
 
     prefix = output.rstrip("/") + "/"
@@ -262,15 +325,15 @@ def _remote_files(output):
 
 
 def remove(output, names):
-    """Deletes top-level entries (files or directories) of an output."""
+    """Deletes top-level entries (files, or directories without following symlinks) of an output."""
     from apache_beam.io.filesystems import FileSystems
 
-    if _is_local(output):
+    if not contract.is_remote(output):
         for name in names:
             path = os.path.join(output, name)
-            if os.path.isdir(path):
+            if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path)
-            elif os.path.exists(path):
+            elif os.path.lexists(path):
                 os.remove(path)
         return
     files = _remote_files(output)

@@ -19,10 +19,14 @@ filesystems (local, gs://, s3://), imported when first used.
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import json
 import os
 import posixpath
+import re
+import secrets
+import sys
 
 import numpy as np
 
@@ -38,6 +42,13 @@ ENCODING = "mu-law"
 DEFAULT_SAMPLE_RATE = 16000
 DEFAULT_QUANTIZATION_CHANNELS = 256
 DEFAULT_WINDOW_SAMPLES = 16000
+# Bounds that no real dataset or model reaches; past them a description or config is damaged or hostile,
+# and trusting it would allocate without limit.
+MAX_SAMPLE_RATE = 768000  # Hz: the highest rate of common audio converters.
+MAX_WINDOW_SAMPLES = 1 << 30  # 1 GiB of codes in one tf.train.Example (protobuf's limit is 2 GiB).
+MAX_RECEPTIVE_FIELD = 1 << 24  # samples: 17 min at 16 kHz, hundreds of times the paper's.
+MAX_CHANNELS = 1 << 14
+MAX_CONDITION_VALUES = 1 << 24
 
 # tf.train.Example feature keys.
 AUDIO_FEATURE = "audio"  # bytes: window_samples uint8 mu-law codes
@@ -65,24 +76,95 @@ FEATURES = {
 }
 
 # Files written into the output directory. dataset.json is the commit point: it alone says which
-# of the others belong to the dataset; each run writes its own, named with its run id.
+# of the others belong to the dataset; each run writes its own, named with its run id. This is the one
+# definition of those names: the writers build them here, and cleanup removes only names that match them.
 DATASET_FILE = "dataset.json"
 TFRECORD_SUFFIX = ".tfrecord"
+JSONL_SUFFIX = ".jsonl"
+TRACKS_PREFIX = "tracks"
+FAILURES_PREFIX = "failures"
+# UTC start time to the second, then 32 random bits: unique even for runs started in the same second.
+RUN_ID_PATTERN = r"\d{8}T\d{6}Z-[0-9a-f]{8}"
 
 
 def tracks_file(run_id):
     """Name of a run's track index (JSON lines, one record per track processed)."""
-    return f"tracks-{run_id}.jsonl"
+    return f"{TRACKS_PREFIX}-{run_id}{JSONL_SUFFIX}"
 
 
 def failures_file(run_id):
     """Name of a run's failures file (JSON lines, one `failure_record` per unusable input)."""
-    return f"failures-{run_id}.jsonl"
+    return f"{FAILURES_PREFIX}-{run_id}{JSONL_SUFFIX}"
 
 
 def shard_prefix(split, run_id):
-    """Prefix of a run's TFRecord shards of one split: `<prefix>-SSSSS-of-NNNNN.tfrecord`."""
+    """Prefix of a run's TFRecord shards of one split: `<prefix>-SSSSS-of-NNNNN.tfrecord`.
+
+    A streaming run's per-window files start with the same prefix (and
+    `stream_prefix` for its track and failure files), then the window's bounds.
+    """
     return f"{split}-{run_id}"
+
+
+def stream_prefix(kind, run_id):
+    """Prefix of a streaming run's per-window track (kind TRACKS_PREFIX) or failure files."""
+    return f"{kind}-{run_id}"
+
+
+def stream_files_glob(kind, run_id):
+    """The glob that dataset.json names for a streaming run's per-window files of one kind."""
+    return f"{stream_prefix(kind, run_id)}-*{JSONL_SUFFIX}"
+
+
+def temporary_name(name, token):
+    """The hidden temporary file an atomic write of `name` goes through (`write_text`); token: 16 hex digits."""
+    return f".{name}.{token}.tmp"
+
+
+# Full-name patterns of everything a run writes, group "run" its run id. Beam's file sinks write
+# `<prefix>-SSSSS-of-NNNNN<suffix>` (WriteToTFRecord, fileio's default naming, with the window's
+# bounds for a stream) after staging in `beam-temp-<last path component>-<uuid hex>` directories.
+_SPLIT_NAMES = "train|validation"
+_RUN = f"(?P<run>{RUN_ID_PATTERN})"
+_STREAM_WINDOW = r"(?:-\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:\+00:00)?){2}"
+_SHARD = r"-\d{5}-of-\d{5}"
+_FILE_PATTERNS = (
+    re.compile(rf"(?:{_SPLIT_NAMES})-{_RUN}(?:{_STREAM_WINDOW})?{_SHARD}{re.escape(TFRECORD_SUFFIX)}"),
+    re.compile(rf"(?:{TRACKS_PREFIX}|{FAILURES_PREFIX})-{_RUN}{re.escape(JSONL_SUFFIX)}"),
+    re.compile(rf"(?:{TRACKS_PREFIX}|{FAILURES_PREFIX})-{_RUN}{_STREAM_WINDOW}{_SHARD}{re.escape(JSONL_SUFFIX)}"),
+)
+_BEAM_TEMP_PATTERNS = (
+    re.compile(rf"beam-temp-(?:{_SPLIT_NAMES}|{TRACKS_PREFIX}|{FAILURES_PREFIX})-{_RUN}-[0-9a-f]{{32}}"),
+    re.compile(rf"beam-temp-(?:{TRACKS_PREFIX}|{FAILURES_PREFIX})-{_RUN}{re.escape(JSONL_SUFFIX)}-[0-9a-f]{{32}}"),
+)
+_TEMPORARY_PATTERN = re.compile(rf"\.{re.escape(DATASET_FILE)}\.[0-9a-f]{{16}}\.tmp")
+
+
+def run_file_owner(name):
+    """The run id in the name of a file a run writes, or None when no run could have written a file of that name.
+
+    Args:
+      name: a plain file name (no directory).
+    """
+    for pattern in _FILE_PATTERNS:
+        match = pattern.fullmatch(name)
+        if match:
+            return match.group("run")
+    return None
+
+
+def run_temp_directory_owner(name):
+    """The run id of a `beam-temp-...` directory that a run's sinks stage in, or None for any other name."""
+    for pattern in _BEAM_TEMP_PATTERNS:
+        match = pattern.fullmatch(name)
+        if match:
+            return match.group("run")
+    return None
+
+
+def is_commit_temporary(name):
+    """Whether `name` is the temporary file of a commit of dataset.json (left by a commit that was killed)."""
+    return bool(_TEMPORARY_PATTERN.fullmatch(name))
 
 
 TRAIN = "train"
@@ -339,6 +421,12 @@ class SplitSummary:
     tracks: int = 0
     seconds: float = 0.0
 
+    def __post_init__(self):
+        _check(isinstance(self.files, tuple), f"a split's files must be a list of names, got {self.files!r}")
+        _check_count(self.windows, "a split's windows")
+        _check_count(self.tracks, "a split's tracks")
+        _check_number(self.seconds, "a split's seconds", 0.0)
+
     def plus(self, other):
         """The union of two disjoint summaries."""
         return SplitSummary(
@@ -360,6 +448,10 @@ class LabelCount:
 
     windows: int = 0
     tracks: int = 0
+
+    def __post_init__(self):
+        _check_count(self.windows, "a label's windows")
+        _check_count(self.tracks, "a label's tracks")
 
     def plus(self, other):
         return LabelCount(self.windows + other.windows, self.tracks + other.tracks)
@@ -401,6 +493,10 @@ class Accounting:
     tracks_truncated: int = 0
     windows_silent_dropped: int = 0
 
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            _check_count(getattr(self, field.name), f"accounting {field.name}")
+
     def plus(self, other):
         """Field-by-field sum (a stream's accounting adds up over its windows)."""
         return Accounting(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)})
@@ -427,6 +523,8 @@ class RunRecord:
     accounting: Accounting
 
     def __post_init__(self):
+        _check(isinstance(self.run_id, str), f"a run_id must be a string, got {self.run_id!r}")
+        _check(isinstance(self.accounting, Accounting), "a run's accounting is malformed")
         _check_plain_name(self.tracks_file)
         _check_plain_name(self.failures_file)
 
@@ -466,7 +564,16 @@ class DatasetDescription:
 
     def __post_init__(self):
         _check_audio_fields(self, DATASET_FORMAT_VERSION, "")
-        _check(self.window_samples > 0 and self.hop_samples > 0, "window_samples and hop_samples must be positive")
+        _check_count(self.window_samples, "window_samples", 1, MAX_WINDOW_SAMPLES)
+        _check_count(self.hop_samples, "hop_samples", 1, MAX_WINDOW_SAMPLES)
+        _check_number(self.validation_fraction, "validation_fraction", 0.0, 1.0)
+        _check(
+            isinstance(self.silence_threshold_db, int | float) and not isinstance(self.silence_threshold_db, bool),
+            f"silence_threshold_db must be a number, got {self.silence_threshold_db!r}",
+        )
+        _check(isinstance(self.splits, dict), "splits must be an object")
+        _check(isinstance(self.runs, tuple), "runs must be a list")
+        _check(isinstance(self.labels, dict), "labels must be an object")
         _check(set(self.splits) == set(SPLITS), f"splits must be {SPLITS}, got {sorted(self.splits)}")
         _check(len(self.runs) >= 1, "a dataset holds at least one run")
         for summary in self.splits.values():
@@ -530,7 +637,7 @@ class DatasetDescription:
 
     def shard_paths(self, directory, split):
         """Paths of a split's shards under `directory` (local or any Beam filesystem)."""
-        return [_join(directory, name) for name in self.splits[split].files]
+        return [join(directory, name) for name in self.splits[split].files]
 
     def to_dict(self):
         """The JSON object written as dataset.json."""
@@ -559,6 +666,8 @@ class DatasetDescription:
         with _parsing(DATASET_FILE):
             fields = {f.name for f in dataclasses.fields(cls)}
             values = {k: v for k, v in raw.items() if k in fields}
+            for split in raw["splits"].values():
+                _check(isinstance(split.get("files"), list), "a split's files must be a list of names")
             values["splits"] = {
                 name: SplitSummary(**{**split, "files": tuple(split["files"])}) for name, split in raw["splits"].items()
             }
@@ -595,24 +704,28 @@ def read_description(directory):
       FileNotFoundError: when the directory has no dataset.json.
       ContractError: when it is malformed.
     """
-    path = _join(directory, DATASET_FILE)
+    path = join(directory, DATASET_FILE)
     try:
-        text = _read_text(path)
+        raw = read_json(path)
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{path} not found: expected an output directory of python -m pipelines.preprocess"
         ) from None
+    _check(isinstance(raw, dict), f"{path} is not a JSON object")
     try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ContractError(f"{path} is not valid JSON: {e}") from e
-    return DatasetDescription.from_dict(raw)
+        return DatasetDescription.from_dict(raw)
+    except ContractError as e:
+        raise ContractError(f"{path}: {e}") from None
 
 
 def write_description(directory, description):
-    """Writes dataset.json into `directory` in one piece; returns its path."""
-    path = _join(directory, DATASET_FILE)
-    _write_text(path, json.dumps(description.to_dict(), indent=2, sort_keys=True))
+    """Writes dataset.json into `directory` atomically (`write_text`); returns its path.
+
+    Raises:
+      OSError: the write failed; the dataset.json before it is unchanged.
+    """
+    path = join(directory, DATASET_FILE)
+    write_text(path, json.dumps(description.to_dict(), indent=2, sort_keys=True))
     return path
 
 
@@ -684,6 +797,24 @@ class WaveNetConfig:
     dilations: tuple = tuple(2**i for i in range(10)) * 2
     condition_values: int = 0
 
+    def __post_init__(self):
+        _check_count(self.quantization_channels, "quantization_channels", 2, 256)
+        for name in ("residual_channels", "dilation_channels", "skip_channels"):
+            _check_count(getattr(self, name), name, 1, MAX_CHANNELS)
+        _check_count(self.filter_width, "filter_width", 1, 64)
+        _check(
+            isinstance(self.dilations, tuple) and len(self.dilations) >= 1,
+            f"dilations must be a non-empty list, got {self.dilations!r}",
+        )
+        for dilation in self.dilations:
+            _check_count(dilation, "every dilation", 1, MAX_RECEPTIVE_FIELD)
+        _check_count(self.condition_values, "condition_values", 0, MAX_CONDITION_VALUES)
+        _check(
+            self.receptive_field <= MAX_RECEPTIVE_FIELD,
+            f"the receptive field ({self.receptive_field} samples) is more than {MAX_RECEPTIVE_FIELD}: not a "
+            "WaveNet this toolkit trains (a damaged config?)",
+        )
+
     @property
     def receptive_field(self):
         """Samples of input that one output sees, the current sample included.
@@ -701,6 +832,7 @@ class WaveNetConfig:
 
     @classmethod
     def from_dict(cls, raw):
+        _check(isinstance(raw.get("dilations"), list), "the model's dilations must be a list")
         return cls(**{**raw, "dilations": tuple(raw["dilations"])})
 
 
@@ -737,6 +869,7 @@ class ModelConfig:
             f"unknown model format_version {self.format_version!r}",
         )
         _check_audio_fields(self, self.format_version, "model ")
+        _check_count(self.step, "step")
         object.__setattr__(self, "condition_vocabulary", tuple(self.condition_vocabulary))
         if conditioned:
             _check(isinstance(self.condition_kind, str), "a conditioned model names its condition_kind")
@@ -842,17 +975,19 @@ def read_model_config(export_dir):
       FileNotFoundError: no config.json there.
       ContractError: malformed.
     """
-    path = _join(export_dir, MODEL_CONFIG_FILE)
+    path = join(export_dir, MODEL_CONFIG_FILE)
+    raw = read_json(path)
+    _check(isinstance(raw, dict), f"{path} is not a JSON object")
     try:
-        return ModelConfig.from_dict(json.loads(_read_text(path)))
-    except json.JSONDecodeError as e:
-        raise ContractError(f"{path} is not valid JSON: {e}") from e
+        return ModelConfig.from_dict(raw)
+    except ContractError as e:
+        raise ContractError(f"{path}: {e}") from None
 
 
 def write_model_config(export_dir, config):
-    """Writes config.json into `export_dir`; returns its path."""
-    path = _join(export_dir, MODEL_CONFIG_FILE)
-    _write_text(path, json.dumps(config.to_dict(), indent=2, sort_keys=True))
+    """Writes config.json into `export_dir` atomically (`write_text`); returns its path."""
+    path = join(export_dir, MODEL_CONFIG_FILE)
+    write_text(path, json.dumps(config.to_dict(), indent=2, sort_keys=True))
     return path
 
 
@@ -917,14 +1052,30 @@ def _check_audio_fields(contract_object, format_version, kind):
         f"unknown {kind}format_version {contract_object.format_version!r}",
     )
     _check(contract_object.encoding == ENCODING, f"encoding is {contract_object.encoding!r}, expected {ENCODING!r}")
-    _check(contract_object.sample_rate > 0, f"sample_rate must be positive, got {contract_object.sample_rate}")
-    channels = contract_object.quantization_channels
-    _check(2 <= channels <= 256, f"quantization_channels must be in 2..256, got {channels}")
+    _check_count(contract_object.sample_rate, "sample_rate", 1, MAX_SAMPLE_RATE)
+    _check_count(contract_object.quantization_channels, "quantization_channels", 2, 256)
 
 
 def _check(condition, message):
     if not condition:
         raise ContractError(message)
+
+
+def _check_count(value, name, low=0, high=None):
+    """An integer (a JSON number without a fraction; not a boolean) in [low, high]."""
+    _check(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an integer, got {value!r}")
+    bounds = f"in {low}..{high}" if high is not None else f">= {low}"
+    _check(value >= low and (high is None or value <= high), f"{name} must be {bounds}, got {value}")
+
+
+def _check_number(value, name, low, high=None):
+    """A finite real number (int or float; not a boolean) in [low, high]."""
+    _check(
+        isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value),
+        f"{name} must be a finite number, got {value!r}",
+    )
+    bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
+    _check(value >= low and (high is None or value <= high), f"{name} must be {bounds}, got {value}")
 
 
 def _check_plain_name(name):
@@ -935,25 +1086,176 @@ def _check_plain_name(name):
     )
 
 
-def _join(directory, name):
-    return posixpath.join(directory, name) if "://" in directory else os.path.join(directory, name)
+# ---------------------------------------------------------------------------------------------------------------
+# Commands: every expected fault is one line.
+
+DEBUG_ENV = "WAVENET_DEBUG"  # Set (to anything) to see the traceback of a fault the commands report in one line.
+# Errors of the machine or the file system that a user can act on, reported as they come, by errno.
+_USER_ERRNOS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOTDIR: "not a directory",
+    errno.EISDIR: "is a directory",
+    errno.EEXIST: "already exists",
+    errno.ENOENT: "no such file or directory",
+    errno.ENAMETOOLONG: "file name too long",
+}
+_ERRNO_IN_TEXT = re.compile(r"\[Errno (\d+)\] [^\n:']*(?:: '([^'\n]*)')?")
 
 
-def _read_text(path):
+class CommandError(RuntimeError):
+    """An expected fault of a command, whose message says what happened and what to do."""
+
+
+def fault_message(error):
+    """The one line a command prints for an expected fault, or None for an unexpected one (a bug).
+
+    Expected: our own errors (CommandError, ContractError, DatasetMismatchError,
+    TrackError, and ValueError for bad options), OSErrors a user can act on
+    (a full disk, no permission, a file where a directory belongs, ...), input
+    nested too deeply, and a runner's failure whose text carries one of those
+    OSErrors (a Beam worker's full disk).
+    """
+    if isinstance(error, CommandError | ValueError | TrackError):
+        return str(error)
+    if isinstance(error, RecursionError):
+        return "the input is nested too deeply to read"
+    if isinstance(error, OSError) and error.errno in _USER_ERRNOS:
+        where = f": {error.filename}" if error.filename else ""
+        return f"{_USER_ERRNOS[error.errno]}{where}"
+    if isinstance(error, FileNotFoundError):  # Raised with a message of ours, without an errno.
+        return str(error)
+    for match in reversed(list(_ERRNO_IN_TEXT.finditer(str(error)))):
+        number = int(match.group(1))
+        if number in _USER_ERRNOS:
+            return _USER_ERRNOS[number] + (f": {match.group(2)}" if match.group(2) else "")
+    return None
+
+
+def run_command(main, *args):
+    """Runs a command's `main(*args)`; returns its exit status for sys.exit (0 unless main returns an int).
+
+    An expected fault (`fault_message`) becomes `error: ...` on stderr and
+    status 1, without a traceback unless the environment sets DEBUG_ENV; an
+    unexpected one keeps its traceback. A closed stdout (`| head`) ends the
+    command quietly, as Unix tools do.
+    """
+    try:
+        status = main(*args)
+        sys.stdout.flush()
+        return status if isinstance(status, int) and not isinstance(status, bool) else 0
+    except BrokenPipeError:
+        # Python would complain again when it flushes stdout at exit: point stdout at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        message = fault_message(e)
+        if message is None or os.environ.get(DEBUG_ENV):
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Files: read and written through Beam's filesystems (local, gs://, s3://), imported when first used.
+
+
+def is_remote(path):
+    """Whether `path` names a Beam filesystem other than local disk (gs://, s3://, ...)."""
+    return "://" in path
+
+
+def join(directory, *names):
+    """`directory`/`names` on local disk or any Beam filesystem."""
+    return posixpath.join(directory, *names) if is_remote(directory) else os.path.join(directory, *names)
+
+
+def read_bytes(path):
+    """The bytes of a file (local or any Beam filesystem).
+
+    Raises:
+      FileNotFoundError: no file there.
+      IsADirectoryError: a local directory there.
+    """
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
+    if not is_remote(path) and os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a directory, not a file")
     if not FileSystems.exists(path):
         raise FileNotFoundError(path)
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        return f.read().decode("utf-8")
+        return f.read()
 
 
-def _write_text(path, text):
+def write_bytes(path, data, mime_type="application/octet-stream"):
+    """Replaces the file at `path` by `data` atomically: a reader sees the old file or the new one, whole.
+
+    On local disk the bytes go to a hidden temporary file beside it
+    (`temporary_name`), which is flushed and fsynced, renamed over `path`
+    (POSIX rename is atomic) and the directory fsynced; a failure removes the
+    temporary file and leaves the old one as it was. On an object store (gs://,
+    s3://) the object is written once, in one upload, which the store makes
+    visible only when complete.
+
+    Raises:
+      OSError: the write failed (a full disk, no permission, ...); `path` is unchanged.
+    """
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
-    if "://" not in path:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with FileSystems.create(path, mime_type="application/json", compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        f.write(text.encode("utf-8"))
+    if is_remote(path):
+        with FileSystems.create(path, mime_type=mime_type, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            f.write(data)
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, temporary_name(os.path.basename(path), secrets.token_hex(8)))
+    try:
+        with open(temporary, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        if isinstance(e, OSError) and e.errno is not None:
+            raise OSError(e.errno, e.strerror, path) from e  # Name the file written, not its temporary.
+        raise
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)  # The rename itself survives a power loss.
+    finally:
+        os.close(descriptor)
+
+
+def write_text(path, text, mime_type="application/json"):
+    """Replaces the file at `path` by UTF-8 `text`, atomically (`write_bytes`)."""
+    write_bytes(path, text.encode("utf-8"), mime_type)
+
+
+def read_json(path):
+    """The JSON value of a file, however hostile the file.
+
+    Raises:
+      FileNotFoundError: no file there.
+      ContractError: a directory, not UTF-8, not JSON, or nested too deeply; the message names the file.
+    """
+    try:
+        text = read_bytes(path).decode("utf-8")
+        return json.loads(text)
+    except IsADirectoryError:
+        raise ContractError(f"{path} is a directory, not a file") from None
+    except UnicodeDecodeError as e:
+        raise ContractError(f"{path} is not UTF-8 text: {e}") from None
+    except json.JSONDecodeError as e:
+        raise ContractError(f"{path} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ContractError(f"{path} is nested too deeply to be a {posixpath.basename(path)}") from None

@@ -73,3 +73,39 @@ class ExampleEncoder:
             ],
         )
         return self._encoder.encode(batch)
+
+
+class ExampleDecoder:
+    """Reads back what `ExampleEncoder` wrote, without TensorFlow (tfx-bsl's C++ decoder)."""
+
+    def __init__(self):
+        import pyarrow.compute as pc
+        from tfx_bsl.coders import example_coder
+
+        self._pc = pc
+        self._decoder = example_coder.ExamplesToRecordBatchDecoder()
+
+    def audio_lengths(self, records):
+        """The number of codes in each record's `audio` feature.
+
+        Args:
+          records: sequence of serialized tf.train.Example bytes.
+
+        Returns:
+          list of int, one per record: its codes (window_samples for a sound record), or -1 when
+          the record has no `audio` feature or more than one value in it.
+        """
+        if not records:
+            return []
+        batch = self._decoder.DecodeBatch(list(records))
+        index = batch.schema.get_field_index(contract.AUDIO_FEATURE)
+        if index < 0:
+            return [-1] * len(records)
+        column = batch.column(index)
+        counts = self._pc.list_value_length(column).to_pylist()  # None for a record without the feature.
+        flat = self._pc.binary_length(self._pc.list_flatten(column)).to_pylist()
+        lengths, position = [], 0
+        for count in counts:
+            lengths.append(flat[position] if count == 1 else -1)
+            position += count or 0
+        return lengths

@@ -36,7 +36,7 @@ from pipelines.options import (
 FLEX_TEMPLATE_ENV = "FLEX_TEMPLATE_PYTHON_PY_FILE"
 
 
-class PreprocessError(RuntimeError):
+class PreprocessError(contract.CommandError):
     """The job ran but its output is not usable; `description` is its `contract.DatasetDescription` (or None)."""
 
     def __init__(self, message, description=None):
@@ -272,7 +272,12 @@ def run(argv=None, save_main_session=True):
     if stale is not None:
         logging.warning("Took over the stale lease of %s on %s.", stale.describe(), output)
     try:
-        committed = commit.current_description(output)
+        try:
+            committed = commit.current_description(output)
+        except contract.ContractError as e:
+            raise contract.ContractError(
+                f"{e}. Nothing was changed: restore {contract.DATASET_FILE}, or use another --output"
+            ) from None
         if committed is not None and preprocess.skip_existing:
             transforms.check_same_settings(committed, preprocess.audio_config())
         left = commit.leftovers(output, committed, live_run_ids=[run_id])
@@ -290,9 +295,15 @@ def run(argv=None, save_main_session=True):
             pipeline.run()
             logging.info("Submitted from a Flex Template; the job commits dataset.json when it finishes.")
             return None
-        with progress.Reporter() if local else contextlib.nullcontext():
-            result = pipeline.run()
-            state = result.wait_until_finish()
+        try:
+            with progress.Reporter() if local else contextlib.nullcontext():
+                result = pipeline.run()
+                state = result.wait_until_finish()
+        except Exception as e:
+            reason = contract.fault_message(e)
+            if reason is None:
+                raise  # A bug: its traceback says more than a line would.
+            raise PreprocessError(f"the job failed: {reason}. {_what_is_committed(output)}") from e
     except BaseException:
         if local:
             commit.release_lease(output, run_id)  # Nothing of this run was committed; its files are leftovers.
@@ -308,6 +319,20 @@ def run(argv=None, save_main_session=True):
     _log_counters(result)
     check_description(description, preprocess.max_failure_fraction)
     return description
+
+
+def _what_is_committed(output):
+    """After a failed run: what the output's readers still see, in one sentence."""
+    try:
+        description = commit.current_description(output)
+    except contract.ContractError as e:
+        return f"The output's {contract.DATASET_FILE} cannot be read: {e}"
+    if description is None:
+        return f"Nothing was committed; {output} holds no dataset yet."
+    return (
+        f"Nothing of this run was committed: {contract.join(output, contract.DATASET_FILE)} is as before "
+        f"({description.windows} windows of {len(description.runs)} run(s)) and readable."
+    )
 
 
 def _run_streaming(options, preprocess):
@@ -343,11 +368,7 @@ def main():
     # Local worker processes forward every log line at its own level; their
     # warnings are Beam's start-up chatter, their errors still show.
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
-    try:
-        run()
-    except (PreprocessError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(contract.run_command(run))
 
 
 if __name__ == "__main__":

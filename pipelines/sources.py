@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import re
+import stat
 import urllib.parse
 
 from apache_beam.io.filesystem import CompressionTypes
@@ -111,6 +112,10 @@ def read_input_list(path):
     Returns:
       list of str.
     """
+    if "://" not in path:
+        path = os.path.expanduser(path)
+        if os.path.exists(path) and not os.path.isfile(path):
+            raise ValueError(f"--input @{path}: not a regular file")
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         text = f.read().decode("utf-8-sig")
     return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
@@ -174,16 +179,37 @@ def match_pattern(pattern):
 
 
 def _audio_files_under(directory):
-    """Canonical paths of the audio files below a local directory (walked, so no name is read as a glob)."""
-    uris = {
-        canonical_uri(os.path.join(root, name))
-        for root, _, names in os.walk(directory, followlinks=True)
-        for name in names
-        if name.lower().endswith(AUDIO_EXTENSIONS)
-    }
+    """Canonical paths of the audio files below a local directory (walked, so no name is read as a glob).
+
+    Symlinks to directories are followed, but each real directory (device and
+    inode) is walked once, so symlink loops end and two links to one directory
+    do not double its work. Entries that are not regular files (FIFOs, devices)
+    are returned too, so that opening them records why they are not audio.
+    """
+    uris, seen = set(), set()
+    for root, subdirectories, names in os.walk(directory, followlinks=True):
+        status = os.stat(root)
+        if (status.st_dev, status.st_ino) in seen:
+            subdirectories[:] = []  # Walked already, by another path.
+            continue
+        seen.add((status.st_dev, status.st_ino))
+        uris.update(
+            canonical_uri(os.path.join(root, name)) for name in names if name.lower().endswith(AUDIO_EXTENSIONS)
+        )
     if not uris:
         raise TrackError(STAGE_MATCH, f"no audio file under {directory!r}")
     return sorted(uris)
+
+
+def _check_regular_file(path):
+    """Raises TrackError (stage 'read') unless a local path is a regular file (a FIFO or a device never ends)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise TrackError(STAGE_READ, f"could not open: {e}") from e
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise TrackError(STAGE_READ, f"not a regular file ({kind})")
 
 
 def open_uri(uri, fetcher, allow_private=True):
@@ -210,6 +236,8 @@ def open_uri(uri, fetcher, allow_private=True):
         response = fetcher.get(uri, allow_private=allow_private or None)
         fetch.check_audio_response(response)
         return response.data, response.url
+    if "://" not in uri:
+        _check_regular_file(uri)
     try:
         fileobj = FileSystems.open(uri, "application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED)
     except Exception as e:  # Each filesystem raises its own errors.

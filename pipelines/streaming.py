@@ -14,12 +14,14 @@ written so far.
 
 import json
 import posixpath
+import uuid
 
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.coders import BooleanCoder, PickleCoder
 from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
+from apache_beam.options.value_provider import StaticValueProvider
 from apache_beam.transforms import window as beam_window
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
@@ -115,7 +117,12 @@ class TFRecordSink(fileio.FileSink):
 
 
 class WriteWindowed(beam.PTransform):
-    """Elements of each window -> files `<prefix>-<window>-<pane>-SSSSS-of-NNNNN<suffix>`; returns FileResults."""
+    """Elements of each window -> files `<prefix>-<window start>-<window end>-SSSSS-of-NNNNN<suffix>`.
+
+    Staged in `beam-temp-<prefix>-<uuid hex>` in the output, the shape
+    `contract.run_temp_directory_owner` knows, so a dead stream's staging is a
+    leftover the next run removes. Returns the FileResults.
+    """
 
     def __init__(self, output, prefix, suffix, sink):
         super().__init__()
@@ -125,6 +132,9 @@ class WriteWindowed(beam.PTransform):
         return pcoll | fileio.WriteToFiles(
             path=self._output,
             file_naming=fileio.default_file_naming(self._prefix, self._suffix),
+            temp_directory=StaticValueProvider(
+                str, contract.join(self._output, f"beam-temp-{self._prefix}-{uuid.uuid4().hex}")
+            ),
             sink=lambda _: self._sink(),
             shards=1,
         )
@@ -140,7 +150,11 @@ class MergeDescriptionFn(beam.DoFn):
         self._config = config
         self._validation_fraction = validation_fraction
         # The stream is one run continued window after window; its files are per window.
-        self._run_files = (run_id, "tracks-*.jsonl", "failures-*.jsonl")
+        self._run_files = (
+            run_id,
+            contract.stream_files_glob(contract.TRACKS_PREFIX, run_id),
+            contract.stream_files_glob(contract.FAILURES_PREFIX, run_id),
+        )
 
     def process(self, keyed, state=beam.DoFn.StateParam(DESCRIPTION)):  # noqa: B008 (Beam's state idiom)
         _, parts = keyed
@@ -176,6 +190,7 @@ def build_streaming_pipeline(messages, options):
     """
     config = options.audio_config()
     output = options.output
+    run_id = commit.new_run_id()
     fetch_config = scrape.fetch_config(options, max_bytes=options.max_download_bytes)
     parsed = messages | "ParseMessages" >> beam.ParDo(ParseMessagesFn()).with_outputs(transforms.FAILED, main="sources")
     first_seen = (
@@ -200,17 +215,22 @@ def build_streaming_pipeline(messages, options):
         written = (
             processed[split]
             | f"Encode{name}" >> transforms.EncodeExamples(min_batch_size=1)
-            | f"Write{name}" >> WriteWindowed(output, split, contract.TFRECORD_SUFFIX, TFRecordSink)
+            | f"Write{name}"
+            >> WriteWindowed(output, contract.shard_prefix(split, run_id), contract.TFRECORD_SUFFIX, TFRecordSink)
         )
         parts.append(
             written
             | f"Files{name}" >> beam.Map(lambda r, split=split: ("file", (split, posixpath.basename(r.file_name))))
         )
-    for label, pcoll in (("Failures", failures), ("Tracks", tracks)):
+    for label, kind, pcoll in (
+        ("Failures", contract.FAILURES_PREFIX, failures),
+        ("Tracks", contract.TRACKS_PREFIX, tracks),
+    ):
         (
             pcoll
             | f"Json{label}" >> beam.Map(json.dumps, sort_keys=True)
-            | f"Write{label}" >> WriteWindowed(output, label.lower(), ".jsonl", fileio.TextSink)
+            | f"Write{label}"
+            >> WriteWindowed(output, contract.stream_prefix(kind, run_id), contract.JSONL_SUFFIX, fileio.TextSink)
         )
     parts.append(
         tracks
@@ -233,8 +253,7 @@ def build_streaming_pipeline(messages, options):
         | "KeyParts" >> beam.Map(lambda part: (_KEY, part))
         | "GroupWindowParts" >> beam.GroupByKey()
         | "GlobalWindow" >> beam.WindowInto(beam_window.GlobalWindows())
-        | "MergeDescription"
-        >> beam.ParDo(MergeDescriptionFn(output, config, options.validation_fraction, commit.new_run_id()))
+        | "MergeDescription" >> beam.ParDo(MergeDescriptionFn(output, config, options.validation_fraction, run_id))
     )
 
 

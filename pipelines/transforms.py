@@ -362,7 +362,7 @@ class WriteSplit(beam.PTransform):
 
     def __init__(self, output_dir, split, run_id, num_shards):
         super().__init__()
-        self._prefix = FileSystems.join(output_dir, f"{split}-{run_id}")
+        self._prefix = FileSystems.join(output_dir, contract.shard_prefix(split, run_id))
         self._num_shards = num_shards
 
     def expand(self, windows):

@@ -5,21 +5,26 @@
 Checks the output against its dataset.json (the commit point): every listed
 shard exists, its records pass their CRC32C checksums and their count is the
 split's window count; every committed run's track index and failures file
-exists; the track index lists each split's tracks, each track once; every
-run's accounting adds up. Lists the leftovers of runs that never committed
-(shards, track and failure files, beam-temp-* directories) and, with
---clean, removes them. Exit status 0 when the dataset is sound, 1 when not.
+exists; every record holds window_samples codes; the track index lists each
+split's tracks, each track once; every run's accounting adds up. Lists the
+leftovers of runs that never committed (shards, track and failure files and
+beam-temp-* directories of the exact names a run writes, that no committed run
+owns) and, with --clean, removes them. --clean never removes a file that
+dataset.json names or a file of a name the pipeline could not have written,
+and removes nothing when dataset.json cannot be read or does not validate.
+Exit status 0 when the dataset is sound, 1 when not.
 """
 
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import commit, compat, contract
+from pipelines import commit, compat, contract, examples
 
 
 @dataclasses.dataclass
@@ -32,6 +37,8 @@ class Report:
       lease: the Lease held on the output, or None.
       windows: records read from the listed shards.
       tracks: committed track records read.
+      unreadable: dataset.json exists but cannot be read or does not validate;
+        then nothing is a leftover and --clean refuses.
     """
 
     problems: list
@@ -39,6 +46,7 @@ class Report:
     lease: object = None
     windows: int = 0
     tracks: int = 0
+    unreadable: bool = False
 
 
 def committed_files(output, name):
@@ -62,6 +70,33 @@ def _json_lines(path):
                 yield json.loads(line)
 
 
+def _check_shard(path, window_samples, decoder, batch=256):
+    """(records, [(index, codes) of records whose audio is not window_samples long]) of one shard.
+
+    Raises:
+      ValueError: a truncated record or a checksum mismatch.
+      IsADirectoryError: the shard is a directory.
+    """
+    if not contract.is_remote(path) and os.path.isdir(path):
+        raise IsADirectoryError("a directory, not a file")
+    count, wrong, pending = 0, [], []
+
+    def flush():
+        for offset, length in enumerate(decoder.audio_lengths(pending)):
+            if length != window_samples:
+                wrong.append((count - len(pending) + offset, length))
+        pending.clear()
+
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        for record in compat.read_tfrecords(f):
+            pending.append(record)
+            count += 1
+            if len(pending) == batch:
+                flush()
+    flush()
+    return count, wrong
+
+
 def check(output, stale_lease_hours=commit.DEFAULT_STALE_LEASE_HOURS):
     """Checks an output against its dataset.json.
 
@@ -76,9 +111,12 @@ def check(output, stale_lease_hours=commit.DEFAULT_STALE_LEASE_HOURS):
     live = [lease.run_id] if lease is not None and not lease.is_stale(stale_lease_hours * 3600) else []
     try:
         description = contract.read_description(output)
-    except (FileNotFoundError, contract.ContractError) as e:
+    except FileNotFoundError as e:  # Nothing committed: every file of a run is a leftover.
         return Report(problems=[str(e)], leftovers=commit.leftovers(output, None, live), lease=lease)
+    except contract.ContractError as e:  # What is committed is unknown: nothing is a leftover.
+        return Report(problems=[str(e)], leftovers=[], lease=lease, unreadable=True)
     problems, windows = [], 0
+    decoder = examples.ExampleDecoder()
     for split, summary in description.splits.items():
         records = 0
         for name in summary.files:
@@ -87,10 +125,17 @@ def check(output, stale_lease_hours=commit.DEFAULT_STALE_LEASE_HOURS):
                 problems.append(f"{split} shard {name} is listed but missing")
                 continue
             try:
-                with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-                    records += sum(1 for _ in compat.read_tfrecords(f))
-            except ValueError as e:
+                counted, wrong = _check_shard(path, description.window_samples, decoder)
+            except (ValueError, IsADirectoryError) as e:
                 problems.append(f"{split} shard {name} is corrupt: {e}")
+                continue
+            records += counted
+            if wrong:
+                index, length = wrong[0]
+                problems.append(
+                    f"{split} shard {name}: {len(wrong)} records hold other than window_samples="
+                    f"{description.window_samples} codes (record {index} holds {length})"
+                )
         windows += records
         if records != summary.windows:
             problems.append(f"{split}: dataset.json lists {summary.windows} windows, the shards hold {records}")
@@ -127,12 +172,17 @@ def main(argv=None):
     )
     parser.add_argument("output", help="The --output of python -m pipelines.preprocess (local, gs:// or s3://).")
     parser.add_argument(
-        "--clean", action="store_true", help="Remove the leftovers of runs that never committed (never committed data)."
+        "--clean",
+        action="store_true",
+        help="Remove the leftovers of runs that never committed: only files and beam-temp-* directories of the "
+        "exact names a run writes that no committed or live run owns; never a file dataset.json names, never "
+        "anything else. Refused (nothing removed) when dataset.json cannot be read or does not validate.",
     )
     parser.add_argument(
         "--break_lease",
         action="store_true",
-        help="With --clean: also remove the lease of a run believed alive, and its files (only if it is dead).",
+        help="Remove the lease of a run believed alive (use only when it is dead), then clean as --clean does, "
+        "its files included.",
     )
     parser.add_argument("--tracks", action="store_true", help="Print the committed track records as JSON lines.")
     parser.add_argument(
@@ -142,11 +192,17 @@ def main(argv=None):
         help="A lease older than this no longer protects its run's files. Default: %(default)s.",
     )
     args = parser.parse_args(argv)
-    if args.break_lease and args.clean and commit.read_lease(args.output) is not None:
-        holder = commit.read_lease(args.output)
-        FileSystems.delete([FileSystems.join(args.output, commit.LEASE_FILE)])
-        print(f"Broke the lease of {holder.describe()}")
+    clean = args.clean or args.break_lease
     report = check(args.output, args.stale_lease_hours)
+    if clean and report.unreadable:
+        raise contract.ContractError(
+            f"{report.problems[0]}. --clean removes nothing while dataset.json cannot be read: which files are "
+            "committed is unknown. Restore dataset.json (or move the output's files elsewhere) first."
+        )
+    if args.break_lease and report.lease is not None:
+        FileSystems.delete([FileSystems.join(args.output, commit.LEASE_FILE)])
+        print(f"Broke the lease of {report.lease.describe()}")
+        report = check(args.output, args.stale_lease_hours)
     if args.tracks and not report.problems:
         for track in committed_tracks(args.output, contract.read_description(args.output)):
             print(json.dumps(track, sort_keys=True))
@@ -156,8 +212,8 @@ def main(argv=None):
     for problem in report.problems:
         print(f"problem: {problem}")
     if report.leftovers:
-        verb = "Removed" if args.clean else "Leftovers of runs that did not commit (remove with --clean)"
-        if args.clean:
+        verb = "Removed" if clean else "Leftovers of runs that did not commit (remove with --clean)"
+        if clean:
             commit.remove(args.output, report.leftovers)
         print(f"{verb}: {len(report.leftovers)}")
         for name in report.leftovers:
@@ -170,4 +226,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(contract.run_command(main))

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -172,14 +173,13 @@ def test_verify_reports_leftovers_corruption_and_cleans(tmp_path, capsys):
     preprocess.run([f"--output={output}", f"--input={CLIPS['mp3_22k_mono']}", "--validation_fraction=0", *LOCAL])
     assert verify.main([str(output)]) == 0
     dead = commit.new_run_id()
+    temp = f"beam-temp-train-{dead}-{uuid.uuid1().hex}"  # As Beam's file sinks name their staging.
     (output / f"train-{dead}-00000-of-00001.tfrecord").write_bytes(b"partial")
-    (output / f"beam-temp-train-{dead}-0a1b").mkdir()
-    (output / f"beam-temp-train-{dead}-0a1b" / "part").write_bytes(b"partial")
+    (output / temp).mkdir()
+    (output / temp / "part").write_bytes(b"partial")
     (output / "notes.txt").write_text("the user's own file")
     report = verify.check(str(output))
-    assert report.problems == [] and report.leftovers == sorted(
-        [f"train-{dead}-00000-of-00001.tfrecord", f"beam-temp-train-{dead}-0a1b"]
-    )
+    assert report.problems == [] and report.leftovers == sorted([f"train-{dead}-00000-of-00001.tfrecord", temp])
     assert verify.main([str(output), "--clean"]) == 0
     assert verify.check(str(output)).leftovers == [] and (output / "notes.txt").exists()
 

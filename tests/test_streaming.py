@@ -10,7 +10,7 @@ from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.testing import test_stream as beam_test_stream
 from apache_beam.transforms.window import TimestampedValue
 
-from pipelines import contract, streaming
+from pipelines import contract, streaming, verify
 from pipelines.options import PreprocessOptions
 from tests.helpers import CLIPS, read_jsonl
 
@@ -84,7 +84,13 @@ def test_stream_writes_windows_failures_and_a_description(tmp_path):
     failures = [record for name in failure_files for record in read_jsonl(output / name)]
     assert [f["stage"] for f in failures] == ["message"]
     track_files = [f for f in os.listdir(output) if f.startswith("tracks")]
-    assert len(track_files) == 2 and [run.tracks_file for run in description.runs] == ["tracks-*.jsonl"]
+    (run,) = description.runs
+    assert len(track_files) == 2 and run.tracks_file == f"tracks-{run.run_id}-*.jsonl"
+    # Every file and staging directory the stream wrote is named for its run; none is a leftover.
+    names = sorted(os.listdir(output))
+    owners = {contract.run_file_owner(n) or contract.run_temp_directory_owner(n) for n in names if n != "dataset.json"}
+    assert owners == {run.run_id}, names
+    assert verify.check(str(output)).leftovers == []
 
 
 @pytest.mark.parametrize(

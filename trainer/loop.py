@@ -15,7 +15,7 @@ import numpy as np
 from pipelines import contract
 
 
-class TrainingError(RuntimeError):
+class TrainingError(contract.CommandError):
     """Training stopped; the message says why and what was kept."""
 
 
