@@ -1162,6 +1162,81 @@ def run_command(main, *args):
         return 1
 
 
+PROGRESS_LOG_INTERVAL_SECS = 30.0
+
+
+class LogProgress:
+    """tqdm's update / set_postfix / close as a plain line every `interval_secs`, for logs without a terminal.
+
+    A bar's carriage returns turn a log file (Vertex AI, SageMaker, Slurm,
+    `> train.log`) into one endless line; these are whole lines.
+    """
+
+    def __init__(self, total, unit, desc="", initial=0, stream=None, interval_secs=PROGRESS_LOG_INTERVAL_SECS):
+        import time
+
+        self._clock = time.monotonic
+        self.total, self.n, self._initial = total, initial, initial
+        self._unit, self._desc, self._postfix = unit, desc, ""
+        self._stream = stream or sys.stderr
+        self._interval = interval_secs
+        self._started = self._last = self._clock()
+
+    def update(self, n=1):
+        self.n += n
+        if self._clock() - self._last >= self._interval:
+            self._print()
+
+    def set_postfix(self, **values):
+        self._postfix = ", ".join(f"{key}={value}" for key, value in values.items())
+
+    def close(self):
+        if self.n != self._initial:
+            self._print()
+        self._initial = self.n  # Closing twice prints once.
+
+    def line(self):
+        """The progress as one line of text."""
+        elapsed = self._clock() - self._started
+        rate = (self.n - self._initial) / elapsed if elapsed > 0 else 0.0
+        share = f" ({self.n / self.total:.0%})" if self.total else ""
+        left = f", ~{format_duration((self.total - self.n) / rate)} left" if rate > 0 and self.total > self.n else ""
+        postfix = f", {self._postfix}" if self._postfix else ""
+        desc = f"{self._desc}: " if self._desc else ""
+        return f"{desc}{self.n:,}/{self.total:,} {self._unit}s{share}, {rate:,.1f} {self._unit}s/s{left}{postfix}"
+
+    def _print(self):
+        print(self.line(), file=self._stream, flush=True)
+        self._last = self._clock()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def progress_bar(total, unit, desc="", initial=0, enabled=True, stream=None):
+    """Progress of a long loop: a tqdm bar on a terminal, `LogProgress` lines otherwise, nothing when disabled.
+
+    Returns:
+      an object with update(n), set_postfix(**values), close() and the context manager protocol.
+    """
+    from tqdm import tqdm
+
+    stream = stream or sys.stderr
+    if not enabled or getattr(stream, "isatty", lambda: False)():
+        return tqdm(total=total, unit=unit, desc=desc or None, initial=initial, disable=not enabled, file=stream)
+    return LogProgress(total, unit, desc, initial, stream)
+
+
+def format_duration(secs):
+    """A duration for people: '42 s', '17 min', '11.1 h'."""
+    if secs >= 3600:
+        return f"{secs / 3600:.1f} h"
+    return f"{secs / 60:.0f} min" if secs >= 60 else f"{secs:.0f} s"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Files: read and written through Beam's filesystems (local, gs://, s3://), imported when first used.
 

@@ -16,6 +16,8 @@ import tempfile
 import threading
 import time
 
+from pipelines import contract
+
 PROGRESS_ENV = "WAVENET_PREPROCESS_PROGRESS_FILE"
 LOG_INTERVAL_SECS = 30.0
 _SELECTED = "+"
@@ -100,7 +102,7 @@ class Reporter:
         left = (self.total - self.done) / rate if rate > 0 and self.total > self.done else None
         return (
             f"Progress: {self.done}/{self.total} tracks, {self.audio_secs / 3600:.3f} h of audio, "
-            f"{rate * 60:.1f} tracks/min" + (f", ~{_duration(left)} left" if left is not None else "")
+            f"{rate * 60:.1f} tracks/min" + (f", ~{contract.format_duration(left)} left" if left is not None else "")
         )
 
     def _run(self):
@@ -124,9 +126,3 @@ class Reporter:
             bar.total, bar.n = self.total, self.done
             bar.close()
         print(self.line(), file=self._stream, flush=True)
-
-
-def _duration(secs):
-    if secs >= 3600:
-        return f"{secs / 3600:.1f} h"
-    return f"{secs / 60:.0f} min" if secs >= 60 else f"{secs:.0f} s"

@@ -7,9 +7,93 @@ and kernels. The fast WaveNet generation algorithm: T. L. Paine et al.,
 "Fast Wavenet Generation Algorithm", arXiv:1611.09482 (2016).
 """
 
+import math
+import os
+
 import numpy as np
 
 from pipelines import contract
+
+
+class WeightsMismatchError(ValueError):
+    """An export's config.json describes other shapes than its model.keras holds."""
+
+
+def check_weights(keras_model, wavenet):
+    """Checks every shape the engines index against the loaded weights, before any kernel runs.
+
+    An export is a shared artifact: its config.json may have been edited, or
+    paired with another model.keras. The engines size their caches and loops
+    from the config and index the weights with those sizes, so a mismatch
+    would read out of bounds (the CPU kernel) or generate wrong audio.
+
+    Args:
+      keras_model: the loaded WaveNet.
+      wavenet: the config's contract.WaveNetConfig.
+
+    Raises:
+      WeightsMismatchError: naming the config field, its value and what the weights hold.
+    """
+    q, c, d, k = (
+        wavenet.quantization_channels,
+        wavenet.residual_channels,
+        wavenet.dilation_channels,
+        wavenet.skip_channels,
+    )
+    w = wavenet.filter_width
+    # (layer, weight index, expected shape, the config field behind each dimension)
+    expected = [
+        (contract.EMBEDDING_LAYER, 0, (q, c), ("quantization_channels", "residual_channels")),
+        (contract.CAUSAL_CONV_LAYER, 0, (w, c, c), ("filter_width", "residual_channels", "residual_channels")),
+        (contract.SKIP_OUT_LAYER, 0, (1, k, k), (None, "skip_channels", "skip_channels")),
+        (contract.LOGITS_LAYER, 0, (1, k, q), (None, "skip_channels", "quantization_channels")),
+        (contract.LOGITS_LAYER, 1, (q,), ("quantization_channels",)),
+    ]
+    for i in range(len(wavenet.dilations)):
+        expected += [
+            (contract.gate_layer(i), 0, (w, c, 2 * d), ("filter_width", "residual_channels", "2 x dilation_channels")),
+            (
+                contract.residual_skip_layer(i),
+                0,
+                (1, d, c + k),
+                (None, "dilation_channels", "residual + skip_channels"),
+            ),
+        ]
+        if wavenet.condition_values:
+            expected.append(
+                (contract.condition_layer(i), 0, (wavenet.condition_values, 2 * d),
+                 ("condition_values", "2 x dilation_channels"))
+            )  # fmt: skip
+    names = {layer.name for layer in keras_model.layers}
+    for name, index, shape, fields in expected:
+        if name not in names:
+            raise WeightsMismatchError(
+                f"config.json describes a layer {name!r} that model.keras does not have "
+                f"(dilations: {len(wavenet.dilations)} layers; condition_values={wavenet.condition_values})"
+            )
+        weights = keras_model.get_layer(name).get_weights()
+        have = tuple(weights[index].shape) if index < len(weights) else ()
+        if have != shape:
+            for field, want, got in zip(fields, shape, have + (None,) * len(shape), strict=False):
+                if want != got:
+                    raise WeightsMismatchError(
+                        f"config.json says {field or 'a 1x1 convolution'}={want} but model.keras's layer {name!r} "
+                        f"holds {got} there (weights {have}, expected {shape}): the export's two files disagree"
+                    )
+    for i, dilation in enumerate(wavenet.dilations):
+        rate = tuple(getattr(keras_model.get_layer(contract.gate_layer(i)), "dilation_rate", (dilation,)))
+        if rate != (dilation,):
+            raise WeightsMismatchError(
+                f"config.json says dilations[{i}]={dilation} but model.keras's layer {contract.gate_layer(i)!r} "
+                f"has dilation {rate[0]}: the export's two files disagree"
+            )
+    extra = contract.gate_layer(len(wavenet.dilations))
+    if extra in names:
+        raise WeightsMismatchError(
+            f"config.json lists {len(wavenet.dilations)} dilations but model.keras has more layers ({extra!r})"
+        )
+    if not wavenet.condition_values and contract.condition_layer(0) in names:
+        raise WeightsMismatchError("config.json describes an unconditioned model but model.keras is conditioned")
 
 
 class CachedWaveNet:
@@ -32,6 +116,7 @@ class CachedWaveNet:
     engine = None
 
     def __init__(self, keras_model, config):
+        check_weights(keras_model, config.wavenet)
         self.config = config
         self.keras_model = keras_model
         wavenet = config.wavenet
@@ -89,6 +174,39 @@ class CachedWaveNet:
         """A layer's weights as float32 numpy arrays ([kernel, bias] for convolutions)."""
         return [np.asarray(w, np.float32) for w in self.keras_model.get_layer(name).get_weights()]
 
+    def cache_bytes(self, batch_size):
+        """Memory of the caches of `batch_size` clips: float32 queues of residual_channels per slot."""
+        return sum(self.queue_lengths()) * batch_size * self.residual_channels * 4
+
+    def check_batch(self, batch_size):
+        """Refuses a batch whose caches would not fit in this machine's memory, before allocating them.
+
+        Raises:
+          ValueError: naming the memory needed and the memory there is.
+        """
+        if batch_size < 1:
+            raise ValueError(f"the batch needs at least one clip, got {batch_size}")
+        needed, total = self.cache_bytes(batch_size), _physical_memory_bytes()
+        if total and needed > total // 2:
+            raise ValueError(
+                f"the caches of {batch_size} clip(s) need {needed / 2**30:.1f} GiB (receptive field "
+                f"{self.config.receptive_field} samples, {self.residual_channels} residual channels), more than half "
+                f"of this machine's {total / 2**30:.1f} GiB: generate fewer clips at once"
+            )
+
+    def checked_codes(self, codes, what):
+        """int32 codes, refused unless every one lies in [0, quantization_channels) (the engines index tables by them).
+
+        Raises:
+          ValueError: naming `what` and the offending range.
+        """
+        codes = np.asarray(codes)
+        if codes.size and (codes.min() < 0 or codes.max() >= self.quantization_channels):
+            raise ValueError(
+                f"{what} must lie in [0, {self.quantization_channels}), got codes from {codes.min()} to {codes.max()}"
+            )
+        return codes.astype(np.int32)
+
     def queue_lengths(self):
         """Ring buffer lengths: the causal convolution's, then one per dilated layer."""
         return [self.filter_width - 1] + [(self.filter_width - 1) * d for d in self.dilations]
@@ -123,7 +241,10 @@ class CachedWaveNet:
           (state, last codes int32 [batch], t: time index of the last code). The
           last code is not fed yet: the first generation step feeds it.
         """
-        primer_codes = np.asarray(primer_codes, np.int32)
+        primer_codes = self.checked_codes(primer_codes, "primer codes")
+        if primer_codes.ndim != 2 or primer_codes.shape[1] < 1:
+            raise ValueError(f"primer codes must be [batch, time >= 1], got shape {primer_codes.shape}")
+        self.check_batch(primer_codes.shape[0])
         conditions = self.conditions_for(primer_codes.shape[0], conditions)
         # Feed all but the last code: the last one is fed by the first generation step.
         history, time = primer_codes[:, :-1], primer_codes.shape[1] - 1
@@ -155,8 +276,9 @@ class CachedWaveNet:
           float32 [batch, time, quantization_channels]: entry [:, i] is the full
           model's output at position primer_time + i of concat(primer, codes).
         """
-        codes = np.asarray(codes, np.int32)
+        codes = self.checked_codes(codes, "codes")
         if primer_codes is None:
+            self.check_batch(codes.shape[0])
             state, t = self._initial_state(self.conditions_for(codes.shape[0], conditions)), 0
         else:
             primer = np.concatenate([np.asarray(primer_codes, np.int32), codes[:, :1]], axis=1)
@@ -175,13 +297,13 @@ class CachedWaveNet:
         progress=None,
         conditions=None,
     ):
-        """Samples new codes.
+        """Samples new codes, all at once (`generate_chunks` streams them).
 
         Args:
           num_samples: codes to generate per clip.
           batch_size: clips generated together (ignored when primer_codes is given).
-          temperature: softmax temperature (> 0); 1 samples the model's distribution.
-          seed: int; the same seed and engine give the same clips.
+          temperature: softmax temperature (finite, > 0); 1 samples the model's distribution.
+          seed: int in [0, 2^63); the same seed and engine give the same clips.
           primer_codes: int [batch, time] codes to continue, or None to start
             from silence (the mid code).
           chunk: samples per compiled call; progress is reported between calls.
@@ -194,24 +316,61 @@ class CachedWaveNet:
           int32 [batch, num_samples] codes in [0, quantization_channels).
 
         Raises:
-          ValueError: temperature <= 0, a negative seed, or conditions that do not fit the model.
+          ValueError: a temperature that is not finite and positive, a seed outside
+            [0, 2^63), caches that would not fit in memory, or conditions that do not fit the model.
         """
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        if seed < 0:
-            raise ValueError(f"seed must be non-negative, got {seed}")
+        pieces = list(
+            self.generate_chunks(num_samples, batch_size, temperature, seed, primer_codes, chunk, progress, conditions)
+        )
+        return np.concatenate(pieces, axis=1) if pieces else np.zeros((batch_size, 0), np.int32)
+
+    def generate_chunks(
+        self,
+        num_samples,
+        batch_size=1,
+        temperature=1.0,
+        seed=0,
+        primer_codes=None,
+        chunk=4000,
+        progress=None,
+        conditions=None,
+    ):
+        """`generate`, one chunk at a time: memory holds one chunk of output, whatever num_samples is.
+
+        Arguments and errors as `generate`; the checks run before the first chunk is computed.
+
+        Yields:
+          int32 [batch, n] codes, n <= chunk, num_samples in all.
+        """
+        if not (math.isfinite(float(temperature)) and temperature > 0):
+            raise ValueError(f"temperature must be a finite number above 0, got {temperature}")
+        if not 0 <= seed < 2**63:
+            raise ValueError(f"seed must be non-negative and below 2^63, got {seed}")
+        if num_samples < 0 or chunk < 1:
+            raise ValueError(f"num_samples must be >= 0 and chunk >= 1, got {num_samples} and {chunk}")
         if primer_codes is None:
+            self.check_batch(batch_size)
             state = self._initial_state(self.conditions_for(batch_size, conditions))
             codes = np.full([batch_size], self.quantization_channels // 2, np.int32)
             t = 0
         else:
             state, codes, t = self.prime(primer_codes, conditions)
-        pieces, done = [], 0
+        return self._chunks(state, codes, t, num_samples, chunk, float(temperature), int(seed), progress)
+
+    def _chunks(self, state, codes, t, num_samples, chunk, temperature, seed, progress):
+        done = 0
         while done < num_samples:
             n = min(chunk, num_samples - done)
-            state, codes, new = self._sample(state, codes, t + done, n, float(temperature), int(seed))
-            pieces.append(new)
+            state, codes, new = self._sample(state, codes, t + done, n, temperature, seed)
             done += n
             if progress is not None:
                 progress(n)
-        return np.concatenate(pieces, axis=1)
+            yield new
+
+
+def _physical_memory_bytes():
+    """This machine's memory in bytes, or 0 where the OS does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0

@@ -62,14 +62,22 @@ def load(path, engine="auto", threads=None):
 
     Raises:
       FileNotFoundError: no export at path.
-      contract.ContractError: a malformed config.json.
+      contract.ContractError: a malformed config.json, or a model.keras Keras cannot load.
+      engine.WeightsMismatchError: config.json and model.keras describe different shapes.
       ValueError: unknown engine.
     """
     import keras
 
     export_dir = contract.local_export_dir(path)
     config = contract.read_model_config(export_dir)
-    wavenet = keras.saving.load_model(os.path.join(export_dir, contract.MODEL_FILE), compile=False)
+    model_path = os.path.join(export_dir, contract.MODEL_FILE)
+    try:
+        wavenet = keras.saving.load_model(model_path, compile=False)
+    except Exception as e:  # Keras reports a damaged file as "File not found", among other things.
+        raise contract.ContractError(
+            f"{model_path} is not a loadable Keras model ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            "export it again with python -m trainer.task"
+        ) from e
     return make(wavenet, config, engine=engine, threads=threads)
 
 
