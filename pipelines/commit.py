@@ -23,6 +23,7 @@ catches anything later.
 """
 
 import dataclasses
+import errno
 import fnmatch
 import json
 import os
@@ -167,6 +168,8 @@ def acquire_lease(output, run_id, local, stale_after_secs=DEFAULT_STALE_LEASE_HO
     text = json.dumps(dataclasses.asdict(lease), sort_keys=True).encode("utf-8")
     path = contract.join(output, LEASE_FILE)
     if not contract.is_remote(output):
+        if os.path.lexists(output) and not os.path.isdir(output):
+            raise NotADirectoryError(errno.ENOTDIR, "--output must be a directory, this is a file", output)
         os.makedirs(output, exist_ok=True)
         if existing is not None:
             _remove_if_held_by(path, existing.run_id)
@@ -174,8 +177,12 @@ def acquire_lease(output, run_id, local, stale_after_secs=DEFAULT_STALE_LEASE_HO
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             raise LeaseError(_busy_message(output, read_lease(output))) from None
-        with os.fdopen(fd, "wb") as f:
-            f.write(text)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(text)
+        except OSError as e:  # A full disk: leave no empty lease behind.
+            os.remove(path)
+            raise OSError(e.errno, e.strerror, path) from e
     else:
         with FileSystems.create(path, mime_type="application/json") as f:
             f.write(text)
@@ -240,7 +247,7 @@ def current_description(output):
         return None
 
 
-def leftovers(output, description, live_run_ids=()):
+def leftovers(output, description, live_run_ids=(), writer_active=False):
     """What dead runs left in an output: files and Beam temp directories of runs that never committed.
 
     Only names of the exact shapes a run writes (`contract.run_file_owner`,
@@ -256,6 +263,9 @@ def leftovers(output, description, live_run_ids=()):
         dataset.json. (Callers never pass None for a dataset.json that exists
         but cannot be read: then nothing is known to be a leftover.)
       live_run_ids: runs still writing (the lease holder), whose files are not leftovers.
+      writer_active: another live run may be committing now, so a commit's
+        temporary file may be its own (verify, while a live lease is held); a
+        run that holds the lease itself passes False.
 
     Returns:
       sorted list of top-level names.
@@ -277,8 +287,8 @@ def leftovers(output, description, live_run_ids=()):
             continue
         if kind == "file":
             owner = contract.run_file_owner(name)
-            if owner is None and contract.is_commit_temporary(name) and not live_run_ids:
-                owner = ""  # A killed commit's temporary file; while a run is live it may be that run's.
+            if owner is None and contract.is_commit_temporary(name) and not writer_active:
+                owner = ""  # A killed commit's temporary file.
         elif kind == "directory":
             owner = contract.run_temp_directory_owner(name)
         else:

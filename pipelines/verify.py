@@ -112,7 +112,8 @@ def check(output, stale_lease_hours=commit.DEFAULT_STALE_LEASE_HOURS):
     try:
         description = contract.read_description(output)
     except FileNotFoundError as e:  # Nothing committed: every file of a run is a leftover.
-        return Report(problems=[str(e)], leftovers=commit.leftovers(output, None, live), lease=lease)
+        leftovers = commit.leftovers(output, None, live, writer_active=bool(live))
+        return Report(problems=[str(e)], leftovers=leftovers, lease=lease)
     except contract.ContractError as e:  # What is committed is unknown: nothing is a leftover.
         return Report(problems=[str(e)], leftovers=[], lease=lease, unreadable=True)
     problems, windows = [], 0
@@ -162,7 +163,9 @@ def check(output, stale_lease_hours=commit.DEFAULT_STALE_LEASE_HOURS):
         labelled = sum(count.windows for count in values.values())
         if labelled != description.windows:
             problems.append(f"labels: {kind} values count {labelled} windows, the splits {description.windows}")
-    return Report(problems, commit.leftovers(output, description, live), lease, windows, count)
+    return Report(
+        problems, commit.leftovers(output, description, live, writer_active=bool(live)), lease, windows, count
+    )
 
 
 def main(argv=None):

@@ -441,3 +441,37 @@ def test_staging_refuses_names_that_climb_out(tmp_path):
         storage.stage_dataset(str(source), str(tmp_path / "staged" / "inner"))
     assert not (tmp_path / "staged" / "escaped.txt").exists()
     shutil.rmtree(tmp_path / "staged", ignore_errors=True)
+
+
+# 7. Odd file types in the input ----------------------------------------------------------------------------------
+
+
+def test_a_fifo_in_the_input_is_a_failure_line_not_a_hang(tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(CLIPS["mp3_22k_mono"], inputs)
+    os.mkfifo(inputs / "pipe.mp3")  # Opening it for reading would wait for a writer forever.
+    os.mkfifo(tmp_path / "alone.mp3")
+    output = tmp_path / "out"
+    description = preprocess.run(
+        [f"--output={output}", f"--input={inputs}", f"--input={tmp_path / 'alone.mp3'}", "--direct_num_workers=1",
+         "--direct_running_mode=in_memory", "--sample_rate=8000", "--window_samples=4000", "--max_failure_fraction=1"]
+    )  # fmt: skip
+    accounting = description.accounting
+    assert (accounting.tracks_input, accounting.tracks_ok, accounting.tracks_failed) == (3, 1, 2)
+    failures = sorted((os.path.basename(f["uri"]), f["stage"], f["error"]) for f in last_failures(output))
+    assert failures == [("alone.mp3", "read", "not a regular file (a FIFO)"), ("pipe.mp3", "read",
+                        "not a regular file (a FIFO)")]  # fmt: skip
+    assert not (output / "lease.json").exists()
+
+
+def test_symlink_loops_are_walked_once(tmp_path):
+    from pipelines import sources
+
+    inputs = tmp_path / "in"
+    (inputs / "deep").mkdir(parents=True)
+    shutil.copy(CLIPS["mp3_22k_mono"], inputs / "deep")
+    for name in ("a", "b", "c"):  # Three loops: 3^depth paths if each link were followed until names grow too long.
+        os.symlink(".", inputs / name)
+    os.symlink("..", inputs / "deep" / "up")
+    assert [os.path.basename(uri) for uri in sources.match_pattern(str(inputs))] == ["Nebula (22k mono).mp3"]

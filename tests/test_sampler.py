@@ -1,6 +1,8 @@
 """Fast generation: parity with the full model, priming, reproducibility, the CLI, and the whole path."""
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import wave
@@ -220,3 +222,108 @@ def test_export_is_fetched_through_beam_filesystems(trained_job):
     local = contract._fetch_export(str(trained_job))
     assert sorted(os.listdir(local)) == [contract.MODEL_CONFIG_FILE, contract.MODEL_FILE]
     assert fast.load(local).config.sample_rate == 8000
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A shared export edited by hand or by an attacker: refused in one line before any kernel runs.
+
+
+def _edited_export(trained_job, tmp_path, edit):
+    export_dir = tmp_path / "export"
+    shutil.copytree(trained_job / contract.EXPORT_DIR, export_dir)
+    path = export_dir / contract.MODEL_CONFIG_FILE
+    raw = json.loads(path.read_text())
+    edit(raw)
+    path.write_text(json.dumps(raw))
+    return export_dir
+
+
+def _both(raw, key, value):
+    raw["model"][key] = value
+    raw[key] = value
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda raw: _both(raw, "quantization_channels", 128), "config.json says quantization_channels=128"),
+        (lambda raw: raw["model"].update(residual_channels=8), "config.json says residual_channels=8"),
+        (lambda raw: raw["model"].update(skip_channels=64), "config.json says skip_channels=64"),
+        (lambda raw: raw["model"].update(filter_width=3), "config.json says filter_width=3"),
+        (lambda raw: raw["model"].update(dilations=raw["model"]["dilations"][:-1]), "more layers"),
+        (lambda raw: raw["model"].update(dilations=raw["model"]["dilations"] + [1]), "that model.keras does not have"),
+        (lambda raw: raw["model"].update(dilations=[2 * d for d in raw["model"]["dilations"]]), "has dilation 1"),
+    ],
+    ids=["channels", "residual", "skip", "filter-width", "fewer-layers", "more-layers", "dilations"],
+)
+def test_an_export_whose_config_disagrees_with_its_weights_is_refused(edit, message, trained_job, tmp_path, capsys):
+    export_dir = _edited_export(trained_job, tmp_path, lambda raw: (edit(raw), raw.pop("receptive_field")))
+    argv = [f"--model={export_dir}", "--seconds=0.1", f"--output={tmp_path / 'x.wav'}", "--engine=cpu"]
+    assert contract.run_command(generate.run, argv) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not (tmp_path / "x.wav").exists()
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda raw: raw.update(sample_rate=10**12), "sample_rate must be in 1..768000"),
+        (lambda raw: raw["model"].update(dilations=[2**23] * 3), "the receptive field"),
+        (lambda raw: raw["model"].update(residual_channels=32.5), "residual_channels must be an integer"),
+        (lambda raw: raw.update(model=[]), "malformed config.json"),
+    ],
+    ids=["rate-huge", "receptive-field-huge", "channels-fraction", "model-a-list"],
+)
+def test_a_hostile_config_is_a_contract_error(edit, message, trained_job, tmp_path):
+    export_dir = _edited_export(trained_job, tmp_path, lambda raw: (edit(raw), raw.pop("receptive_field")))
+    with pytest.raises(contract.ContractError, match=message):
+        fast.load(str(export_dir))
+
+
+def test_a_model_keras_of_random_bytes_is_named_as_damaged(trained_job, tmp_path):
+    export_dir = _edited_export(trained_job, tmp_path, lambda raw: None)
+    (export_dir / contract.MODEL_FILE).write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(contract.ContractError, match="model.keras is not a loadable Keras model"):
+        fast.load(str(export_dir))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--seconds=inf"], "argument --seconds: must be a finite number above 0"),
+        (["--seconds=nan"], "argument --seconds: must be a finite number above 0"),
+        (["--seconds=1", "--temperature=nan"], "argument --temperature: must be a finite number above 0"),
+        (["--seconds=1", "--seed=-1"], "argument --seed: must be in"),
+    ],
+    ids=["seconds-inf", "seconds-nan", "temperature-nan", "seed-negative"],
+)
+def test_numbers_that_cannot_work_are_refused_by_the_parser(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        generate.run(["--model=unused", f"--output={tmp_path / 'x.wav'}", *args])
+    assert message in capsys.readouterr().err
+
+
+def test_more_audio_than_a_wav_holds_is_refused_before_generating(trained_job, tmp_path):
+    with pytest.raises(ValueError, match="a 16-bit WAV holds at most 2,147,483,629"):
+        generate.run([f"--model={trained_job}", "--seconds=1e9", f"--output={tmp_path / 'x.wav'}"])
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_generating(trained_job, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("not a directory")
+    for output in (tmp_path, tmp_path / "a-file" / "x.wav"):
+        assert contract.run_command(generate.run, [f"--model={trained_job}", "--seconds=600", f"--output={output}"])
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and str(output).split("/x.wav")[0] in err
+    assert sorted(os.listdir(tmp_path)) == ["a-file"]
+
+
+def test_long_clips_stream_to_disk_a_chunk_at_a_time(trained_job, tmp_path):
+    wavenet = fast.load(str(trained_job), engine="cpu")
+    chunks = list(wavenet.generate_chunks(10_000, batch_size=2, seed=3, chunk=4000))
+    assert [c.shape for c in chunks] == [(2, 4000), (2, 4000), (2, 2000)]
+    assert np.array_equal(np.concatenate(chunks, axis=1), wavenet.generate(10_000, batch_size=2, seed=3))
+    (path,) = generate.run([f"--model={trained_job}", "--seconds=1.25", f"--output={tmp_path / 'x.wav'}"])
+    with wave.open(path) as f:
+        assert f.getnframes() == 10_000 and len(f.readframes(20_000)) == 20_000
+    assert os.listdir(tmp_path) == ["x.wav"]  # No temporary left beside it.

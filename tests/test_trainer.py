@@ -491,3 +491,76 @@ def test_gain_and_polarity_augmentation_are_part_of_the_deterministic_input_stre
     np.testing.assert_array_equal(batches(6.0, True, skip=4)[0], both[1])
     with pytest.raises(ValueError, match="gain_augmentation_db"):
         task.run(_args(clips_dataset, tmp_path / "job", "--gain_augmentation_db=-1"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Faults: a kill during the export, a finished job run again, damaged shards.
+
+
+@pytest.mark.slow
+def test_a_job_killed_during_its_export_then_run_again_exports_and_exits_0(clips_dataset, tmp_path, capsys):
+    import signal
+    import time
+
+    from sampler import fast
+
+    job_dir = tmp_path / "job"
+    argv = _args(clips_dataset, job_dir, "--steps=2", "--checkpoint_every=2", "--summary_audio_secs=0")
+    job = subprocess.Popen([sys.executable, "-m", "trainer.task", *argv], start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    export_dir = job_dir / contract.EXPORT_DIR
+    deadline = time.monotonic() + 300
+    while job.poll() is None and not export_dir.exists() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    assert job.returncode == -signal.SIGKILL, "the job ended before its export began"
+    assert not (export_dir / contract.MODEL_CONFIG_FILE).exists()  # Killed before the export was whole.
+    (job_dir / "checkpoints" / "ckpt-3_temp").mkdir()  # What TensorFlow leaves when a checkpoint write is killed.
+
+    assert contract.run_command(task._main, argv) == 0  # The finished job, run again: no step runs.
+    out = capsys.readouterr().out
+    assert "already at step 2 of --steps 2: no step ran" in out and f"Exported to {export_dir}" in out
+    assert fast.load(str(job_dir)).config.step == 2
+    assert not (job_dir / "checkpoints" / "ckpt-3_temp").exists()
+    assert not [name for name in os.listdir(export_dir) if name.endswith(".tmp")]
+
+
+def _damaged_copy(dataset, tmp_path, damage):
+    copy = tmp_path / "data"
+    shutil.copytree(dataset, copy)
+    shard = copy / contract.read_description(str(copy)).splits[contract.TRAIN].files[0]
+    damage(shard)
+    return copy, shard
+
+
+def _flip_a_byte(shard):
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (_flip_a_byte, "corrupt after"),
+        (lambda shard: shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2 + 7]), "corrupt after"),
+        (lambda shard: shard.unlink(), "listed in dataset.json but missing"),
+        (lambda shard: (shard.unlink(), shard.mkdir()), "is a directory, not a shard"),
+    ],
+    ids=["bytes-flipped", "truncated-mid-record", "deleted", "a-directory"],
+)
+def test_a_damaged_shard_is_named_with_the_check_to_run(damage, message, clips_dataset, tmp_path):
+    data_dir, shard = _damaged_copy(clips_dataset, tmp_path, damage)
+    with pytest.raises(contract.CommandError if "corrupt" in message else contract.DatasetMismatchError) as raised:
+        task.run(_args(data_dir, tmp_path / "job", "--steps=200", "--summary_audio_secs=0", "--eval_every=1000"))
+    text = str(raised.value)
+    assert str(shard) in text and message in text and f"python -m pipelines.verify {data_dir}" in text
+
+
+def test_an_empty_shard_and_counts_that_disagree_are_warned_of(clips_dataset, tmp_path):
+    data_dir, shard = _damaged_copy(clips_dataset, tmp_path, lambda shard: shard.write_bytes(b""))
+    warnings = data.check_shard_files(str(data_dir), contract.read_description(str(data_dir)))
+    assert any(f"{shard} is empty" in w for w in warnings)
+    assert any("fewer than the" in w and "windows dataset.json lists need" in w for w in warnings)
+    assert data.check_shard_files(str(clips_dataset), contract.read_description(str(clips_dataset))) == []

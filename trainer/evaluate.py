@@ -15,6 +15,7 @@ per label value (`--by_label`, by default the model's own label kind).
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import sys
 
@@ -73,7 +74,6 @@ def evaluate(
     """
     import keras
     import tensorflow as tf
-    from tqdm import tqdm
 
     export_dir = contract.local_export_dir(model_path)
     config = contract.read_model_config(export_dir)
@@ -90,9 +90,25 @@ def evaluate(
         quantization_channels=config.quantization_channels,
         min_window_samples=rf + 1,
     )
-    wavenet = keras.saving.load_model(f"{export_dir}/{contract.MODEL_FILE}", compile=False)
+    model_path = f"{export_dir}/{contract.MODEL_FILE}"
+    try:
+        wavenet = keras.saving.load_model(model_path, compile=False)
+    except Exception as e:  # Keras reports a damaged file as "File not found", among other things.
+        raise contract.ContractError(
+            f"{model_path} is not a loadable Keras model ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from e
     window = description.window_samples
-    records = tf.data.TFRecordDataset(data.split_paths(data_path, description, split))
+    if not description.splits[split].files:
+        other = contract.TRAIN if split == contract.VALIDATION else contract.VALIDATION
+        raise contract.DatasetMismatchError(
+            f"the dataset has no {split} shards (0 windows in that split): score --split {other}, or preprocess "
+            f"with a --validation_fraction that gives the split tracks (it holds {description.validation_fraction:g} "
+            "of the tracks, chosen by a hash of each)"
+        )
+    paths = data.split_paths(data_path, description, split)
+    for warning in data.check_shard_files(data_path, description, [split]):
+        logging.getLogger(__name__).warning("%s", warning)
+    records = tf.data.TFRecordDataset(paths)
     total_windows = description.splits[split].windows
     if max_windows is not None:
         records, total_windows = records.take(max_windows), min(total_windows, max_windows)
@@ -115,8 +131,8 @@ def evaluate(
 
     total, windows, per_label = 0.0, 0, {}
     counts = np.zeros(config.quantization_channels, np.int64)
-    with tqdm(total=total_windows, unit="window", disable=not progress, desc=f"{split} windows") as bar:
-        for codes, labels in batches:
+    with contract.progress_bar(total_windows, "window", f"{split} windows", enabled=progress) as bar:
+        for codes, labels in _checked(batches, paths, window, data_path):
             losses = score(codes, labels).numpy()
             total += float(losses.sum())
             windows += int(codes.shape[0])
@@ -146,6 +162,19 @@ def evaluate(
     )
 
 
+def _checked(batches, paths, window_samples, data_path):
+    """The batches; a corrupt shard ends them with a CommandError naming it (TensorFlow's error names none)."""
+    import tensorflow as tf
+
+    try:
+        yield from batches
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+        bad = data.find_bad_shard(paths, window_samples)
+        if bad is None:
+            raise
+        raise contract.CommandError(f"{bad[0]}: {bad[1]}; {data.verify_hint(data_path)}") from e
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m trainer.evaluate",
@@ -165,11 +194,7 @@ def main(argv=None):
     )
     parser.add_argument("--json", default=None, help="Also write the figures as JSON to this file ('-': stdout).")
     args = parser.parse_args(argv)
-    try:
-        result = evaluate(args.model, args.data, args.split, args.batch_size, args.max_windows, by_label=args.by_label)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    result = evaluate(args.model, args.data, args.split, args.batch_size, args.max_windows, by_label=args.by_label)
     print(
         f"{result.split}: {result.loss_nats:.3f} nats ({result.loss_bits:.3f} bits) per sample over "
         f"{result.windows} windows; the code histogram's entropy is {result.entropy_nats:.3f} nats "
@@ -191,4 +216,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(contract.run_command(main))

@@ -6,13 +6,21 @@ export_dir/config.json   `contract.ModelConfig`: architecture, receptive field, 
 
 import os
 import posixpath
+import re
+import shutil
 import tempfile
 
 from pipelines import contract
 
 
 def export(wavenet, model_config, export_dir):
-    """Saves the model and everything the sampler needs to use it.
+    """Saves the model and everything the sampler needs to use it, each file replaced atomically.
+
+    model.keras is saved to a local temporary directory, then written over the
+    old one in one piece (`contract.write_bytes`: temp beside, fsync, rename;
+    one object write on gs://), and config.json after it, so a kill at any
+    moment leaves a loadable export (the old one, or the new model beside the
+    old config of the same architecture) and a re-run exports again.
 
     Args:
       wavenet: the trained keras.Model (`trainer.model.build_wavenet`).
@@ -22,16 +30,14 @@ def export(wavenet, model_config, export_dir):
     Returns:
       export_dir.
     """
-    import tensorflow as tf
-
-    tf.io.gfile.makedirs(export_dir)
-    # Keras saves to local paths only.
-    local = tempfile.mkdtemp(prefix="wavenet-export-") if "://" in export_dir else export_dir
-    wavenet.save(os.path.join(local, contract.MODEL_FILE))
-    if local != export_dir:
-        tf.io.gfile.copy(
-            os.path.join(local, contract.MODEL_FILE), posixpath.join(export_dir, contract.MODEL_FILE), overwrite=True
-        )
+    staging = tempfile.mkdtemp(prefix="wavenet-export-")
+    try:
+        local = os.path.join(staging, contract.MODEL_FILE)  # Keras saves to local paths only.
+        wavenet.save(local)
+        with open(local, "rb") as f:
+            contract.write_bytes(contract.join(export_dir, contract.MODEL_FILE), f.read())
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     contract.write_model_config(export_dir, model_config)
     return export_dir
 
@@ -80,8 +86,17 @@ def job_condition(job_dir, kind, description, has_checkpoint):
     path = posixpath.join(job_dir, CONDITION_FILE)
     stored = None
     if tf.io.gfile.exists(path):
-        with tf.io.gfile.GFile(path) as f:
-            stored = json.load(f)
+        stored = contract.read_json(path)
+        if not (
+            isinstance(stored, dict)
+            and stored.get("kind") in contract.LABEL_KINDS
+            and isinstance(stored.get("vocabulary"), list)
+            and all(isinstance(v, str) for v in stored["vocabulary"])
+        ):
+            raise contract.ContractError(
+                f"{path} is malformed (expected {{'kind': one of {', '.join(contract.LABEL_KINDS)}, "
+                "'vocabulary': [names]}): restore it, or use another --job_dir"
+            )
         if kind != stored["kind"]:
             raise contract.DatasetMismatchError(
                 f"{job_dir} trains a model conditioned on {stored['kind']}: pass --condition_on={stored['kind']} "
@@ -107,7 +122,41 @@ def job_condition(job_dir, kind, description, has_checkpoint):
         raise contract.DatasetMismatchError(
             f"{job_dir} holds checkpoints of an unconditioned model: --condition_on needs a new --job_dir"
         )
-    tf.io.gfile.makedirs(job_dir)
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(json.dumps({"kind": kind, "vocabulary": list(vocabulary)}, indent=2))
+    contract.write_text(path, json.dumps({"kind": kind, "vocabulary": list(vocabulary)}, indent=2))
     return kind, tuple(vocabulary)
+
+
+# What a write killed part-way leaves in a job_dir: TensorFlow's checkpoint staging and our atomic-write temporaries.
+_CHECKPOINT_TEMP = re.compile(r"ckpt-\d+_temp")
+_WRITE_TEMP = re.compile(
+    r"\.(?:"
+    + "|".join(re.escape(n) for n in (contract.MODEL_FILE, contract.MODEL_CONFIG_FILE, CONDITION_FILE))
+    + r")\.[0-9a-f]{16}\.tmp"
+)
+
+
+def remove_killed_writes(job_dir):
+    """Removes what writes killed part-way left in a local job_dir; returns the paths removed.
+
+    `checkpoints/ckpt-N_temp/` (TensorFlow stages a checkpoint there and renames
+    it when complete) and the temporary files of `contract.write_bytes` in the
+    job_dir and export/. Only those exact names: nothing else is touched. Call
+    it before training starts, when no writer is active in the job_dir.
+    """
+    removed = []
+    for directory, pattern in (
+        (os.path.join(job_dir, "checkpoints"), _CHECKPOINT_TEMP),
+        (job_dir, _WRITE_TEMP),
+        (os.path.join(job_dir, contract.EXPORT_DIR), _WRITE_TEMP),
+    ):
+        if not os.path.isdir(directory):
+            continue
+        for entry in os.scandir(directory):
+            if not pattern.fullmatch(entry.name) or entry.is_symlink():
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.remove(entry.path)
+            removed.append(entry.path)
+    return removed

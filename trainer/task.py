@@ -202,7 +202,12 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
         _LOGGER.warning("Working in %s, mirrored to %s (%d files pulled)", mirror.local, mirror.remote, mirror.pull())
         args.job_dir = mirror.local
     push = mirror.push if mirror else lambda: None
+    if not contract.is_remote(args.job_dir):
+        for path in export.remove_killed_writes(args.job_dir):
+            _LOGGER.warning("Removed %s, left by a write that was killed", path)
     description = contract.read_description(args.data)
+    for warning in data.check_shard_files(args.data, description):
+        _LOGGER.warning("%s", warning)
     checkpoints = tf.train.latest_checkpoint(posixpath.join(args.job_dir, "checkpoints"))
     condition_kind, vocabulary = export.job_condition(args.job_dir, args.condition_on, description, checkpoints)
     config = dataclasses.replace(
@@ -315,21 +320,30 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
         condition_kind=condition_kind,
         condition_vocabulary=vocabulary,
     )
-    result = loop.train(
-        settings,
-        strategy,
-        wavenet,
-        config,
-        optimizer,
-        step,
-        manager,
-        iter(strategy.distribute_datasets_from_function(train_input)),
-        validation_input if description.splits[contract.VALIDATION].windows else None,
-        write_dir,
-        chief=distribute.is_chief(strategy),
-        on_checkpoint=push,
-        stop_after_steps=stop_after_steps,
-    )
+    try:
+        result = loop.train(
+            settings,
+            strategy,
+            wavenet,
+            config,
+            optimizer,
+            step,
+            manager,
+            iter(strategy.distribute_datasets_from_function(train_input)),
+            validation_input if description.splits[contract.VALIDATION].windows else None,
+            write_dir,
+            chief=distribute.is_chief(strategy),
+            on_checkpoint=push,
+            stop_after_steps=stop_after_steps,
+        )
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+        paths = train_paths + description.shard_paths(args.data, contract.VALIDATION)
+        bad = data.find_bad_shard(paths, window) if dataset_override is None else None
+        if bad is None:
+            raise  # Not the input's fault.
+        raise TrainingError(
+            f"{bad[0]}: {bad[1]}. Training stopped at the last checkpoint; {data.verify_hint(args.data)}"
+        ) from e
     if result.step < args.steps:
         return result  # Stopped early: no export.
     model_config = contract.ModelConfig(
@@ -392,17 +406,23 @@ def sagemaker_argv(argv, hyperparameters_path=SAGEMAKER_HYPERPARAMETERS):
 
 def main():
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    argv = sagemaker_argv(sys.argv[1:])
-    try:
-        result = run(argv)
-    except (contract.DatasetMismatchError, TrainingError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(contract.run_command(_main, sagemaker_argv(sys.argv[1:])))
+
+
+def _main(argv):
+    result = run(argv)
+    print(summary(result, parse_args(argv)))
+
+
+def summary(result, args):
+    """The closing lines of a run: where training got to, the losses, the baseline and the export."""
+    if result.train_loss_nats is None:
+        line = f"The job was already at step {result.step} of --steps {args.steps}: no step ran"
+    else:
+        line = f"Trained to step {result.step}: train loss {result.train_loss_nats:.3f} nats/sample"
     val = result.validation_loss_nats
-    line = f"Trained to step {result.step}: train loss {result.train_loss_nats:.3f} nats/sample"
     if val is not None:
         line += f", validation {val:.3f} nats ({val / math.log(2):.2f} bits)/sample"
-    args = parse_args(argv)
     if not storage.needs_staging(args.data):
         description = contract.read_description(args.data)
         baseline = data.code_entropy_bits(
@@ -414,7 +434,9 @@ def main():
             f"; the code histogram's entropy (a model that learned nothing else) is {baseline * math.log(2):.3f} nats "
             f"({baseline:.2f} bits)"
         )
-    print(f"{line}\nExported to {result.export_dir}")
+    if result.export_dir is None:
+        return f"{line}\nStopped before --steps; not exported (run the same command again to resume)"
+    return f"{line}\nExported to {result.export_dir}"
 
 
 if __name__ == "__main__":
