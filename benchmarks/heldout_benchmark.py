@@ -135,7 +135,7 @@ def main():
             name = f"{config} seed {seed} on the {args.training_music}"
             job = os.path.join(workdir, f"job-{config}-{seed}")
             started = time.monotonic()
-            flags = [f"--data={train_data}", f"--job_dir={job}", "--model=default", f"--steps={args.steps}",
+            flags = [f"--data={train_data}", f"--job_dir={job}", "--preset=default", f"--steps={args.steps}",
                      "--batch_size=16", "--crop_samples=4096", f"--eval_every={args.steps * 10}",
                      f"--checkpoint_every={args.steps}", "--summary_audio_secs=0", f"--seed={seed}"]  # fmt: skip
             result = task.run(flags + CONFIGS[config])

@@ -63,7 +63,7 @@ def main():
         for steps_per_loop in [int(n) for n in args.steps_per_loop.split(",")]:
             flags = [
                 f"--data={dataset_dir}", f"--job_dir={os.path.join(workdir, f'job-{steps_per_loop}')}",
-                f"--model={args.model}", f"--steps={args.steps}", f"--batch_size={args.batch_size}",
+                f"--preset={args.model}", f"--steps={args.steps}", f"--batch_size={args.batch_size}",
                 "--eval_every=1000000", "--checkpoint_every=1000000", "--summary_audio_secs=0",
                 f"--steps_per_loop={steps_per_loop}",
             ]  # fmt: skip

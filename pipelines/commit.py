@@ -282,7 +282,7 @@ def leftovers(output, description, live_run_ids=(), writer_active=False):
                 else:
                     listed.add(name)
     found = []
-    for name, kind in _top_level_entries(output):
+    for name, kind in top_level_entries(output):
         if name in listed or any(fnmatch.fnmatchcase(name, pattern) for pattern in globs):
             continue
         if kind == "file":
@@ -298,7 +298,12 @@ def leftovers(output, description, live_run_ids=(), writer_active=False):
     return sorted(found)
 
 
-def _top_level_entries(output):
+def run_owner(name):
+    """The run id in a top-level name a run writes (a file or a Beam staging directory), or None."""
+    return contract.run_file_owner(name) or contract.run_temp_directory_owner(name)
+
+
+def top_level_entries(output):
     """(name, "file" | "directory" | "other") of each top-level entry; symlinks and devices are "other"."""
     if not contract.is_remote(output):
         if not os.path.isdir(output):

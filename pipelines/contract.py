@@ -1162,6 +1162,83 @@ def run_command(main, *args):
         return 1
 
 
+# TensorFlow's C++ runtime logs to file descriptor 2 (absl's format: `I0000 00:00:1796.0  123 file.cc:52] ...`),
+# much of it before any log level applies. These are the lines that say nothing a user can act on.
+NATIVE_LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
+_NATIVE_LOG_LINE = re.compile(r"[IWEF]\d{4} \d+:\d+:\d+\.\d+ +\d+ \S+:\d+\] ")
+_NATIVE_NOISE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|To enable the following instructions: .* rebuild TensorFlow"
+    r"|E\d{4} .*(?:failed call to cuInit|Unable to register cu\w+ factory|oneDNN supports DT_\w+ only on)"
+)
+_MAYBE_NATIVE = "IWEFT"  # First letters of those lines: a partial line starting so waits for its end.
+
+
+def is_native_noise(line):
+    """Whether a line on stderr is TensorFlow's C++ chatter: its INFO and WARNING lines, and the ERROR lines
+    every CPU-only machine prints (no CUDA driver, plugins registered twice, oneDNN's string types)."""
+    return bool(_NATIVE_NOISE.match(line)) or (bool(_NATIVE_LOG_LINE.match(line)) and line[0] in "IW")
+
+
+def filter_native_logs(verbose=False):
+    """Hides TensorFlow's C++ chatter (`is_native_noise`) from this process's stderr; call before importing it.
+
+    Unless `verbose`, or the user set TF_CPP_MIN_LOG_LEVEL (then nothing is
+    hidden): file descriptor 2 becomes a pipe that a thread reads and forwards
+    to the real stderr as it comes, less those lines. Progress bars and our
+    own lines pass at once; fatal-error reports (faulthandler) go straight to
+    the real stderr. At exit the pipe is drained and stderr restored.
+
+    Returns:
+      whether the filter was installed.
+    """
+    if verbose or NATIVE_LOG_LEVEL_ENV in os.environ:
+        return False
+    import atexit
+    import faulthandler
+    import threading
+
+    os.environ[NATIVE_LOG_LEVEL_ENV] = "1"  # TensorFlow's later INFO lines are not even formatted.
+    sys.stderr.flush()
+    original = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    fatal = os.fdopen(os.dup(original), "w")
+    faulthandler.enable(file=fatal)
+
+    def forward():
+        pending = b""
+        while chunk := os.read(read_end, 1 << 16):
+            pending += chunk
+            kept, pending = _drop_native_noise(pending)
+            os.write(original, kept)
+        os.write(original, _drop_native_noise(pending + b"\n")[0][:-1] if pending else b"")
+
+    thread = threading.Thread(target=forward, name="native-log-filter", daemon=True)
+    thread.start()
+
+    def restore():
+        sys.stderr.flush()
+        os.dup2(original, 2)  # The pipe's last write end closes: the thread drains it and ends.
+        thread.join(timeout=5)
+
+    atexit.register(restore)
+    filter_native_logs.fatal_file = fatal  # Kept open for faulthandler.
+    return True
+
+
+def _drop_native_noise(data):
+    """(bytes to forward, bytes held): complete lines (ending in \\n or \\r) less the noise; a trailing
+    partial line is held only when it could still become a native log line."""
+    pieces = re.split(rb"(?<=[\r\n])", data)
+    tail = pieces.pop() if pieces and not pieces[-1].endswith((b"\n", b"\r")) else b""
+    kept = b"".join(p for p in pieces if not is_native_noise(p.decode("utf-8", "replace")))
+    if tail and tail[:1].decode("latin-1") not in _MAYBE_NATIVE:
+        return kept + tail, b""
+    return kept, tail
+
+
 PROGRESS_LOG_INTERVAL_SECS = 30.0
 
 
@@ -1195,6 +1272,10 @@ class LogProgress:
             self._print()
         self._initial = self.n  # Closing twice prints once.
 
+    def write(self, text, file=None):
+        """Prints a line of its own (tqdm's `write`)."""
+        print(text, file=file or self._stream, flush=True)
+
     def line(self):
         """The progress as one line of text."""
         elapsed = self._clock() - self._started
@@ -1220,7 +1301,8 @@ def progress_bar(total, unit, desc="", initial=0, enabled=True, stream=None):
     """Progress of a long loop: a tqdm bar on a terminal, `LogProgress` lines otherwise, nothing when disabled.
 
     Returns:
-      an object with update(n), set_postfix(**values), close() and the context manager protocol.
+      an object with update(n), set_postfix(**values), write(text, file), close() and the context
+      manager protocol.
     """
     from tqdm import tqdm
 

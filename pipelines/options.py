@@ -59,7 +59,8 @@ class PreprocessOptions(PipelineOptions):
             default=None,
             help="Listing page (Free Music Archive layout) to scrape for track URLs; repeatable. "
             "Its pagination is followed, the tracks are downloaded and processed in the same job, "
-            "and their title, artist, licence and page go into the run's track index (tracks-RUN.jsonl).",
+            "and their title, artist, licence and page go into the run's track index (tracks-RUN.jsonl). "
+            "Default: none.",
         )
         group.add_argument(
             "--label_from",
@@ -80,7 +81,7 @@ class PreprocessOptions(PipelineOptions):
             metavar="FILE",
             help="Labels file (local, gs://, s3://): CSV with a uri,kind,value header, or JSON lines of "
             '{"uri": ..., "kind": ..., "value": ...}; any spelling of a track\'s path or URL names it. Wins over '
-            "--label_from and the scrape.",
+            "--label_from and the scrape. Default: none.",
         )
         scrape.add_scrape_limits(group)
         scrape.add_fetch_arguments(group)
@@ -186,7 +187,7 @@ class PreprocessOptions(PipelineOptions):
             "--input_subscription",
             default=None,
             help="With --streaming: Pub/Sub subscription (projects/PROJECT/subscriptions/NAME) whose messages "
-            "name tracks: Cloud Storage notifications, or a path or URL per message.",
+            "name tracks: Cloud Storage notifications, or a path or URL per message. Default: none.",
         )
         group.add_argument(
             "--streaming_window_secs",

@@ -181,7 +181,7 @@ def _count(n, noun):
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def format_summary(description, output, wall_secs, new_secs):
+def format_summary(description, output, wall_secs, new_secs, failures=()):
     """The closing summary printed after a local run, as a str.
 
     Args:
@@ -189,6 +189,7 @@ def format_summary(description, output, wall_secs, new_secs):
       output: the output directory.
       wall_secs: the job's wall time.
       new_secs: seconds of audio this run processed.
+      failures: the run's failure records (the first few are shown with their reasons).
     """
     accounting = description.accounting
     seconds = description.seconds
@@ -210,9 +211,30 @@ def format_summary(description, output, wall_secs, new_secs):
         f"Throughput: {new_secs / wall_secs:.1f}x real time ({new_secs:.1f} s of audio in {wall_secs:.1f} s wall)",
         f"Output: {FileSystems.join(output, contract.DATASET_FILE)}",
     ]
-    if accounting.tracks_failed:
-        lines.append(f"Failures: {FileSystems.join(output, description.runs[-1].failures_file)}")
+    for name, split in description.splits.items():
+        if split.tracks == 0 and description.windows:
+            lines.append(_empty_split_warning(name, description))
+    if failures:
+        path = FileSystems.join(output, description.runs[-1].failures_file)
+        lines += [f"Failures ({len(failures)}, all in {path}):", *format_failures(failures, path)]
     return "\n".join(lines)
+
+
+def _empty_split_warning(split, description):
+    """What to pass when a split came out empty (the split of each track is a hash of its id)."""
+    tracks = sum(s.tracks for s in description.splits.values())
+    fraction = description.validation_fraction
+    if split == contract.VALIDATION:
+        wanted = min(1.0, round(1.5 / tracks, 2)) if tracks else 1.0
+        return (
+            f"Warning: the validation split is empty: {tracks} track(s) at --validation_fraction {fraction:g} "
+            f"give {tracks * fraction:.1f} expected. Training will report no validation loss; pass "
+            f"--validation_fraction {wanted:g} or more (with --skip_existing=false to re-split these tracks)"
+        )
+    return (
+        f"Warning: the train split is empty ({tracks} track(s) at --validation_fraction {fraction:g}): "
+        "pass a smaller --validation_fraction (with --skip_existing=false to re-split these tracks)"
+    )
 
 
 def _label_lines(description, shown=6):
@@ -313,12 +335,51 @@ def run(argv=None, save_main_session=True):
         logging.info("Pipeline submitted (state %s); the job commits dataset.json when it finishes.", state)
         return None
 
-    description = contract.read_description(preprocess.output)
+    description = commit.current_description(output)
+    if description is None or run_id not in description.run_ids:
+        raise _nothing_committed(output, run_id)
     new_secs = description.seconds - previous_secs
-    print(format_summary(description, preprocess.output, wall_secs, new_secs))
+    failures = read_failures(output, description.runs[-1].failures_file)
+    print(format_summary(description, preprocess.output, wall_secs, new_secs, failures))
     _log_counters(result)
     check_description(description, preprocess.max_failure_fraction)
     return description
+
+
+FAILURES_SHOWN = 5
+
+
+def read_failures(output, failures_file):
+    """The failure records of a run's failures file ([] when it has none)."""
+    path = contract.join(output, failures_file)
+    try:
+        text = contract.read_bytes(path).decode("utf-8")
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def format_failures(failures, failures_file, shown=FAILURES_SHOWN):
+    """The first failures with their reasons, one line each, and how many more there are."""
+    lines = [f"  {f['uri']}: {f['stage']}: {f['error']}" for f in failures[:shown]]
+    if len(failures) > shown:
+        lines.append(f"  ... and {len(failures) - shown} more in {failures_file}")
+    return lines
+
+
+def _nothing_committed(output, run_id):
+    """After a run in which no track succeeded: its failures printed, its files removed, the error to raise."""
+    failures_file = contract.failures_file(run_id)
+    failures = read_failures(output, failures_file)
+    path = contract.join(output, failures_file)
+    print("\n".join(["Failures:", *format_failures(failures, path)]), file=sys.stderr)
+    # The failures file stays, as the record of why (the next run removes it); the rest of the run goes now.
+    mine = [n for n, _ in commit.top_level_entries(output) if commit.run_owner(n) == run_id and n != failures_file]
+    commit.remove(output, mine)
+    return PreprocessError(
+        f"no track succeeded ({len(failures)} of {len(failures)} inputs failed; reasons above and in {path}); "
+        f"nothing was committed to {output}"
+    )
 
 
 def _what_is_committed(output):

@@ -20,8 +20,6 @@ import re
 import sys
 import urllib.parse
 
-from apache_beam.io.filesystems import FileSystems
-
 from pipelines import contract, fetch, sources
 from pipelines.contract import STAGE_SCRAPE, TrackError
 
@@ -408,7 +406,8 @@ def fetch_config(args, max_bytes=None):
     )
 
 
-def main(argv=None):
+def build_parser():
+    """The parser of `python -m pipelines.scrape`."""
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.scrape",
         description="List the tracks of music listing pages (Free Music Archive layout) as JSON lines, "
@@ -418,7 +417,11 @@ def main(argv=None):
     parser.add_argument("--output", required=True, help="JSON-lines file to write (local, gs:// or s3://).")
     add_scrape_limits(parser)
     add_fetch_arguments(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     fetcher = fetch.Fetcher(fetch_config(args))
@@ -428,9 +431,8 @@ def main(argv=None):
             (tracks if isinstance(item, TrackRecord) else failures).append(item)
     finally:
         fetcher.close()
-    with FileSystems.create(args.output, mime_type="application/json") as f:
-        for track in tracks:
-            f.write((json.dumps(dataclasses.asdict(track), sort_keys=True) + "\n").encode("utf-8"))
+    lines = "".join(json.dumps(dataclasses.asdict(track), sort_keys=True) + "\n" for track in tracks)
+    contract.write_text(args.output, lines, mime_type="application/jsonl")
     for failure in failures:
         print(f"failed: {failure['uri']}: {failure['error']}", file=sys.stderr)
     for start_url, stats in summary.items():
@@ -442,7 +444,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except TrackError as e:
-        sys.exit(f"error: {e}")
+    sys.exit(contract.run_command(main))

@@ -511,8 +511,10 @@ def check_same_settings(description, config):
 class WriteDatasetDescription(beam.PTransform):
     """The commit: writes dataset.json once every shard, the failures and the track index are final.
 
-    Runs inside the pipeline, so a job launched from a Flex Template, whose
-    launcher returns right after submission, still commits its output. It
+    A run in which no track succeeded, into an output with no dataset yet,
+    commits nothing (the driver reports its failures). Runs inside the
+    pipeline, so a job launched from a Flex Template, whose launcher returns
+    right after submission, still commits its output. It
     checks that the run still holds the output's lease, merges the run into
     the dataset.json current at that moment (merge=True) or replaces it, writes
     it in one piece and releases the lease (`pipelines.commit`).
@@ -542,7 +544,12 @@ class WriteDatasetDescription(beam.PTransform):
             output, run_id, config = self._output_dir, self._run_id, self._config
             run_files = (run_id, contract.tracks_file(run_id), contract.failures_file(run_id))
             commit.check_lease(output, run_id)
-            current = commit.current_description(output) if self._merge else None
+            committed = commit.current_description(output)
+            if committed is None and stats[1].tracks_ok == 0 and tracks_skipped == 0:
+                # Nothing succeeded and nothing was committed before: an empty dataset would only mislead.
+                commit.release_lease(output, run_id)
+                return
+            current = committed if self._merge else None
             if current is not None:
                 check_same_settings(current, config)
             fraction = self._validation_fraction

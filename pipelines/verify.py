@@ -168,7 +168,8 @@ def check(output, stale_lease_hours=commit.DEFAULT_STALE_LEASE_HOURS):
     )
 
 
-def main(argv=None):
+def build_parser():
+    """The parser of `python -m pipelines.verify`."""
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.verify",
         description="Check a preprocess output against its dataset.json; list (and remove) what dead runs left.",
@@ -194,7 +195,11 @@ def main(argv=None):
         default=commit.DEFAULT_STALE_LEASE_HOURS,
         help="A lease older than this no longer protects its run's files. Default: %(default)s.",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     clean = args.clean or args.break_lease
     report = check(args.output, args.stale_lease_hours)
     if clean and report.unreadable:

@@ -56,7 +56,8 @@ def _int_at_least(low, high=None):
     return parse
 
 
-def parse_args(argv):
+def build_parser():
+    """The parser of `python -m sampler.generate`."""
     parser = argparse.ArgumentParser(
         prog="python -m sampler.generate",
         description="Generate audio from a WaveNet exported by trainer.task.",
@@ -121,7 +122,16 @@ def parse_args(argv):
         help="CPU threads for the cpu engine (default: every core this process may use); "
         "each thread generates its share of the clips.",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help=f"Show TensorFlow's own log lines (hidden otherwise, unless {contract.NATIVE_LOG_LEVEL_ENV} is set).",
+    )
+    return parser
+
+
+def parse_args(argv):
+    return build_parser().parse_args(argv)
 
 
 def pcm16(audio):
@@ -326,6 +336,7 @@ def run(argv=None):
 
 def main():
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    contract.filter_native_logs(verbose="--verbose" in sys.argv[1:])
     sys.exit(contract.run_command(run))
 
 

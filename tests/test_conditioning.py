@@ -80,7 +80,7 @@ def conditioned_job(labelled_data, tmp_path_factory):
         [
             f"--data={labelled_data}",
             f"--job_dir={job_dir}",
-            "--model=tiny",
+            "--preset=tiny",
             "--condition_on=genre",
             "--steps=150",
             "--batch_size=16",
@@ -175,13 +175,13 @@ def test_evaluation_per_label(conditioned_job, labelled_data):
 
 def test_conditioning_needs_labelled_data(clips_dataset, tmp_path):
     with pytest.raises(contract.DatasetMismatchError, match="every window of the dataset has genre 'unknown'"):
-        task.run([f"--data={clips_dataset}", f"--job_dir={tmp_path}", "--model=tiny", "--condition_on=genre"])
+        task.run([f"--data={clips_dataset}", f"--job_dir={tmp_path}", "--preset=tiny", "--condition_on=genre"])
 
 
 @pytest.mark.slow
 def test_a_resumed_job_keeps_its_label_and_vocabulary(labelled_data, tmp_path):
     job_dir = tmp_path / "job"
-    common = [f"--data={labelled_data}", f"--job_dir={job_dir}", "--model=tiny", "--steps=4", "--batch_size=4",
+    common = [f"--data={labelled_data}", f"--job_dir={job_dir}", "--preset=tiny", "--steps=4", "--batch_size=4",
               "--crop_samples=200", "--summary_audio_secs=0", "--checkpoint_every=2"]  # fmt: skip
     task.run([*common, "--condition_on=genre"], stop_after_steps=2)
     with open(job_dir / "condition.json") as f:
@@ -216,7 +216,7 @@ def test_walkthrough_two_genres_scraped_trained_and_asked_for(music_site, tmp_pa
         ]  # fmt: skip
     )
     assert "Windows by genre: Ambient " in capsys.readouterr().out
-    task.run([f"--data={data}", f"--job_dir={job}", "--model=tiny", "--condition_on=genre", "--steps=2",
+    task.run([f"--data={data}", f"--job_dir={job}", "--preset=tiny", "--condition_on=genre", "--steps=2",
               "--batch_size=4", "--crop_samples=200", "--summary_audio_secs=0"])  # fmt: skip
     paths = generate.run(["--model", str(job), "--seconds", "0.05", "--num_clips", "2", "--condition",
                           "Ambient,Electronic", "--output", str(tmp_path / "genres.wav")])  # fmt: skip
@@ -244,7 +244,7 @@ def test_conditioned_training_on_two_replicas_matches_one_device(labelled_data, 
         "mirrored": distribute.mirrored(cpus),
     }.items():
         result = task.run(
-            [f"--data={labelled_data}", f"--job_dir={tmp_path / name}", "--model=tiny", "--condition_on=genre",
+            [f"--data={labelled_data}", f"--job_dir={tmp_path / name}", "--preset=tiny", "--condition_on=genre",
              "--steps=3", "--batch_size=4", "--crop_samples=200", "--summary_audio_secs=0", "--eval_batches=1"],
             dataset_override=fixed,
             strategy_override=strategy,

@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 from pipelines import audio, commit, contract, preprocess, transforms
-from tests.helpers import CLIPS, broken_file_contents, committed_tracks, decoded_duration_secs, last_failures
+from tests.helpers import (
+    CLIPS,
+    broken_file_contents,
+    committed_tracks,
+    decoded_duration_secs,
+    last_failures,
+    read_jsonl,
+)
 
 WINDOW_SAMPLES = 8000
 HOP_SAMPLES = 6000
@@ -182,11 +189,17 @@ def test_job_fails_with_reason_when_no_track_succeeds(tmp_path, broken_dir):
         timeout=300,
     )
     assert result.returncode == 1
+    broken = len(broken_file_contents())
+    assert f"no track succeeded ({broken} of {broken} inputs failed; reasons above and in" in result.stderr
+    # Nothing was committed, and the reasons are on screen: the first five, then how many more.
+    assert not (tmp_path / "dataset.json").exists()
+    shown = [line for line in result.stderr.splitlines() if line.startswith(f"  {broken_dir}/")]
     assert (
-        f"no track succeeded ({len(broken_file_contents())} of {len(broken_file_contents())} inputs failed"
-        in result.stderr
+        len(shown) == preprocess.FAILURES_SHOWN
+        and f"... and {broken - preprocess.FAILURES_SHOWN} more in" in result.stderr
     )
-    assert len(last_failures(tmp_path)) == len(broken_file_contents())
+    (failures_file,) = [name for name in os.listdir(tmp_path) if name.startswith("failures-")]
+    assert len(read_jsonl(tmp_path / failures_file)) == broken and os.listdir(tmp_path) == [failures_file]
 
 
 @pytest.mark.parametrize(
@@ -255,3 +268,17 @@ def test_help_shows_the_command_as_users_type_it():
     result = subprocess.run([sys.executable, "-m", "pipelines.preprocess", "--help"], capture_output=True, text=True,
                             timeout=120)  # fmt: skip
     assert result.stdout.startswith("usage: python -m pipelines.preprocess ")
+
+
+def test_the_summary_warns_of_an_empty_validation_split_and_shows_the_first_failures():
+    description = _described(tracks_ok=7, tracks_failed=7, tracks_input=14)
+    train = dataclasses.replace(description.splits[contract.TRAIN], windows=70, tracks=7, seconds=70.0)
+    description = dataclasses.replace(description, splits={**description.splits, contract.TRAIN: train})
+    failures = [{"uri": f"/music/{i}.mp3", "stage": "decode", "error": "not a decodable audio file"} for i in range(7)]
+    summary = preprocess.format_summary(description, "out", 1.0, 70.0, failures)
+    assert (
+        "Warning: the validation split is empty: 7 track(s) at --validation_fraction 0.1 give 0.7 expected" in summary
+    )
+    assert "pass --validation_fraction 0.21 or more" in summary
+    assert "  /music/0.mp3: decode: not a decodable audio file" in summary and "/music/5.mp3" not in summary
+    assert "  ... and 2 more in out/failures-" in summary

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -200,11 +201,14 @@ def test_walkthrough_from_real_clips_to_a_wav(tmp_path):
     def run(*args):
         result = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stdout + result.stderr
+        # A log, not a terminal: no native log noise, no carriage-return bars, only whole short lines.
+        assert not re.search(r"^(?:[IWE]\d{4} |WARNING: All log messages)", result.stderr, re.MULTILINE), result.stderr
+        assert "\r" not in result.stderr and max(map(len, result.stderr.splitlines()), default=0) < 300
         return result.stdout
 
     data, job, clip = tmp_path / "data", tmp_path / "job", tmp_path / "generated.wav"
     run("pipelines.preprocess", f"--output={data}", "--window_samples=4000", "--validation_fraction=0.5")
-    run("trainer.task", f"--data={data}", f"--job_dir={job}", "--model=tiny", "--steps=20", "--batch_size=4",
+    run("trainer.task", f"--data={data}", f"--job_dir={job}", "--preset=tiny", "--steps=20", "--batch_size=4",
         "--summary_audio_secs=0.01", "--eval_every=20")  # fmt: skip
     out = run("sampler.generate", f"--model={job}", "--seconds=0.5", f"--output={clip}")
     assert "x real time" in out

@@ -12,14 +12,14 @@ import pytest
 
 from pipelines import audio, contract
 from tests.helpers import CLIPS
-from trainer import data, distribute, model, storage, task
+from trainer import data, distribute, model, options, storage, task
 
 TINY = model.PRESETS["tiny"]
 
 
 def _args(dataset, job_dir, *extra):
     return [
-        f"--data={dataset}", f"--job_dir={job_dir}", "--model=tiny", "--batch_size=4",
+        f"--data={dataset}", f"--job_dir={job_dir}", "--preset=tiny", "--batch_size=4",
         "--summary_audio_secs=0.005", "--eval_batches=2", *extra,
     ]  # fmt: skip
 
@@ -339,7 +339,7 @@ def test_clip_norm_clips_the_global_gradient_norm_before_adam_and_adam_beta2_is_
     assert first_update(5e-6) == pytest.approx(clipped / (clipped + epsilon), rel=1e-3)
     # And task wires --clip_norm and --adam_beta2 into the optimizer it trains with.
     default = task.make_optimizer(task.parse_args(["--data=d", "--job_dir=j"]))
-    assert default.global_clipnorm is None and default.beta_2 == 0.999 and task.DEFAULT_CLIP_NORM == 0
+    assert default.global_clipnorm is None and default.beta_2 == 0.999 and options.DEFAULT_CLIP_NORM == 0
     chosen = task.make_optimizer(task.parse_args(["--data=d", "--job_dir=j", "--clip_norm=0.5", "--adam_beta2=0.99"]))
     assert chosen.global_clipnorm == 0.5 and chosen.beta_2 == 0.99
     scaled = task.make_optimizer(task.parse_args(["--data=d", "--job_dir=j", "--mixed_precision", "--adam_beta2=0.9"]))
@@ -564,3 +564,24 @@ def test_an_empty_shard_and_counts_that_disagree_are_warned_of(clips_dataset, tm
     assert any(f"{shard} is empty" in w for w in warnings)
     assert any("fewer than the" in w and "windows dataset.json lists need" in w for w in warnings)
     assert data.check_shard_files(str(clips_dataset), contract.read_description(str(clips_dataset))) == []
+
+
+def test_resuming_with_another_preset_names_both_and_what_to_do(trained_job, clips_dataset, tmp_path, caplog):
+    job_dir = tmp_path / "job"
+    shutil.copytree(trained_job, job_dir)
+    argv = [f"--data={clips_dataset}", f"--job_dir={job_dir}", "--steps=41", "--summary_audio_secs=0"]
+    with pytest.raises(contract.DatasetMismatchError, match="trains the tiny: 16 residual.*--preset asks for the "
+                       "default: 32 residual.*Pass --preset tiny to resume it, or use another --job_dir"):  # fmt: skip
+        task.run([*argv, "--preset=default"])
+    os.remove(job_dir / "job.json")  # A job dir from before job.json: its checkpoints tell.
+    from pipelines import preprocess
+
+    long_windows = tmp_path / "long-windows"  # Long enough for the default preset's receptive field.
+    preprocess.run([f"--output={long_windows}", f"--input={CLIPS['mp3_22k_mono']}", "--sample_rate=8000",
+                    "--window_samples=4000", "--validation_fraction=0", "--direct_num_workers=1",
+                    "--direct_running_mode=in_memory"])  # fmt: skip
+    with pytest.raises(contract.DatasetMismatchError, match="checkpoints hold another model than the default"):
+        task.run([f"--data={long_windows}", f"--job_dir={job_dir}", "--steps=41", "--preset=default"])
+    # --model still names a preset, with a word that it is now --preset.
+    assert options.parse_args([*argv, "--model=tiny"]).preset == "tiny"
+    assert "--model is deprecated in trainer.task" in caplog.text

@@ -22,7 +22,7 @@ import sys
 import numpy as np
 
 from pipelines import contract
-from trainer import data, loop, storage
+from trainer import storage
 
 
 @dataclasses.dataclass
@@ -74,6 +74,8 @@ def evaluate(
     """
     import keras
     import tensorflow as tf
+
+    from trainer import data, loop
 
     export_dir = contract.local_export_dir(model_path)
     config = contract.read_model_config(export_dir)
@@ -166,6 +168,8 @@ def _checked(batches, paths, window_samples, data_path):
     """The batches; a corrupt shard ends them with a CommandError naming it (TensorFlow's error names none)."""
     import tensorflow as tf
 
+    from trainer import data
+
     try:
         yield from batches
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
@@ -175,7 +179,8 @@ def _checked(batches, paths, window_samples, data_path):
         raise contract.CommandError(f"{bad[0]}: {bad[1]}; {data.verify_hint(data_path)}") from e
 
 
-def main(argv=None):
+def build_parser():
+    """The parser of `python -m trainer.evaluate`."""
     parser = argparse.ArgumentParser(
         prog="python -m trainer.evaluate",
         description="Score an exported WaveNet on a preprocess output: cross-entropy per sample beside the entropy "
@@ -183,17 +188,36 @@ def main(argv=None):
     )
     parser.add_argument("--model", required=True, help="The training --job_dir or its export/ (local, gs://, s3://).")
     parser.add_argument("--data", required=True, help="An output directory of python -m pipelines.preprocess.")
-    parser.add_argument("--split", choices=contract.SPLITS, default=contract.VALIDATION, help="Default: %(default)s.")
+    parser.add_argument(
+        "--split",
+        choices=contract.SPLITS,
+        default=contract.VALIDATION,
+        help="validation: the tracks held out of training; train: the training tracks. Default: %(default)s.",
+    )
     parser.add_argument("--batch_size", type=int, default=8, help="Windows per forward pass. Default: %(default)s.")
-    parser.add_argument("--max_windows", type=int, default=None, help="Score at most this many windows.")
+    parser.add_argument(
+        "--max_windows", type=int, default=None, help="Score at most this many windows. Default: all of the split."
+    )
     parser.add_argument(
         "--by_label",
         choices=contract.LABEL_KINDS,
         default=None,
-        help="Also give the loss per value of this label. Default: the label a conditioned model was trained on.",
+        help="Also give the loss per value of this label (genre or artist). Default: the label a conditioned model "
+        "was trained on, else none.",
     )
-    parser.add_argument("--json", default=None, help="Also write the figures as JSON to this file ('-': stdout).")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--json", default=None, help="Also write the figures as JSON to this file ('-': stdout). Default: none."
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help=f"Show TensorFlow's own log lines (hidden otherwise, unless {contract.NATIVE_LOG_LEVEL_ENV} is set).",
+    )
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     result = evaluate(args.model, args.data, args.split, args.batch_size, args.max_windows, by_label=args.by_label)
     print(
         f"{result.split}: {result.loss_nats:.3f} nats ({result.loss_bits:.3f} bits) per sample over "
@@ -217,4 +241,5 @@ def main(argv=None):
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    contract.filter_native_logs(verbose="--verbose" in sys.argv[1:])
     sys.exit(contract.run_command(main))

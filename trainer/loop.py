@@ -194,6 +194,14 @@ def train(
         rate = None
         if timed_from is not None:
             rate = (current - timed_from[0]) * samples_per_step / (now - timed_from[1])
+            if result.samples_per_sec is None and chief and current < settings.steps:
+                secs_per_step = samples_per_step / rate
+                progress.write(
+                    f"{settings.steps - current:,} steps to go at {secs_per_step:.2f} s/step "
+                    f"(measured over steps {timed_from[0] + 1}-{current}): about "
+                    f"{contract.format_duration((settings.steps - current) * secs_per_step)}",
+                    file=sys.stderr,
+                )
             result.samples_per_sec = rate
         else:
             timed_from = (current, now)
@@ -354,8 +362,5 @@ def generate_naive(wavenet, wavenet_config, num_samples, seed):
 
 
 def _progress_bar(initial, total, enabled):
-    from tqdm import tqdm
-
-    # In logs (no terminal) refresh rarely, so a long run does not write megabytes of bars.
-    interval = 0.1 if sys.stderr.isatty() else 30.0
-    return tqdm(initial=initial, total=total, unit="step", disable=not enabled, mininterval=interval)
+    # A bar on a terminal; off one (a log file, Vertex AI, SageMaker, Slurm) a line every 30 s.
+    return contract.progress_bar(total, "step", initial=initial, enabled=enabled)

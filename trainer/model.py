@@ -15,26 +15,8 @@ read each layer's weights by name for its cached generation.
 import keras
 
 from pipelines import contract
-from pipelines.contract import WaveNetConfig
-
-PRESETS = {
-    # One stack of dilations 1..32, receptive field 65 samples: tests and quick CPU tries.
-    "tiny": WaveNetConfig(
-        residual_channels=16,
-        dilation_channels=16,
-        skip_channels=32,
-        dilations=tuple(2**i for i in range(6)),
-    ),
-    # 2 stacks of dilations 1..512, receptive field 2,048 samples (0.128 s at 16 kHz).
-    "default": WaveNetConfig(),
-    # 4 stacks of 1..512, wider: receptive field 4,094 samples (0.256 s at 16 kHz).
-    "large": WaveNetConfig(
-        residual_channels=64,
-        dilation_channels=64,
-        skip_channels=256,
-        dilations=tuple(2**i for i in range(10)) * 4,
-    ),
-}
+from pipelines.contract import WaveNetConfig  # noqa: F401 (re-exported: the model's hyperparameters)
+from trainer.presets import PRESETS  # noqa: F401 (re-exported)
 
 
 def build_wavenet(config):

@@ -1,0 +1,230 @@
+"""The command line of `python -m trainer.task`: its options, their checks, and SageMaker's way of passing them.
+
+Imports neither TensorFlow nor Keras, so `--help` and a refused option answer at once.
+"""
+
+import argparse
+import json
+import logging
+import os
+
+from pipelines import contract
+from trainer import presets
+
+_LOGGER = logging.getLogger(__name__)
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+LR_SCHEDULES = ("constant", "cosine")
+# Held-out music at the benchmark's budget (BENCHMARKS.md): 1e-3 3.55 nats, 3e-3 3.32, 5e-3 3.29. Not 5e-3:
+# 0.03 nats is little for a rate that much nearer divergence on long runs and large batches.
+DEFAULT_LEARNING_RATE = 3e-3
+DEFAULT_LR_SCHEDULE = "constant"
+DEFAULT_WARMUP_STEPS = 0
+DEFAULT_CLIP_NORM = 0.0
+# Steps per host round trip by device kind (BENCHMARKS.md): a CPU gains little, accelerators idle without it.
+DEFAULT_STEPS_PER_LOOP = {"CPU": 10, "GPU": 100, "TPU": 200}
+
+
+def build_parser():
+    """The parser of `python -m trainer.task` (options and help; no TensorFlow)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.task",
+        description="Train a WaveNet on TFRecord windows written by pipelines.preprocess.",
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="Output directory of pipelines.preprocess: local or gs:// (read directly), or s3:// and other "
+        "Beam filesystems (staged to local disk first).",
+    )
+    parser.add_argument(
+        "--job_dir",
+        required=True,
+        help="Directory for checkpoints, logs and the export: local or gs://, or s3:// (worked on locally, "
+        "copied back after every checkpoint and the export; resumes from what it holds).",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(presets.PRESETS),
+        default=None,
+        help="The model's size: "
+        + "; ".join(presets.describe(name) for name in sorted(presets.PRESETS))
+        + f". Default: {presets.DEFAULT_PRESET} (or what --job_dir was started with, to resume it).",
+    )
+    parser.add_argument("--model", choices=sorted(presets.PRESETS), default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--condition_on",
+        choices=contract.LABEL_KINDS,
+        default=None,
+        help="Condition the model on this label of the windows (global conditioning, WaveNet section 2.5): "
+        "genre or artist, as python -m pipelines.preprocess labelled them (--label_from, --labels_file, a scrape). "
+        "Its vocabulary comes from dataset.json, and the sampler's --condition then asks for a value by name. "
+        "Default: unconditioned.",
+    )
+    parser.add_argument("--steps", type=int, default=100000, help="Total training steps. Default: %(default)s.")
+    parser.add_argument(
+        "--batch_size", type=int, default=16, help="Global batch size (all replicas). Default: %(default)s."
+    )
+    parser.add_argument(
+        "--crop_samples",
+        type=int,
+        default=None,
+        help="Random crop of each window, in samples (>= receptive field + 1); bounds memory. "
+        "Default: the whole window.",
+    )
+    parser.add_argument(
+        "--gain_augmentation_db",
+        type=float,
+        default=0.0,
+        help="Train on each crop at a random level: a gain drawn uniformly within +/- this many dB, "
+        "lowered where needed so nothing clips, applied to the audio the mu-law codes stand for "
+        "(trainer.data.random_gain; 0 disables). Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--random_polarity",
+        action="store_true",
+        help="Train on half the crops with the waveform's sign inverted (it sounds the same; "
+        "trainer.data.random_polarity_inversion).",
+    )
+    parser.add_argument(
+        "--shuffle_buffer_windows",
+        type=int,
+        default=None,
+        help="Windows in the training input's shuffle buffer (about window_samples bytes each). The pipeline "
+        "writes each track's windows together, so a buffer smaller than the dataset mixes fewer tracks per "
+        "batch. Default: as many as fit in 256 MiB per worker (16,777 windows of 16,000 samples).",
+    )
+    parser.add_argument(
+        "--learning_rate",
+        type=float,
+        default=DEFAULT_LEARNING_RATE,
+        help="Adam's peak learning rate. Default: %(default)s (held-out benchmark, BENCHMARKS.md).",
+    )
+    parser.add_argument(
+        "--adam_beta2",
+        type=float,
+        default=0.999,
+        help="Adam's decay rate of the squared-gradient average (beta_2 of Kingma and Ba, 2015): its memory is "
+        "about 1 / (1 - beta2) steps. Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--lr_schedule",
+        choices=LR_SCHEDULES,
+        default=DEFAULT_LR_SCHEDULE,
+        help="constant: the learning rate after the warm-up; cosine: then a cosine decay to 0 at --steps "
+        "(Loshchilov and Hutter, SGDR, 2017). Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--warmup_steps",
+        type=int,
+        default=DEFAULT_WARMUP_STEPS,
+        help="Steps of linear warm-up from 0 to --learning_rate. Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--clip_norm",
+        type=float,
+        default=DEFAULT_CLIP_NORM,
+        help="Clip the gradients to this global norm (0 disables). Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--steps_per_loop",
+        type=int,
+        default=None,
+        help="Training steps run on the device between returns to Python (progress, summaries and NaN checks "
+        "happen once per loop). Default: "
+        + ", ".join(f"{kind} {n}" for kind, n in DEFAULT_STEPS_PER_LOOP.items())
+        + " (BENCHMARKS.md).",
+    )
+    parser.add_argument(
+        "--checkpoint_every", type=int, default=500, help="Steps between checkpoints. Default: %(default)s."
+    )
+    parser.add_argument(
+        "--eval_every", type=int, default=1000, help="Steps between validation runs. Default: %(default)s."
+    )
+    parser.add_argument(
+        "--eval_batches", type=int, default=20, help="Validation batches per evaluation. Default: %(default)s."
+    )
+    parser.add_argument(
+        "--summary_audio_secs",
+        type=float,
+        default=2.0,
+        help="Seconds of audio generated at each evaluation for TensorBoard, by the sampler's fast engine, "
+        "with its spectrogram (0 disables). Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="auto",
+        help="tf.distribute strategy. auto: tpu with --tpu, multi_worker when TF_CONFIG names several workers, "
+        "mirrored with several GPUs, else one_device; one_device: the first GPU, or the CPU; mirrored: every "
+        "local GPU (synchronous data parallelism); multi_worker: MultiWorkerMirroredStrategy from TF_CONFIG; "
+        "tpu: TPUStrategy on --tpu. Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--tpu", default=None, help="TPU name or address; with --strategy auto, selects TPU. Default: none."
+    )
+    parser.add_argument(
+        "--mixed_precision",
+        action="store_true",
+        help="float16 compute on GPU (bfloat16 on TPU) with float32 weights and loss scaling. Default: off.",
+    )
+    parser.add_argument("--jit_compile", action="store_true", help="Compile the train step with XLA. Default: off.")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="Seed for weights, shuffling and cropping. Default: %(default)s."
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Show TensorFlow's own log lines (its C++ INFO and WARNING lines are hidden otherwise, unless "
+        f"{contract.NATIVE_LOG_LEVEL_ENV} is set).",
+    )
+    return parser
+
+
+def parse_args(argv):
+    """The options of a command line (`build_parser`); --model, deprecated, names the preset."""
+    args = build_parser().parse_args(argv)
+    if args.model is not None:
+        _LOGGER.warning("--model is deprecated in trainer.task: it names a preset, now --preset %s", args.model)
+        args.preset = args.preset or args.model
+    return args
+
+
+def check_options(args):
+    """Refuses option values that cannot work, before any work starts.
+
+    Raises:
+      ValueError: naming the option and its value.
+    """
+    if args.gain_augmentation_db < 0:
+        raise ValueError(f"--gain_augmentation_db must be 0 or more, got {args.gain_augmentation_db}")
+    if not 0 <= args.adam_beta2 < 1:
+        raise ValueError(f"--adam_beta2 must lie in [0, 1), got {args.adam_beta2}")
+    if args.shuffle_buffer_windows is not None and args.shuffle_buffer_windows < 1:
+        raise ValueError(f"--shuffle_buffer_windows must be at least 1, got {args.shuffle_buffer_windows}")
+    if args.steps_per_loop is not None and args.steps_per_loop < 1:
+        raise ValueError(f"--steps_per_loop must be at least 1, got {args.steps_per_loop}")
+
+
+SAGEMAKER_HYPERPARAMETERS = "/opt/ml/input/config/hyperparameters.json"
+
+
+def sagemaker_argv(argv, hyperparameters_path=SAGEMAKER_HYPERPARAMETERS):
+    """SageMaker starts a training container as `IMAGE train` with its settings in hyperparameters.json.
+
+    Returns:
+      argv with `train` replaced by --name=value for each hyperparameter (values
+      arrive as strings, possibly JSON-quoted); argv unchanged otherwise.
+    """
+    if argv != ["train"] or not os.path.exists(hyperparameters_path):
+        return argv
+    with open(hyperparameters_path) as f:
+        hyperparameters = json.load(f)
+    flags = []
+    for name, value in hyperparameters.items():
+        if name.startswith("sagemaker_"):
+            continue  # SageMaker's own settings.
+        value = str(value)
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        flags.append(f"--{name}" if value.lower() == "true" else f"--{name}={value}")
+    return flags
