@@ -88,7 +88,21 @@ CONFIGS = {
     # And Adam's squared-gradient average over ~100 steps instead of ~1,000.
     "batch-8-cosine-7e-3-gain-6db-polarity-shuffled-beta2-0.99": [*BATCH_8_7E_3_AUG, *BUFFER_ALL, "--adam_beta2=0.99"],
 }
+# The best at 1,500 steps (BENCHMARKS.md): the README's CPU recipe is this configuration (tests/test_trainer.py).
+CPU_RECIPE = "batch-8-cosine-7e-3-gain-6db-polarity-shuffled-beta2-0.99"
+CPU_RECIPE_STEPS = 1500
 AUDIO = (".mp3", ".ogg", ".flac", ".wav")
+
+
+def training_flags(config, steps, seed, train_data, job):
+    """The trainer's command line for one configuration: the shared flags, then the configuration's (later wins)."""
+    return [
+        f"--data={train_data}", f"--job_dir={job}", "--preset=default", f"--steps={steps}", "--batch_size=16",
+        "--crop_samples=4096", f"--eval_every={steps * 10}", f"--checkpoint_every={steps}", "--summary_audio_secs=0",
+        f"--seed={seed}", *CONFIGS[config],
+    ]  # fmt: skip
+
+
 LOCAL = ["--direct_num_workers=1", "--direct_running_mode=in_memory", "--sample_rate=16000", "--window_samples=16000"]
 
 
@@ -135,10 +149,7 @@ def main():
             name = f"{config} seed {seed} on the {args.training_music}"
             job = os.path.join(workdir, f"job-{config}-{seed}")
             started = time.monotonic()
-            flags = [f"--data={train_data}", f"--job_dir={job}", "--preset=default", f"--steps={args.steps}",
-                     "--batch_size=16", "--crop_samples=4096", f"--eval_every={args.steps * 10}",
-                     f"--checkpoint_every={args.steps}", "--summary_audio_secs=0", f"--seed={seed}"]  # fmt: skip
-            result = task.run(flags + CONFIGS[config])
+            result = task.run(training_flags(config, args.steps, seed, train_data, job))
             wall = time.monotonic() - started
             scored = evaluate.evaluate(job, held_out, progress=False)
             rows.append((name, wall, result, scored))

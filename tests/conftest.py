@@ -44,7 +44,6 @@ def clips_dir(tmp_path_factory):
 def http_server(clips_dir):
     """A real HTTP server on 127.0.0.1 serving `clips_dir`; yields its base URL."""
     import functools
-    import http.server
     import threading
 
     handler = functools.partial(_QuietHandler, directory=str(clips_dir))

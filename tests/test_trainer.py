@@ -12,7 +12,7 @@ import pytest
 
 from pipelines import audio, contract
 from tests.helpers import CLIPS
-from trainer import data, distribute, model, options, storage, task
+from trainer import data, distribute, model, options, presets, storage, task
 
 TINY = model.PRESETS["tiny"]
 
@@ -585,3 +585,36 @@ def test_resuming_with_another_preset_names_both_and_what_to_do(trained_job, cli
     # --model still names a preset, with a word that it is now --preset.
     assert options.parse_args([*argv, "--model=tiny"]).preset == "tiny"
     assert "--model is deprecated in trainer.task" in caplog.text
+
+
+def test_the_readmes_cpu_recipe_is_the_benchmarks_best_configuration():
+    import importlib.util
+    import re
+    import shlex
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "README.md")) as f:
+        readme = f.read()
+    block = re.search(r"<!-- cpu-recipe -->\s*```bash\n(.*?)```\s*<!-- /cpu-recipe -->", readme, re.S).group(1)
+    words = shlex.split(block.replace("\\\n", " "))
+    assert words[:3] == ["python", "-m", "trainer.task"]
+    spec = importlib.util.spec_from_file_location("heldout", os.path.join(root, "benchmarks", "heldout_benchmark.py"))
+    heldout = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(heldout)
+    benchmark = options.parse_args(
+        heldout.training_flags(heldout.CPU_RECIPE, heldout.CPU_RECIPE_STEPS, 0, "data/", "runs/cpu")
+    )
+    recipe = options.parse_args(words[3:])
+    recipe.preset = recipe.preset or presets.DEFAULT_PRESET  # What a new job dir trains without --preset.
+    # Bookkeeping, not training: where things go, how often to stop for them. The benchmark's shuffle
+    # buffer (4,096 windows) holds its whole dataset (3,819), as the default buffer does for datasets
+    # up to 16,777 windows; a user's larger dataset is better mixed by the default.
+    ignored = {"data", "job_dir", "eval_every", "checkpoint_every", "summary_audio_secs", "seed",
+               "shuffle_buffer_windows", "model"}  # fmt: skip
+    differing = {
+        k: (v, getattr(benchmark, k))
+        for k, v in vars(recipe).items()
+        if k not in ignored and v != getattr(benchmark, k)
+    }
+    assert differing == {}
+    assert heldout.CONFIGS[heldout.CPU_RECIPE].count("--shuffle_buffer_windows=4096") == 1
