@@ -61,6 +61,20 @@ def fn_api_runner(options):
     )
 
 
+def options_parser(options_class, **kwargs):
+    """An argparse parser of one PipelineOptions subclass's own options (Beam's `_add_argparse_args`).
+
+    Args:
+      options_class: a PipelineOptions subclass.
+      **kwargs: for argparse.ArgumentParser (prog, description, ...).
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(**kwargs)
+    options_class._add_argparse_args(parser)
+    return parser
+
+
 def parser_options(parser):
     """The options an argparse parser defines (argparse keeps them in the private `_actions`).
 
@@ -159,26 +173,3 @@ def beam_option_parser():
     for cls in classes.values():
         cls._add_argparse_args(parser)
     return parser
-
-
-def dataflow_worker_environment(job):
-    """The environment Dataflow would give the job's workers, built offline from a dry-run job.
-
-    `DataflowRunner` with `--dry_run=True` stops before its API client builds
-    the job's `Environment` (`apache_beam.runners.dataflow.internal.apiclient`);
-    building it here shows what would reach the workers without a network.
-
-    Args:
-      job: `PipelineResult.job` of a dry run (an `apiclient.Job`).
-
-    Returns:
-      (dict of the pipeline options sent to workers, list of SDK container image names).
-    """
-    from apache_beam.runners.dataflow.internal import apiclient
-
-    environment = apiclient.Environment(
-        [], job.options, "8", "gs://dry-run/pipeline.pb", proto_pipeline=job.proto_pipeline
-    ).proto
-    pool = environment.worker_pools[0]
-    images = [image.container_image for image in pool.sdk_harness_container_images]
-    return dict(environment.sdk_pipeline_options["options"]), images

@@ -5,8 +5,8 @@ A `PipelineOptions` subclass, so every Beam option (--runner,
 and a Dataflow Flex Template's metadata.json can mirror them.
 """
 
-import argparse
 import contextlib
+import dataclasses
 import difflib
 import io
 import math
@@ -14,7 +14,7 @@ import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import audio, commit, compat, contract, labels, scrape
+from pipelines import audio, commit, compat, contract, fetch, labels
 from pipelines.sources import PACKAGE_DATA_DIR
 
 # The bundled clips processed when no --input is given.
@@ -35,6 +35,10 @@ def _bool(text):
 
 def _float_or_inf(text):
     return -math.inf if text.strip().lower() in ("-inf", "off", "none") else float(text)
+
+
+# AudioConfig's defaults are the options' defaults: one home for each.
+_AUDIO_DEFAULTS = audio.AudioConfig()
 
 
 class PreprocessOptions(PipelineOptions):
@@ -83,8 +87,8 @@ class PreprocessOptions(PipelineOptions):
             '{"uri": ..., "kind": ..., "value": ...}; any spelling of a track\'s path or URL names it. Wins over '
             "--label_from and the scrape. Default: none.",
         )
-        scrape.add_scrape_limits(group)
-        scrape.add_fetch_arguments(group)
+        add_scrape_limits(group)
+        add_fetch_arguments(group)
         group.add_argument(
             "--skip_existing",
             type=_bool,
@@ -105,19 +109,19 @@ class PreprocessOptions(PipelineOptions):
         group.add_argument(
             "--sample_rate",
             type=int,
-            default=contract.DEFAULT_SAMPLE_RATE,
+            default=_AUDIO_DEFAULTS.sample_rate,
             help="Output sample rate in Hz. Default: %(default)s.",
         )
         group.add_argument(
             "--quantization_channels",
             type=int,
-            default=contract.DEFAULT_QUANTIZATION_CHANNELS,
+            default=_AUDIO_DEFAULTS.quantization_channels,
             help="Number of mu-law levels, 2..256. Default: %(default)s.",
         )
         group.add_argument(
             "--window_samples",
             type=int,
-            default=contract.DEFAULT_WINDOW_SAMPLES,
+            default=_AUDIO_DEFAULTS.window_samples,
             help="Samples per training window, at --sample_rate. Default: %(default)s.",
         )
         group.add_argument(
@@ -146,27 +150,27 @@ class PreprocessOptions(PipelineOptions):
         group.add_argument(
             "--decoder",
             choices=audio.DECODERS,
-            default="pyav",
+            default=_AUDIO_DEFAULTS.decoder,
             help="pyav: in-process FFmpeg, streams from the file, no temporary files (default). "
             "pydub: runs the ffmpeg and ffprobe executables, which must be on PATH.",
         )
         group.add_argument(
             "--resampler",
             choices=audio.RESAMPLERS,
-            default="soxr_hq",
+            default=_AUDIO_DEFAULTS.resampler,
             help="soxr_hq (default) or soxr_vhq: libsoxr. kaiser_best, kaiser_fast: resampy's filters (much slower).",
         )
         group.add_argument(
             "--silence_threshold_db",
             type=_float_or_inf,
-            default=-60.0,
+            default=_AUDIO_DEFAULTS.silence_threshold_db,
             help="Windows whose peak is below this level in dBFS are digital silence: counted "
             "and dropped. '-inf' keeps every window. Default: %(default)s.",
         )
         group.add_argument(
             "--max_track_secs",
             type=float,
-            default=audio.DEFAULT_MAX_TRACK_SECS,
+            default=_AUDIO_DEFAULTS.max_track_secs,
             help="Audio of a track past this many seconds is not processed (hours of silence in a small file, "
             "a stream that never ends); its track record says so. Default: %(default)s (two hours).",
         )
@@ -196,12 +200,6 @@ class PreprocessOptions(PipelineOptions):
             help="With --streaming: length in seconds of the stream's fixed windows; each window's shards, "
             "failures and track files are written when it closes. Default: %(default)s.",
         )
-        group.add_argument(
-            "--max_download_bytes",
-            type=int,
-            default=1 << 30,
-            help="Largest accepted download for http(s) inputs and scraped tracks, in bytes. Default: 1 GiB.",
-        )
 
     def label_rules(self):
         """The `labels.LabelRules` these options describe (reads --labels_file).
@@ -212,6 +210,10 @@ class PreprocessOptions(PipelineOptions):
         rules = labels.parse_label_from(self.label_from)
         explicit = labels.read_labels_file(self.labels_file) if self.labels_file else {}
         return labels.LabelRules(label_from=rules, explicit=explicit)
+
+    def fetch_config(self):
+        """The `fetch.FetchConfig` these options describe."""
+        return fetch_config(self)
 
     def audio_config(self):
         """The `AudioConfig` these options describe; raises ValueError when inconsistent."""
@@ -227,6 +229,85 @@ class PreprocessOptions(PipelineOptions):
         )
 
 
+def add_fetch_arguments(parser, downloads=True):
+    """The fetch options (politeness, trust, limits): the pipeline's and, without downloads, the scrape CLI's.
+
+    Args:
+      parser: an argparse parser or group.
+      downloads: also --max_download_bytes (the scrape CLI downloads no audio: its pages have their own cap).
+    """
+    defaults = fetch.FetchConfig()
+    parser.add_argument(
+        "--requests_per_second",
+        type=float,
+        default=defaults.requests_per_second,
+        help="Requests per second to each host, shared by all requests in a worker. Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--max_retries",
+        type=int,
+        default=defaults.max_retries,
+        help="Retries on timeouts, connection errors, 429 and 5xx, with exponential backoff and "
+        "jitter, honouring Retry-After. Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--http_user_agent",
+        default=defaults.user_agent,
+        help="User-Agent header of our HTTP requests, also the agent matched in robots.txt. Default: %(default)r.",
+    )
+    parser.add_argument(
+        "--allow_private_addresses",
+        action="store_true",
+        help="Let scraped URLs and redirects reach loopback and private addresses even when the listing is on a "
+        "public one (never link-local or cloud metadata addresses). Without it, only tracks of a listing that "
+        "is itself on such an address, and URLs given with --input, may.",
+    )
+    parser.add_argument(
+        "--download_deadline_secs",
+        type=float,
+        default=defaults.deadline_secs,
+        help="Longest one download may take, end to end. Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--min_download_bytes_per_sec",
+        type=float,
+        default=defaults.min_bytes_per_sec,
+        help=f"A download whose average rate over the last {defaults.min_rate_window_secs:g} s is below this is cut "
+        "(a server trickling bytes cannot stall a worker). Default: %(default)s.",
+    )
+    if downloads:
+        parser.add_argument(
+            "--max_download_bytes",
+            type=int,
+            default=defaults.max_bytes,
+            help="Largest accepted download for http(s) inputs and scraped tracks, in bytes. "
+            f"Default: {defaults.max_bytes / 2**30:g} GiB.",
+        )
+
+
+def add_scrape_limits(parser):
+    parser.add_argument(
+        "--max_pages", type=int, default=100, help="Listing pages to follow per start URL. Default: %(default)s."
+    )
+    parser.add_argument(
+        "--max_tracks", type=int, default=10000, help="Distinct tracks to take in all. Default: %(default)s."
+    )
+
+
+def fetch_config(args):
+    """The `fetch.FetchConfig` of parsed options (`add_fetch_arguments`); the option names are the fields'."""
+    return dataclasses.replace(
+        fetch.FetchConfig(),
+        requests_per_second=args.requests_per_second,
+        max_retries=args.max_retries,
+        user_agent=args.http_user_agent,
+        allow_private_addresses=args.allow_private_addresses,
+        deadline_secs=args.download_deadline_secs,
+        min_bytes_per_sec=args.min_download_bytes_per_sec,
+        **({"max_bytes": args.max_download_bytes} if getattr(args, "max_download_bytes", None) else {}),
+    )
+
+
 PROG = "python -m pipelines.preprocess"
 DESCRIPTION = (
     "Music files, globs, URLs or scraped listing pages -> mu-law TFRecord windows, dataset.json, and per-run "
@@ -236,9 +317,7 @@ DESCRIPTION = (
 
 def help_text():
     """--help as users type the command: our options, then a pointer to Beam's."""
-    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
-    PreprocessOptions._add_argparse_args(parser)
-    return parser.format_help()
+    return compat.options_parser(PreprocessOptions, prog=PROG, description=DESCRIPTION).format_help()
 
 
 def unknown_flags(argv):

@@ -21,7 +21,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, SetupOptions, StandardOptions
 from apache_beam.runners.runner import PipelineState
 
-from pipelines import commit, compat, contract, progress, scrape, sources, transforms
+from pipelines import commit, compat, contract, progress, sources, transforms
 from pipelines.options import (
     BUNDLED_VALIDATION_FRACTION,
     DEFAULT_INPUTS,
@@ -59,7 +59,7 @@ def build_pipeline(pipeline, options, run_id, previous=None):
     """
     config = options.audio_config()
     output = options.output
-    fetch_config = scrape.fetch_config(options, max_bytes=options.max_download_bytes)
+    fetch_config = options.fetch_config()
 
     found, failures = [], []
     if options.input or not options.scrape_url:

@@ -20,7 +20,7 @@ import re
 import sys
 import urllib.parse
 
-from pipelines import contract, fetch, sources
+from pipelines import contract, fetch, options, sources
 from pipelines.contract import STAGE_SCRAPE, TrackError
 
 _LOGGER = logging.getLogger(__name__)
@@ -340,72 +340,6 @@ def scrape(start_urls, fetcher, max_pages, max_tracks, rules=SITES["fma"], summa
         _LOGGER.warning("Scraped %s: %d pages, %d tracks", start_url, stats["pages"], stats["tracks"])
 
 
-def add_fetch_arguments(parser):
-    """Politeness options shared by the scrape CLI and the pipeline's options."""
-    defaults = fetch.FetchConfig()
-    parser.add_argument(
-        "--requests_per_second",
-        type=float,
-        default=defaults.requests_per_second,
-        help="Requests per second to each host, shared by all requests in a worker. Default: %(default)s.",
-    )
-    parser.add_argument(
-        "--max_retries",
-        type=int,
-        default=defaults.max_retries,
-        help="Retries on timeouts, connection errors, 429 and 5xx, with exponential backoff and "
-        "jitter, honouring Retry-After. Default: %(default)s.",
-    )
-    parser.add_argument(
-        "--http_user_agent",
-        default=defaults.user_agent,
-        help="User-Agent header of our HTTP requests, also the agent matched in robots.txt. Default: %(default)r.",
-    )
-    parser.add_argument(
-        "--allow_private_addresses",
-        action="store_true",
-        help="Let scraped URLs and redirects reach loopback and private addresses even when the listing is on a "
-        "public one (never link-local or cloud metadata addresses). Without it, only tracks of a listing that "
-        "is itself on such an address, and URLs given with --input, may.",
-    )
-    parser.add_argument(
-        "--download_deadline_secs",
-        type=float,
-        default=defaults.deadline_secs,
-        help="Longest one download may take, end to end. Default: %(default)s.",
-    )
-    parser.add_argument(
-        "--min_download_bytes_per_sec",
-        type=float,
-        default=defaults.min_bytes_per_sec,
-        help=f"A download whose average rate over the last {defaults.min_rate_window_secs:g} s is below this is cut "
-        "(a server trickling bytes cannot stall a worker). Default: %(default)s.",
-    )
-
-
-def add_scrape_limits(parser):
-    parser.add_argument(
-        "--max_pages", type=int, default=100, help="Listing pages to follow per start URL. Default: %(default)s."
-    )
-    parser.add_argument(
-        "--max_tracks", type=int, default=10000, help="Distinct tracks to take in all. Default: %(default)s."
-    )
-
-
-def fetch_config(args, max_bytes=None):
-    """FetchConfig from parsed options."""
-    return dataclasses.replace(
-        fetch.FetchConfig(),
-        requests_per_second=args.requests_per_second,
-        max_retries=args.max_retries,
-        user_agent=args.http_user_agent,
-        allow_private_addresses=args.allow_private_addresses,
-        deadline_secs=args.download_deadline_secs,
-        min_bytes_per_sec=args.min_download_bytes_per_sec,
-        **({"max_bytes": max_bytes} if max_bytes else {}),
-    )
-
-
 def build_parser():
     """The parser of `python -m pipelines.scrape`."""
     parser = argparse.ArgumentParser(
@@ -415,8 +349,8 @@ def build_parser():
     )
     parser.add_argument("--url", action="append", required=True, help="Listing page to start from; repeatable.")
     parser.add_argument("--output", required=True, help="JSON-lines file to write (local, gs:// or s3://).")
-    add_scrape_limits(parser)
-    add_fetch_arguments(parser)
+    options.add_scrape_limits(parser)
+    options.add_fetch_arguments(parser, downloads=False)
     return parser
 
 
@@ -424,7 +358,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    fetcher = fetch.Fetcher(fetch_config(args))
+    fetcher = fetch.Fetcher(options.fetch_config(args))
     tracks, failures, summary = [], [], {}
     try:
         for item in scrape(args.url, fetcher, args.max_pages, args.max_tracks, summary=summary):

@@ -25,7 +25,7 @@ from apache_beam.options.value_provider import StaticValueProvider
 from apache_beam.transforms import window as beam_window
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from pipelines import commit, compat, contract, scrape, transforms
+from pipelines import commit, compat, contract, transforms
 
 MESSAGES_IGNORED = "messages_ignored"
 _KEY = "dataset"
@@ -191,7 +191,7 @@ def build_streaming_pipeline(messages, options):
     config = options.audio_config()
     output = options.output
     run_id = commit.new_run_id()
-    fetch_config = scrape.fetch_config(options, max_bytes=options.max_download_bytes)
+    fetch_config = options.fetch_config()
     parsed = messages | "ParseMessages" >> beam.ParDo(ParseMessagesFn()).with_outputs(transforms.FAILED, main="sources")
     first_seen = (
         parsed.sources

@@ -22,6 +22,7 @@ import wave
 import numpy as np
 
 from pipelines import contract
+from pipelines.audio import recording
 from sampler import fast
 
 _LOGGER = logging.getLogger(__name__)
@@ -280,7 +281,7 @@ def run(argv=None):
     if args.primer:
         # The primer's last receptive field, processed exactly as the pipeline processes a track.
         with open(args.primer, "rb") as f:
-            codes = contract.recording_codes(f, sample_rate, channels, max_samples=config.receptive_field)
+            codes = recording.recording_codes(f, sample_rate, channels, max_samples=config.receptive_field)
         primer = np.tile(codes[None, :].astype(np.int32), (args.num_clips, 1))
 
     kept = int(min(num_samples, SPECTROGRAM_MAX_SECS * sample_rate)) if args.spectrogram else 0

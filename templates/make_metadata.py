@@ -5,7 +5,6 @@
 tests/test_templates.py checks that the committed file and the options agree.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -26,8 +25,7 @@ REGEXES = {
 
 
 def parameters():
-    parser = argparse.ArgumentParser()
-    PreprocessOptions._add_argparse_args(parser)
+    parser = compat.options_parser(PreprocessOptions)
     params = []
     for action in compat.parser_options(parser):
         help_text = (action.help or "") % {"default": action.default}

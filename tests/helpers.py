@@ -152,3 +152,26 @@ def last_failures(output):
     from pipelines import contract
 
     return read_jsonl(os.path.join(str(output), contract.read_description(str(output)).runs[-1].failures_file))
+
+
+def dataflow_worker_environment(job):
+    """The environment Dataflow would give the job's workers, built offline from a dry-run job (tests only).
+
+    `DataflowRunner` with `--dry_run=True` stops before its API client builds
+    the job's `Environment` (`apache_beam.runners.dataflow.internal.apiclient`);
+    building it here shows what would reach the workers without a network.
+
+    Args:
+      job: `PipelineResult.job` of a dry run (an `apiclient.Job`).
+
+    Returns:
+      (dict of the pipeline options sent to workers, list of SDK container image names).
+    """
+    from apache_beam.runners.dataflow.internal import apiclient
+
+    environment = apiclient.Environment(
+        [], job.options, "8", "gs://dry-run/pipeline.pb", proto_pipeline=job.proto_pipeline
+    ).proto
+    pool = environment.worker_pools[0]
+    images = [image.container_image for image in pool.sdk_harness_container_images]
+    return dict(environment.sdk_pipeline_options["options"]), images

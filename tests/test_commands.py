@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from pipelines import compat, contract, scrape, verify
+from pipelines.contract import commands
 from pipelines.options import PreprocessOptions
 from sampler import generate
 from trainer import evaluate, options
@@ -16,9 +17,7 @@ NATIVE_LOG_LINE = re.compile(r"^(?:[IWE]\d{4} |WARNING: All log messages before 
 
 
 def _preprocess_parser():
-    parser = argparse.ArgumentParser(prog="python -m pipelines.preprocess")
-    PreprocessOptions._add_argparse_args(parser)
-    return parser
+    return compat.options_parser(PreprocessOptions, prog="python -m pipelines.preprocess")
 
 
 PARSERS = {
@@ -123,5 +122,5 @@ def test_native_noise_is_told_from_other_lines():
     )
     assert not contract.is_native_noise("E0000 00:00:1796295221.908498    2214 op.cc:52] a real error\n")
     assert not contract.is_native_noise("WARNING trainer.task: Resumed from ckpt-40 at step 40\n")
-    kept, held = contract._drop_native_noise(b"\r 50%|#####| 10/20\rI0000 00:00:1.0 1 a.cc:1] x\nW0000 00:0")
+    kept, held = commands._drop_native_noise(b"\r 50%|#####| 10/20\rI0000 00:00:1.0 1 a.cc:1] x\nW0000 00:0")
     assert kept == b"\r 50%|#####| 10/20\r" and held == b"W0000 00:0"

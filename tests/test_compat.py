@@ -112,3 +112,11 @@ def test_blas_sgemm_multiplies_with_numpy_openblas_or_scipy(numpy_blas, monkeypa
     sgemm(*(pointer(x.ctypes.data) for x in (no_transpose, no_transpose, *ints[:3], alpha, b, ints[3], a, ints[4],
                                               beta, c, ints[5])))  # fmt: skip
     np.testing.assert_allclose(c, a @ b, rtol=1e-5)
+
+
+def test_options_parser_holds_a_pipeline_options_classs_own_options():
+    from pipelines.options import PreprocessOptions
+
+    parser = compat.options_parser(PreprocessOptions, prog="x")
+    names = [action.dest for action in compat.parser_options(parser)]
+    assert names[:2] == ["input", "scrape_url"] and "runner" not in names and parser.prog == "x"

@@ -11,8 +11,9 @@ import apache_beam as beam
 import pytest
 from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
 
-from pipelines import commit, compat, preprocess, streaming
+from pipelines import commit, preprocess, streaming
 from pipelines.options import PreprocessOptions
+from tests.helpers import dataflow_worker_environment
 
 IMAGE = "us-central1-docker.pkg.dev/my-project/repo/wavenet-preprocess:1"
 DATAFLOW = ["--runner=DataflowRunner", "--project=my-project", "--region=us-central1",
@@ -49,7 +50,7 @@ def test_the_batch_job_translates_for_dataflow(tmp_path):
     job = pipeline.run().job  # Translated (DoFns pickled, stages fused), not submitted.
     assert {"ExpandInputs", "ScrapeTracks", "SelectSources", "ProcessTracks", "WriteTrain", "WriteValidation",
             "WriteFailures", "WriteTrackIndex", "Commit"} <= _top_level_labels(job)  # fmt: skip
-    worker_options, images = compat.dataflow_worker_environment(job)
+    worker_options, images = dataflow_worker_environment(job)
     assert images == [IMAGE]  # Workers start from our image: our code and its dependencies, no installs.
     assert worker_options["output"] == str(tmp_path) and worker_options["sample_rate"] == 22050
     assert worker_options["input"] == ["gs://my-bucket/raw/**.mp3"]
@@ -66,7 +67,7 @@ def test_the_streaming_job_translates_for_dataflow(tmp_path):
     streaming.build_streaming_pipeline(messages, options.view_as(PreprocessOptions))
     job = pipeline.run().job
     assert {"ReadPubSub", "ParseMessages", "FirstSeen", "ProcessTracks", "MergeDescription"} <= _top_level_labels(job)
-    worker_options, images = compat.dataflow_worker_environment(job)
+    worker_options, images = dataflow_worker_environment(job)
     assert worker_options["streaming"] is True and worker_options["streaming_window_secs"] == 300
     assert images == [IMAGE]
 

@@ -223,7 +223,7 @@ def test_walkthrough_from_real_clips_to_a_wav(tmp_path):
 
 def test_export_is_fetched_through_beam_filesystems(trained_job):
     # Remote paths (gs://, s3://) take this route; Beam's local filesystem stands in for them here.
-    local = contract._fetch_export(str(trained_job))
+    local = contract.fetch_export(str(trained_job))
     assert sorted(os.listdir(local)) == [contract.MODEL_CONFIG_FILE, contract.MODEL_FILE]
     assert fast.load(local).config.sample_rate == 8000
 

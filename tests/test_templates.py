@@ -1,6 +1,5 @@
 """The Dataflow Flex Template files agree with the pipeline's options."""
 
-import argparse
 import http.server
 import json
 import os
@@ -21,8 +20,7 @@ TEMPLATES = os.path.join(ROOT, "templates")
 
 
 def _option_names():
-    parser = argparse.ArgumentParser()
-    PreprocessOptions._add_argparse_args(parser)
+    parser = compat.options_parser(PreprocessOptions)
     return {action.dest for action in compat.parser_options(parser)}
 
 

@@ -25,6 +25,7 @@ import tempfile
 
 from pipelines import contract
 from trainer import distribute, export, jobdir, options, presets, storage
+from trainer.loop import TrainingError  # noqa: F401 (what run raises; the loop imports TensorFlow lazily)
 from trainer.options import parse_args, sagemaker_argv  # noqa: F401 (the command line, re-exported)
 
 _LOGGER = logging.getLogger(__name__)

@@ -1,0 +1,139 @@
+"""The contracts shared by the pipeline, the trainer and the sampler: their one home.
+
+`trainer/` and `sampler/` import nothing else from `pipelines` (import-linter
+checks it in CI; the sampler's primer also uses `pipelines.audio.recording`).
+Each room has one job, and this package re-exports their public names, so
+`from pipelines import contract; contract.X` reads the same whatever the room:
+
+- `names`: feature keys, label kinds, splits, the file names a run writes and
+  the patterns that match them, the model's layer names;
+- `limits`: the audio format both contracts share, its defaults and bounds;
+- `mulaw`: the mu-law codec;
+- `failures`: `TrackError`, the stage names, `failure_record`;
+- `dataset`: `DatasetDescription` (dataset.json: built, validated, read,
+  written) and the one compatibility check, `check_compatible`;
+- `model`: `WaveNetConfig` and `ModelConfig` (export/config.json), finding an export;
+- `checks`: the contracts' errors and the checks that raise them;
+- `fs`: files through Beam's filesystems, atomic replacement included;
+- `commands`: what every command shares (faults as one line, TensorFlow's
+  C++ chatter filtered, progress bars and log lines).
+
+It imports numpy only at module level (Beam is imported when first used), so
+Beam workers, the trainer and the sampler all import it cheaply.
+"""
+
+from pipelines.contract.checks import (  # noqa: F401
+    ContractError,
+    DatasetMismatchError,
+)
+from pipelines.contract.commands import (  # noqa: F401
+    DEBUG_ENV,
+    NATIVE_LOG_LEVEL_ENV,
+    PROGRESS_LOG_INTERVAL_SECS,
+    CommandError,
+    LogProgress,
+    fault_message,
+    filter_native_logs,
+    format_duration,
+    is_native_noise,
+    progress_bar,
+    run_command,
+)
+from pipelines.contract.dataset import (  # noqa: F401
+    DATASET_FORMAT_VERSION,
+    Accounting,
+    DatasetDescription,
+    LabelCount,
+    RunRecord,
+    SplitSummary,
+    add_label_counts,
+    check_compatible,
+    merge_label_counts,
+    read_description,
+    write_description,
+)
+from pipelines.contract.failures import (  # noqa: F401
+    STAGE_DECODE,
+    STAGE_MATCH,
+    STAGE_MESSAGE,
+    STAGE_PROCESS,
+    STAGE_READ,
+    STAGE_SCRAPE,
+    STAGE_WINDOW,
+    STAGES,
+    TrackError,
+    failure_record,
+)
+from pipelines.contract.fs import (  # noqa: F401
+    is_remote,
+    join,
+    read_bytes,
+    read_json,
+    write_bytes,
+    write_text,
+)
+from pipelines.contract.limits import (  # noqa: F401
+    DEFAULT_QUANTIZATION_CHANNELS,
+    DEFAULT_SAMPLE_RATE,
+    DEFAULT_WINDOW_SAMPLES,
+    ENCODING,
+    MAX_CHANNELS,
+    MAX_CONDITION_VALUES,
+    MAX_RECEPTIVE_FIELD,
+    MAX_SAMPLE_RATE,
+    MAX_WINDOW_SAMPLES,
+)
+from pipelines.contract.model import (  # noqa: F401
+    MODEL_FORMAT_VERSION,
+    UNCONDITIONED_MODEL_FORMAT_VERSION,
+    ModelConfig,
+    WaveNetConfig,
+    fetch_export,
+    local_export_dir,
+    read_model_config,
+    write_model_config,
+)
+from pipelines.contract.mulaw import (  # noqa: F401
+    mu_law_decode,
+    mu_law_encode,
+    mu_law_encode_reference,
+    mu_law_thresholds,
+)
+from pipelines.contract.names import (  # noqa: F401
+    AUDIO_FEATURE,
+    CAUSAL_CONV_LAYER,
+    CONDITION_INPUT,
+    DATASET_FILE,
+    EMBEDDING_LAYER,
+    EXPORT_DIR,
+    FAILURES_PREFIX,
+    FEATURES,
+    JSONL_SUFFIX,
+    LABEL_KINDS,
+    LOGITS_LAYER,
+    MODEL_CONFIG_FILE,
+    MODEL_FILE,
+    OFFSET_FEATURE,
+    RUN_ID_PATTERN,
+    SKIP_OUT_LAYER,
+    SPLITS,
+    TFRECORD_SUFFIX,
+    TRACK_ID_FEATURE,
+    TRACKS_PREFIX,
+    TRAIN,
+    UNKNOWN_LABEL,
+    VALIDATION,
+    condition_layer,
+    failures_file,
+    gate_layer,
+    is_commit_temporary,
+    label_feature,
+    residual_skip_layer,
+    run_file_owner,
+    run_temp_directory_owner,
+    shard_prefix,
+    stream_files_glob,
+    stream_prefix,
+    temporary_name,
+    tracks_file,
+)

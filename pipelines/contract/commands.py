@@ -1,0 +1,242 @@
+"""What every command shares: expected faults as one line, TensorFlow's C++ chatter filtered, progress.
+
+Imports nothing heavy (TensorFlow is never imported here: the pipeline's
+workers stay light), so every command can use it before its first import.
+"""
+
+import errno
+import os
+import re
+import sys
+
+from pipelines.contract.checks import ContractError  # noqa: F401 (a ValueError, reported in one line)
+from pipelines.contract.failures import TrackError
+
+DEBUG_ENV = "WAVENET_DEBUG"  # Set (to anything) to see the traceback of a fault the commands report in one line.
+# Errors of the machine or the file system that a user can act on, reported as they come, by errno.
+_USER_ERRNOS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOTDIR: "not a directory",
+    errno.EISDIR: "is a directory",
+    errno.EEXIST: "already exists",
+    errno.ENOENT: "no such file or directory",
+    errno.ENAMETOOLONG: "file name too long",
+}
+_ERRNO_IN_TEXT = re.compile(r"\[Errno (\d+)\] [^\n:']*(?:: '([^'\n]*)')?")
+
+
+class CommandError(RuntimeError):
+    """An expected fault of a command, whose message says what happened and what to do."""
+
+
+def fault_message(error):
+    """The one line a command prints for an expected fault, or None for an unexpected one (a bug).
+
+    Expected: our own errors (CommandError, ContractError, DatasetMismatchError,
+    TrackError, and ValueError for bad options), OSErrors a user can act on
+    (a full disk, no permission, a file where a directory belongs, ...), input
+    nested too deeply, and a runner's failure whose text carries one of those
+    OSErrors (a Beam worker's full disk).
+    """
+    if isinstance(error, CommandError | ValueError | TrackError):
+        return str(error)
+    if isinstance(error, RecursionError):
+        return "the input is nested too deeply to read"
+    if isinstance(error, OSError) and error.errno in _USER_ERRNOS:
+        where = f": {error.filename}" if error.filename else ""
+        return f"{_USER_ERRNOS[error.errno]}{where}"
+    if isinstance(error, FileNotFoundError):  # Raised with a message of ours, without an errno.
+        return str(error)
+    for match in reversed(list(_ERRNO_IN_TEXT.finditer(str(error)))):
+        number = int(match.group(1))
+        if number in _USER_ERRNOS:
+            return _USER_ERRNOS[number] + (f": {match.group(2)}" if match.group(2) else "")
+    return None
+
+
+def run_command(main, *args):
+    """Runs a command's `main(*args)`; returns its exit status for sys.exit (0 unless main returns an int).
+
+    An expected fault (`fault_message`) becomes `error: ...` on stderr and
+    status 1, without a traceback unless the environment sets DEBUG_ENV; an
+    unexpected one keeps its traceback. A closed stdout (`| head`) ends the
+    command quietly, as Unix tools do.
+    """
+    try:
+        status = main(*args)
+        sys.stdout.flush()
+        return status if isinstance(status, int) and not isinstance(status, bool) else 0
+    except BrokenPipeError:
+        # Python would complain again when it flushes stdout at exit: point stdout at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        message = fault_message(e)
+        if message is None or os.environ.get(DEBUG_ENV):
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+
+# TensorFlow's C++ runtime logs to file descriptor 2 (absl's format: `I0000 00:00:1796.0  123 file.cc:52] ...`),
+# much of it before any log level applies. These are the lines that say nothing a user can act on.
+NATIVE_LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
+_NATIVE_LOG_LINE = re.compile(r"[IWEF]\d{4} \d+:\d+:\d+\.\d+ +\d+ \S+:\d+\] ")
+_NATIVE_NOISE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|To enable the following instructions: .* rebuild TensorFlow"
+    r"|E\d{4} .*(?:failed call to cuInit|Unable to register cu\w+ factory|oneDNN supports DT_\w+ only on)"
+)
+_MAYBE_NATIVE = "IWEFT"  # First letters of those lines: a partial line starting so waits for its end.
+
+
+def is_native_noise(line):
+    """Whether a line on stderr is TensorFlow's C++ chatter: its INFO and WARNING lines, and the ERROR lines
+    every CPU-only machine prints (no CUDA driver, plugins registered twice, oneDNN's string types)."""
+    return bool(_NATIVE_NOISE.match(line)) or (bool(_NATIVE_LOG_LINE.match(line)) and line[0] in "IW")
+
+
+def filter_native_logs(verbose=False):
+    """Hides TensorFlow's C++ chatter (`is_native_noise`) from this process's stderr; call before importing it.
+
+    Unless `verbose`, or the user set TF_CPP_MIN_LOG_LEVEL (then nothing is
+    hidden): file descriptor 2 becomes a pipe that a thread reads and forwards
+    to the real stderr as it comes, less those lines. Progress bars and our
+    own lines pass at once; fatal-error reports (faulthandler) go straight to
+    the real stderr. At exit the pipe is drained and stderr restored.
+
+    Returns:
+      whether the filter was installed.
+    """
+    if verbose or NATIVE_LOG_LEVEL_ENV in os.environ:
+        return False
+    import atexit
+    import faulthandler
+    import threading
+
+    os.environ[NATIVE_LOG_LEVEL_ENV] = "1"  # TensorFlow's later INFO lines are not even formatted.
+    sys.stderr.flush()
+    original = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    fatal = os.fdopen(os.dup(original), "w")
+    faulthandler.enable(file=fatal)
+
+    def forward():
+        pending = b""
+        while chunk := os.read(read_end, 1 << 16):
+            pending += chunk
+            kept, pending = _drop_native_noise(pending)
+            os.write(original, kept)
+        os.write(original, _drop_native_noise(pending + b"\n")[0][:-1] if pending else b"")
+
+    thread = threading.Thread(target=forward, name="native-log-filter", daemon=True)
+    thread.start()
+
+    def restore():
+        sys.stderr.flush()
+        os.dup2(original, 2)  # The pipe's last write end closes: the thread drains it and ends.
+        thread.join(timeout=5)
+
+    atexit.register(restore)
+    filter_native_logs.fatal_file = fatal  # Kept open for faulthandler.
+    return True
+
+
+def _drop_native_noise(data):
+    """(bytes to forward, bytes held): complete lines (ending in \\n or \\r) less the noise; a trailing
+    partial line is held only when it could still become a native log line."""
+    pieces = re.split(rb"(?<=[\r\n])", data)
+    tail = pieces.pop() if pieces and not pieces[-1].endswith((b"\n", b"\r")) else b""
+    kept = b"".join(p for p in pieces if not is_native_noise(p.decode("utf-8", "replace")))
+    if tail and tail[:1].decode("latin-1") not in _MAYBE_NATIVE:
+        return kept + tail, b""
+    return kept, tail
+
+
+PROGRESS_LOG_INTERVAL_SECS = 30.0
+
+
+class LogProgress:
+    """tqdm's update / set_postfix / close as a plain line every `interval_secs`, for logs without a terminal.
+
+    A bar's carriage returns turn a log file (Vertex AI, SageMaker, Slurm,
+    `> train.log`) into one endless line; these are whole lines.
+    """
+
+    def __init__(self, total, unit, desc="", initial=0, stream=None, interval_secs=PROGRESS_LOG_INTERVAL_SECS):
+        import time
+
+        self._clock = time.monotonic
+        self.total, self.n, self._initial = total, initial, initial
+        self._unit, self._desc, self._postfix = unit, desc, ""
+        self._stream = stream or sys.stderr
+        self._interval = interval_secs
+        self._started = self._last = self._clock()
+
+    def update(self, n=1):
+        self.n += n
+        if self._clock() - self._last >= self._interval:
+            self._print()
+
+    def set_postfix(self, **values):
+        self._postfix = ", ".join(f"{key}={value}" for key, value in values.items())
+
+    def close(self):
+        if self.n != self._initial:
+            self._print()
+        self._initial = self.n  # Closing twice prints once.
+
+    def write(self, text, file=None):
+        """Prints a line of its own (tqdm's `write`)."""
+        print(text, file=file or self._stream, flush=True)
+
+    def line(self):
+        """The progress as one line of text."""
+        elapsed = self._clock() - self._started
+        rate = (self.n - self._initial) / elapsed if elapsed > 0 else 0.0
+        share = f" ({self.n / self.total:.0%})" if self.total else ""
+        left = f", ~{format_duration((self.total - self.n) / rate)} left" if rate > 0 and self.total > self.n else ""
+        postfix = f", {self._postfix}" if self._postfix else ""
+        desc = f"{self._desc}: " if self._desc else ""
+        return f"{desc}{self.n:,}/{self.total:,} {self._unit}s{share}, {rate:,.1f} {self._unit}s/s{left}{postfix}"
+
+    def _print(self):
+        print(self.line(), file=self._stream, flush=True)
+        self._last = self._clock()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def progress_bar(total, unit, desc="", initial=0, enabled=True, stream=None):
+    """Progress of a long loop: a tqdm bar on a terminal, `LogProgress` lines otherwise, nothing when disabled.
+
+    Returns:
+      an object with update(n), set_postfix(**values), write(text, file), close() and the context
+      manager protocol.
+    """
+    from tqdm import tqdm
+
+    stream = stream or sys.stderr
+    if not enabled or getattr(stream, "isatty", lambda: False)():
+        return tqdm(total=total, unit=unit, desc=desc or None, initial=initial, disable=not enabled, file=stream)
+    return LogProgress(total, unit, desc, initial, stream)
+
+
+def format_duration(secs):
+    """A duration for people: '42 s', '17 min', '11.1 h'."""
+    if secs >= 3600:
+        return f"{secs / 3600:.1f} h"
+    return f"{secs / 60:.0f} min" if secs >= 60 else f"{secs:.0f} s"

@@ -1,0 +1,40 @@
+"""The failure vocabulary: every input that cannot be used ends as one record with the stage that failed and why."""
+
+STAGE_MATCH = "match"  # an input pattern matched no file
+STAGE_READ = "read"  # a file or URL could not be opened or downloaded
+STAGE_DECODE = "decode"  # no decodable audio
+STAGE_PROCESS = "process"  # an unexpected error while processing a track
+STAGE_WINDOW = "window"  # shorter than one window
+STAGE_SCRAPE = "scrape"  # a listing page could not be read
+STAGE_MESSAGE = "message"  # a streaming message named no track
+STAGES = (STAGE_MATCH, STAGE_READ, STAGE_DECODE, STAGE_PROCESS, STAGE_WINDOW, STAGE_SCRAPE, STAGE_MESSAGE)
+
+
+class TrackError(Exception):
+    """An input could not be used.
+
+    Attributes:
+      stage: one of STAGES, where it failed.
+      status: the HTTP status of a failed request, or None.
+    """
+
+    def __init__(self, stage, message, status=None):
+        super().__init__(message)
+        self.stage = stage
+        self.status = status
+
+
+def failure_record(uri, error):
+    """One line of the failures file.
+
+    Args:
+      uri: the input (path, URL, pattern, or a message's text).
+      error: a TrackError (any other exception is recorded at stage 'process').
+
+    Returns:
+      dict {"uri", "stage", "error"} plus "status" for HTTP failures.
+    """
+    record = {"uri": uri, "stage": getattr(error, "stage", STAGE_PROCESS), "error": str(error)}
+    if getattr(error, "status", None) is not None:
+        record["status"] = error.status
+    return record

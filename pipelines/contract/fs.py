@@ -1,0 +1,108 @@
+"""Files through Beam's filesystems (local, gs://, s3://), atomic replacement included: the one home of that I/O.
+
+Beam is imported when first used, so importing the contract stays cheap.
+"""
+
+import contextlib
+import json
+import os
+import posixpath
+import secrets
+
+from pipelines.contract.checks import ContractError
+from pipelines.contract.names import temporary_name
+
+
+def is_remote(path):
+    """Whether `path` names a Beam filesystem other than local disk (gs://, s3://, ...)."""
+    return "://" in path
+
+
+def join(directory, *names):
+    """`directory`/`names` on local disk or any Beam filesystem."""
+    return posixpath.join(directory, *names) if is_remote(directory) else os.path.join(directory, *names)
+
+
+def read_bytes(path):
+    """The bytes of a file (local or any Beam filesystem).
+
+    Raises:
+      FileNotFoundError: no file there.
+      IsADirectoryError: a local directory there.
+    """
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    if not is_remote(path) and os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a directory, not a file")
+    if not FileSystems.exists(path):
+        raise FileNotFoundError(path)
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        return f.read()
+
+
+def write_bytes(path, data, mime_type="application/octet-stream"):
+    """Replaces the file at `path` by `data` atomically: a reader sees the old file or the new one, whole.
+
+    On local disk the bytes go to a hidden temporary file beside it
+    (`temporary_name`), which is flushed and fsynced, renamed over `path`
+    (POSIX rename is atomic) and the directory fsynced; a failure removes the
+    temporary file and leaves the old one as it was. On an object store (gs://,
+    s3://) the object is written once, in one upload, which the store makes
+    visible only when complete.
+
+    Raises:
+      OSError: the write failed (a full disk, no permission, ...); `path` is unchanged.
+    """
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    if is_remote(path):
+        with FileSystems.create(path, mime_type=mime_type, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            f.write(data)
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, temporary_name(os.path.basename(path), secrets.token_hex(8)))
+    try:
+        with open(temporary, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        if isinstance(e, OSError) and e.errno is not None:
+            raise OSError(e.errno, e.strerror, path) from e  # Name the file written, not its temporary.
+        raise
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)  # The rename itself survives a power loss.
+    finally:
+        os.close(descriptor)
+
+
+def write_text(path, text, mime_type="application/json"):
+    """Replaces the file at `path` by UTF-8 `text`, atomically (`write_bytes`)."""
+    write_bytes(path, text.encode("utf-8"), mime_type)
+
+
+def read_json(path):
+    """The JSON value of a file, however hostile the file.
+
+    Raises:
+      FileNotFoundError: no file there.
+      ContractError: a directory, not UTF-8, not JSON, or nested too deeply; the message names the file.
+    """
+    try:
+        text = read_bytes(path).decode("utf-8")
+        return json.loads(text)
+    except IsADirectoryError:
+        raise ContractError(f"{path} is a directory, not a file") from None
+    except UnicodeDecodeError as e:
+        raise ContractError(f"{path} is not UTF-8 text: {e}") from None
+    except json.JSONDecodeError as e:
+        raise ContractError(f"{path} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ContractError(f"{path} is nested too deeply to be a {posixpath.basename(path)}") from None

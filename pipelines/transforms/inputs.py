@@ -1,0 +1,157 @@
+"""Inputs: patterns matched, listings scraped, one source per track chosen, and the inputs counted."""
+
+import json
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.metrics import Metrics
+
+from pipelines import contract, fetch, progress, scrape, sources
+from pipelines.transforms.metrics import (
+    FAILED,
+    NAMESPACE,
+    PAGES_FAILED,
+    PATTERNS_UNMATCHED,
+    SKIPPED,
+    TRACKS_SCRAPED,
+    TRACKS_SKIPPED_EXISTING,
+)
+
+
+def source_record(uri, **metadata):
+    """A track to process: its canonical URI, its id, and what a listing page said of it."""
+    return {"uri": sources.canonical_uri(uri), "track_id": sources.track_id_for(uri), **metadata}
+
+
+class MatchInputsFn(beam.DoFn):
+    """Pattern -> track URIs; a pattern that matches nothing is a failure."""
+
+    def __init__(self):
+        self._unmatched = Metrics.counter(NAMESPACE, PATTERNS_UNMATCHED)
+
+    def process(self, pattern):
+        try:
+            yield from sources.match_pattern(pattern)
+        except contract.TrackError as e:
+            self._unmatched.inc()
+            yield pvalue.TaggedOutput(FAILED, contract.failure_record(pattern, e))
+
+
+class ExpandInputs(beam.PTransform):
+    """Input patterns -> track source records.
+
+    Returns (sources, failures): source records (`source_record`) and the
+    failure records of patterns that matched nothing.
+    """
+
+    def __init__(self, patterns):
+        super().__init__()
+        self._patterns = list(patterns)
+
+    def expand(self, pbegin):
+        matched = (
+            pbegin
+            | "CreatePatterns" >> beam.Create(self._patterns)
+            | "MatchPatterns" >> beam.ParDo(MatchInputsFn()).with_outputs(FAILED, main="uris")
+        )
+        return matched.uris | "ToSources" >> beam.Map(source_record), matched[FAILED]
+
+
+class FetchingDoFn(beam.DoFn):
+    """A DoFn holding one polite `fetch.Fetcher` per instance (HTTP sessions are not picklable)."""
+
+    def __init__(self, fetch_config):
+        self._fetch_config = fetch_config
+        self._fetcher = None
+
+    def setup(self):
+        self._fetcher = fetch.Fetcher(self._fetch_config)
+
+    def teardown(self):
+        if self._fetcher is not None:
+            self._fetcher.close()
+
+
+class ScrapeListingsFn(FetchingDoFn):
+    """All start URLs -> scraped track sources; unreadable listing pages -> FAILED.
+
+    One element holds every start URL, so de-duplication and --max_tracks apply
+    across listings; listing pages are read one after another (politeness),
+    and the downloads fan out after the Reshuffle.
+    """
+
+    def __init__(self, fetch_config, max_pages, max_tracks):
+        super().__init__(fetch_config)
+        self._max_pages = max_pages
+        self._max_tracks = max_tracks
+        self._scraped = Metrics.counter(NAMESPACE, TRACKS_SCRAPED)
+        self._pages_failed = Metrics.counter(NAMESPACE, PAGES_FAILED)
+
+    def process(self, start_urls):
+        for item in scrape.scrape(start_urls, self._fetcher, self._max_pages, self._max_tracks):
+            if isinstance(item, scrape.TrackRecord):
+                self._scraped.inc()
+                said = {"genre": item.genre, "artist": item.artist}
+                yield source_record(
+                    item.audio_url, title=item.title, artist=item.artist, licence=item.licence,
+                    page_url=item.page_url, zone=item.zone, labels={k: v for k, v in said.items() if v},
+                )  # fmt: skip
+            else:
+                self._pages_failed.inc()
+                yield pvalue.TaggedOutput(FAILED, item)
+
+
+class ScrapeTracks(beam.PTransform):
+    """Start URLs -> (track sources, failure records of listing pages)."""
+
+    def __init__(self, start_urls, fetch_config, max_pages, max_tracks):
+        super().__init__()
+        self._start_urls = list(start_urls)
+        self._fn = ScrapeListingsFn(fetch_config, max_pages, max_tracks)
+
+    def expand(self, pbegin):
+        scraped = (
+            pbegin
+            | "CreateStartUrls" >> beam.Create([self._start_urls])
+            | "ScrapeListings" >> beam.ParDo(self._fn).with_outputs(FAILED, main="sources")
+        )
+        return scraped.sources, scraped[FAILED]
+
+
+class PickSourceFn(beam.DoFn):
+    """(track_id, records) -> one record per track, or SKIPPED if already in the dataset."""
+
+    def __init__(self):
+        self._skipped = Metrics.counter(NAMESPACE, TRACKS_SKIPPED_EXISTING)
+
+    def process(self, keyed, existing_ids):
+        track_id, records = keyed
+        if track_id in existing_ids:
+            self._skipped.inc()
+            yield pvalue.TaggedOutput(SKIPPED, track_id)
+            return
+        progress.track_selected()
+        # Deterministic choice: the record saying most (scraped metadata) wins.
+        yield min(records, key=lambda r: (-len(r), json.dumps(r, sort_keys=True)))
+
+
+class SelectSources(beam.PTransform):
+    """Sources -> one per track_id, minus tracks already in the output; spread over workers.
+
+    Returns (sources to process, ids skipped as already processed).
+    """
+
+    def __init__(self, existing_ids):
+        super().__init__()
+        self._existing_ids = existing_ids
+
+    def expand(self, sources_pcoll):
+        picked = (
+            sources_pcoll
+            | "KeyByTrackId" >> beam.Map(lambda source: (source["track_id"], source))
+            | "GroupByTrackId" >> beam.GroupByKey()
+            | "PickOnePerTrack"
+            >> beam.ParDo(PickSourceFn(), pvalue.AsDict(self._existing_ids)).with_outputs(SKIPPED, main="sources")
+        )
+        # Matching yields every file of a glob in one bundle; this spreads tracks across workers.
+        return picked.sources | "Reshuffle" >> beam.Reshuffle(), picked[SKIPPED]
