@@ -140,19 +140,16 @@ def read_labels_file(path):
       FileNotFoundError: no file there.
       LabelsError: malformed.
     """
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
-
-    if not FileSystems.exists(path):
-        raise FileNotFoundError(f"--labels_file {path} not found")
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        text = f.read().decode("utf-8-sig")
+    try:
+        text = contract.read_bytes(path).decode("utf-8-sig")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--labels_file {path} not found") from None
     return parse_labels_file(text, path)
 
 
 def parent_dir(uri):
     """The name of the directory holding a track: a local path's, an object's or a URL path's ('' at the root)."""
-    path = urllib.parse.urlsplit(uri).path if "://" in uri else uri
+    path = urllib.parse.urlsplit(uri).path if contract.is_remote(uri) else uri
     path = path.replace("\\", "/")
     return urllib.parse.unquote(posixpath.basename(posixpath.dirname(path)))
 

@@ -106,19 +106,12 @@ def build_pipeline(pipeline, options, run_id, previous=None):
         tracks | "WriteTrackIndex" >> transforms.WriteJsonLines(FileSystems.join(output, contract.tracks_file(run_id))),
     ) | "FlattenWrittenFiles" >> beam.Flatten()
 
-    # Inputs counted before processing: distinct tracks (skipped ones included)
-    # plus patterns and listing pages that yielded no track.
-    unusable_inputs = failures[:-1] or [pipeline | "NoUnusableInputs" >> beam.Create([])]
-    tracks_input = (
-        (to_process, skipped, *unusable_inputs)
-        | "FlattenInputs" >> beam.Flatten()
-        | "CountInputs" >> beam.combiners.Count.Globally()
-    )
+    unusable_inputs = failures[:-1]  # Of patterns and listing pages (processing's failures are tracks').
     return {
         "stats": tracks | "DatasetStats" >> beam.CombineGlobally(transforms.DatasetStatsFn()),
-        "tracks_input": tracks_input,
+        "tracks_input": (to_process, skipped, *unusable_inputs) | "CountInputs" >> transforms.CountInputs(),
         "tracks_failed": all_failures | "CountFailures" >> beam.combiners.Count.Globally(),
-        "tracks_skipped": skipped | "CountSkipped" >> beam.combiners.Count.Globally(),
+        "tracks_skipped_existing": skipped | "CountSkipped" >> beam.combiners.Count.Globally(),
         "written_files": written,
         **shards,
     } | "Commit" >> transforms.WriteDatasetDescription(

@@ -13,10 +13,9 @@ import re
 import stat
 import urllib.parse
 
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import fetch
+from pipelines import contract, fetch
 from pipelines.contract import STAGE_MATCH, STAGE_READ, TrackError
 
 # The clips bundled with the package, processed when no --input is given.
@@ -53,7 +52,7 @@ def canonical_uri(uri):
     """
     if is_url(uri):
         return _normalize_url(uri)
-    if "://" in uri:
+    if contract.is_remote(uri):
         return uri
     return os.path.realpath(os.path.expanduser(uri))
 
@@ -112,12 +111,11 @@ def read_input_list(path):
     Returns:
       list of str.
     """
-    if "://" not in path:
+    if not contract.is_remote(path):
         path = os.path.expanduser(path)
         if os.path.exists(path) and not os.path.isfile(path):
             raise ValueError(f"--input @{path}: not a regular file")
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        text = f.read().decode("utf-8-sig")
+    text = contract.read_bytes(path).decode("utf-8-sig")
     return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
@@ -162,7 +160,7 @@ def match_pattern(pattern):
     """
     if is_url(pattern):
         return [canonical_uri(pattern)]
-    if "://" not in pattern:
+    if not contract.is_remote(pattern):
         pattern = os.path.expanduser(pattern)  # Globs are quoted, so the shell left ~ alone.
         if os.path.isfile(pattern):
             return [canonical_uri(pattern)]
@@ -236,10 +234,10 @@ def open_uri(uri, fetcher, allow_private=True):
         response = fetcher.get(uri, allow_private=allow_private or None)
         fetch.check_audio_response(response)
         return response.data, response.url
-    if "://" not in uri:
+    if not contract.is_remote(uri):
         _check_regular_file(uri)
     try:
-        fileobj = FileSystems.open(uri, "application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED)
+        fileobj = contract.open_binary(uri)
     except Exception as e:  # Each filesystem raises its own errors.
         raise TrackError(STAGE_READ, f"could not open: {e}") from e
     if fileobj.seek(0, io.SEEK_END) == 0:

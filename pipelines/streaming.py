@@ -169,10 +169,10 @@ class MergeDescriptionFn(beam.DoFn):
                 shard_names[value[0]].append(value[1])
             else:
                 counts[kind] += value
+        # The stream is one run continued: its accounting adds up over windows.
         description = transforms.describe_run(
-            self._config, self._validation_fraction, stats, shard_names, counts, self._run_files, state.read(),
-            cumulative=True,  # In a stream, the accounting adds up over windows.
-        )  # fmt: skip
+            self._config, self._validation_fraction, stats, shard_names, counts, self._run_files, state.read()
+        )
         state.write(description)
         contract.write_description(self._output_dir, description)
         yield description
@@ -237,16 +237,13 @@ def build_streaming_pipeline(messages, options):
         | "WindowStats" >> beam.CombineGlobally(transforms.DatasetStatsFn()).without_defaults()
         | "TagStats" >> beam.Map(lambda stats: ("stats", stats))
     )
-    for kind, pcoll in (
-        ("tracks_failed", failures),
-        ("tracks_skipped_existing", skipped),
-        ("tracks_input", (sources, skipped, message_failures) | "FlattenInputs" >> beam.Flatten()),
-    ):  # fmt: skip
-        parts.append(
-            pcoll
-            | f"Count_{kind}" >> beam.combiners.Count.Globally().without_defaults()
-            | f"Tag_{kind}" >> beam.Map(lambda n, kind=kind: (kind, n))
-        )
+    counts = {
+        "tracks_failed": failures | "CountFailures" >> beam.combiners.Count.Globally().without_defaults(),
+        "tracks_skipped_existing": skipped | "CountSkipped" >> beam.combiners.Count.Globally().without_defaults(),
+        "tracks_input": (sources, skipped, message_failures) | "CountInputs" >> transforms.CountInputs(windowed=True),
+    }
+    for kind, count in counts.items():
+        parts.append(count | f"Tag_{kind}" >> beam.Map(lambda n, kind=kind: (kind, n)))
     return (
         parts
         | "FlattenParts" >> beam.Flatten()

@@ -21,7 +21,6 @@ import json
 import os
 import sys
 
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import commit, compat, contract, examples
@@ -64,10 +63,9 @@ def committed_tracks(output, description):
 
 
 def _json_lines(path):
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        for line in f.read().decode("utf-8").splitlines():
-            if line.strip():
-                yield json.loads(line)
+    for line in contract.read_bytes(path).decode("utf-8").splitlines():
+        if line.strip():
+            yield json.loads(line)
 
 
 def _check_shard(path, window_samples, decoder, batch=256):
@@ -87,7 +85,7 @@ def _check_shard(path, window_samples, decoder, batch=256):
                 wrong.append((count - len(pending) + offset, length))
         pending.clear()
 
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    with contract.open_binary(path) as f:
         for record in compat.read_tfrecords(f):
             pending.append(record)
             count += 1

@@ -8,7 +8,6 @@ back (`JobDirMirror`). Every copy goes through Beam's filesystems.
 
 import logging
 import os
-import shutil
 
 from pipelines import contract
 
@@ -17,19 +16,7 @@ _LOGGER = logging.getLogger(__name__)
 
 def needs_staging(uri):
     """Whether TensorFlow cannot read/write `uri` itself: it does local paths and gs://, not s3://."""
-    return "://" in uri and not uri.startswith("gs://")
-
-
-def copy(source, destination):
-    """Copies one file between any two Beam filesystems (local directories are created)."""
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
-
-    if "://" not in destination:
-        os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
-    with FileSystems.open(source, compression_type=CompressionTypes.UNCOMPRESSED) as src:
-        with FileSystems.create(destination, compression_type=CompressionTypes.UNCOMPRESSED) as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
+    return contract.is_remote(uri) and not uri.startswith("gs://")
 
 
 def stage_dataset(data_uri, local_dir):
@@ -42,10 +29,10 @@ def stage_dataset(data_uri, local_dir):
       local_dir, a directory `trainer.data` reads like the original.
     """
     description = contract.read_description(data_uri)
-    copy(_join(data_uri, contract.DATASET_FILE), os.path.join(local_dir, contract.DATASET_FILE))
+    contract.copy(_join(data_uri, contract.DATASET_FILE), os.path.join(local_dir, contract.DATASET_FILE))
     names = [name for split in description.splits.values() for name in split.files]
     for name in names:
-        copy(_join(data_uri, name), os.path.join(local_dir, name))
+        contract.copy(_join(data_uri, name), os.path.join(local_dir, name))
     _LOGGER.warning("Staged %s (%d shards) to %s", data_uri, len(names), local_dir)
     return local_dir
 
@@ -82,7 +69,7 @@ class JobDirMirror:
             destination = os.path.abspath(os.path.join(self.local, relative))
             if not destination.startswith(self.local + os.sep):
                 raise ValueError(f"{metadata.path} would be copied outside {self.local}; refusing")
-            copy(metadata.path, destination)
+            contract.copy(metadata.path, destination)
             self._pushed[relative] = self._signature(relative)
         return len(matches)
 
@@ -94,7 +81,7 @@ class JobDirMirror:
                 relative = os.path.relpath(os.path.join(root, name), self.local)
                 signature = self._signature(relative)
                 if self._pushed.get(relative) != signature:
-                    copy(os.path.join(self.local, relative), _join(self.remote, *relative.split(os.sep)))
+                    contract.copy(os.path.join(self.local, relative), _join(self.remote, *relative.split(os.sep)))
                     self._pushed[relative] = signature
                     pushed += 1
         return pushed

@@ -65,8 +65,10 @@ from pipelines.contract.failures import (  # noqa: F401
     failure_record,
 )
 from pipelines.contract.fs import (  # noqa: F401
+    copy,
     is_remote,
     join,
+    open_binary,
     read_bytes,
     read_json,
     write_bytes,

@@ -231,24 +231,29 @@ class DatasetDescription:
         return sum(split.windows for split in self.splits.values())
 
     def with_run(self, splits, run, labels=None):
-        """This description with another run's output added.
+        """This description with another run's output added; or, when `run` is its last run continued
+        (a stream, window after window), with that run's new output added and its accounting summed.
 
         Args:
           splits: dict split -> SplitSummary of the run's shards and tracks (disjoint from these).
-          run: the run's RunRecord.
+          run: the run's RunRecord (for a continued run: the accounting of what is new).
           labels: the run's {kind: {value: LabelCount}}, or None.
 
         Returns:
           a new DatasetDescription: the union of the splits and the runs.
 
         Raises:
-          ContractError: the run is already in the description.
+          ContractError: the run is already in the description, and not as its last run.
         """
-        check(run.run_id not in self.run_ids, f"run {run.run_id} is already in the dataset")
+        continued = self.runs[-1].run_id == run.run_id
+        if continued:
+            run = dataclasses.replace(run, accounting=self.runs[-1].accounting.plus(run.accounting))
+        else:
+            check(run.run_id not in self.run_ids, f"run {run.run_id} is already in the dataset")
         return dataclasses.replace(
             self,
             splits={name: self.splits[name].plus(splits[name]) for name in SPLITS},
-            runs=(*self.runs, run),
+            runs=(*self.runs[: -1 if continued else None], run),
             labels=merge_label_counts(self.labels, labels or {}),
         )
 

@@ -4,6 +4,7 @@ Beam is imported when first used, so importing the contract stays cheap.
 """
 
 import contextlib
+import errno
 import json
 import os
 import posixpath
@@ -23,6 +24,35 @@ def join(directory, *names):
     return posixpath.join(directory, *names) if is_remote(directory) else os.path.join(directory, *names)
 
 
+def open_binary(path):
+    """A readable binary file object on any Beam filesystem, never decompressed (the caller closes it).
+
+    Raises:
+      whatever the filesystem raises for a path it cannot open (FileNotFoundError, BeamIOError, ...).
+    """
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.open(path, "application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def copy(source, destination):
+    """Copies one file between any two Beam filesystems, streaming (local directories are created).
+
+    The copy is not atomic: for staging and mirroring, whose readers wait for it to end.
+    """
+    import shutil
+
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    if not is_remote(destination):
+        os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
+    with open_binary(source) as src:
+        with FileSystems.create(destination, compression_type=CompressionTypes.UNCOMPRESSED) as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+
+
 def read_bytes(path):
     """The bytes of a file (local or any Beam filesystem).
 
@@ -30,14 +60,13 @@ def read_bytes(path):
       FileNotFoundError: no file there.
       IsADirectoryError: a local directory there.
     """
-    from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
     if not is_remote(path) and os.path.isdir(path):
         raise IsADirectoryError(f"{path} is a directory, not a file")
     if not FileSystems.exists(path):
-        raise FileNotFoundError(path)
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    with open_binary(path) as f:
         return f.read()
 
 

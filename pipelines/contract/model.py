@@ -247,7 +247,7 @@ def local_export_dir(path):
     Raises:
       FileNotFoundError: when neither path nor path/export holds model.keras and config.json.
     """
-    if "://" in path:
+    if fs.is_remote(path):
         return fetch_export(path)
     for candidate in (path, os.path.join(path, EXPORT_DIR)):
         if os.path.isfile(os.path.join(candidate, MODEL_FILE)) and os.path.isfile(

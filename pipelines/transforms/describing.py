@@ -52,7 +52,7 @@ class DatasetStatsFn(beam.CombineFn):
         return accumulator
 
 
-def describe_run(config, validation_fraction, stats, shard_names, counts, run_files, previous=None, cumulative=False):
+def describe_run(config, validation_fraction, stats, shard_names, counts, run_files, previous=None):
     """The dataset description after a run (or a streaming window), built in one place.
 
     Args:
@@ -64,9 +64,9 @@ def describe_run(config, validation_fraction, stats, shard_names, counts, run_fi
         patterns and listing pages, counted before processing), tracks_failed
         (lines of the failures file) and tracks_skipped_existing.
       run_files: (run_id, tracks file name, failures file name) of the run.
-      previous: the DatasetDescription the run adds to, or None.
-      cumulative: the run is the last of previous's runs, continued (a
-        stream's windows): its accounting adds up instead of a new run.
+      previous: the DatasetDescription the run adds to, or None. When the run is
+        previous's last run continued (a stream's next window), its accounting adds
+        up (`DatasetDescription.with_run`).
 
     Returns:
       contract.DatasetDescription: splits describe the union with `previous`,
@@ -80,14 +80,6 @@ def describe_run(config, validation_fraction, stats, shard_names, counts, run_fi
         for split in contract.SPLITS
     }
     run = contract.RunRecord(*run_files, accounting=dataclasses.replace(outcomes, **counts))
-    if previous is not None and cumulative and previous.runs[-1].run_id == run.run_id:
-        run = dataclasses.replace(run, accounting=previous.accounting.plus(run.accounting))
-        return dataclasses.replace(
-            previous,
-            splits={name: previous.splits[name].plus(run_splits[name]) for name in contract.SPLITS},
-            runs=(*previous.runs[:-1], run),
-            labels=contract.merge_label_counts(previous.labels, label_counts),
-        )
     if previous is not None:
         return previous.with_run(run_splits, run, label_counts)
     return contract.DatasetDescription(
@@ -147,7 +139,7 @@ class WriteDatasetDescription(beam.PTransform):
         self._merge = merge
 
     def expand(self, inputs):
-        def write(stats, train, validation, tracks_input, tracks_failed, tracks_skipped, written_files):
+        def write(stats, train, validation, tracks_input, tracks_failed, tracks_skipped_existing, written_files):
             shard_paths = {contract.TRAIN: train, contract.VALIDATION: validation}
             for split, paths in shard_paths.items():
                 if stats[0][split].windows == 0 and paths:
@@ -157,13 +149,13 @@ class WriteDatasetDescription(beam.PTransform):
             counts = {
                 "tracks_input": tracks_input,
                 "tracks_failed": tracks_failed,
-                "tracks_skipped_existing": tracks_skipped,
+                "tracks_skipped_existing": tracks_skipped_existing,
             }
             output, run_id, config = self._output_dir, self._run_id, self._config
             run_files = (run_id, contract.tracks_file(run_id), contract.failures_file(run_id))
             commit.check_lease(output, run_id)
             committed = commit.current_description(output)
-            if committed is None and stats[1].tracks_ok == 0 and tracks_skipped == 0:
+            if committed is None and stats[1].tracks_ok == 0 and tracks_skipped_existing == 0:
                 # Nothing succeeded and nothing was committed before: an empty dataset would only mislead.
                 commit.release_lease(output, run_id)
                 return
@@ -183,6 +175,6 @@ class WriteDatasetDescription(beam.PTransform):
             pvalue.AsList(inputs[contract.VALIDATION]),
             pvalue.AsSingleton(inputs["tracks_input"]),
             pvalue.AsSingleton(inputs["tracks_failed"]),
-            pvalue.AsSingleton(inputs["tracks_skipped"]),
+            pvalue.AsSingleton(inputs["tracks_skipped_existing"]),
             pvalue.AsList(inputs["written_files"]),
         )

@@ -155,3 +155,22 @@ class SelectSources(beam.PTransform):
         )
         # Matching yields every file of a glob in one bundle; this spreads tracks across workers.
         return picked.sources | "Reshuffle" >> beam.Reshuffle(), picked[SKIPPED]
+
+
+class CountInputs(beam.PTransform):
+    """Inputs counted before processing, the accounting's tracks_input, for batch and streaming jobs alike.
+
+    Applied to a tuple of PCollections: the distinct tracks selected and those
+    skipped (already in the output or in the stream), and the failure records
+    of the inputs that yielded no track (patterns, listing pages, messages).
+    Returns a PCollection of one int (per window with `windowed`, none for an
+    empty window).
+    """
+
+    def __init__(self, windowed=False):
+        super().__init__()
+        self._windowed = windowed
+
+    def expand(self, pcolls):
+        count = beam.combiners.Count.Globally()
+        return pcolls | "Flatten" >> beam.Flatten() | "Count" >> (count.without_defaults() if self._windowed else count)
