@@ -140,15 +140,9 @@ class CachedWaveNet:
           ValueError: a conditioned model without conditions, an unconditioned one with them,
             an index out of range or a length other than batch_size.
         """
+        self.config.check_condition_given(conditions is not None)
         if not self.condition_values:
-            if conditions is not None:
-                raise ValueError("the model is not conditioned on a label; generate without conditions")
             return np.zeros(batch_size, np.int32)
-        if conditions is None:
-            raise ValueError(
-                f"the model is conditioned on {self.config.condition_kind}: name one of "
-                f"{', '.join(self.config.condition_vocabulary)}"
-            )
         conditions = np.broadcast_to(np.asarray(conditions, np.int32), (batch_size,)).copy()
         if np.any((conditions < 0) | (conditions >= self.condition_values)):
             raise ValueError(f"condition indices must lie in [0, {self.condition_values}), got {conditions.tolist()}")

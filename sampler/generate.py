@@ -239,14 +239,10 @@ def clip_conditions(config, condition, num_clips):
       ValueError: a conditioned model without --condition, an unconditioned one with it,
         or a name the model does not know (the message lists the ones it knows).
     """
+    values = [v.strip() for v in (condition or "").split(",") if v.strip()]
+    config.check_condition_given(bool(values))
     if not config.conditioned:
-        if condition:
-            raise ValueError("--condition: this model was trained without --condition_on; generate without it")
         return [], None
-    if not condition or not condition.strip(","):
-        vocabulary = ", ".join(config.condition_vocabulary[:50])
-        raise ValueError(f"the model is conditioned on {config.condition_kind}: give --condition, one of {vocabulary}")
-    values = [v.strip() for v in condition.split(",") if v.strip()]
     indices = config.condition_indices(values)
     names = [config.condition_vocabulary[indices[i % len(indices)]] for i in range(num_clips)]
     return names, np.asarray([indices[i % len(indices)] for i in range(num_clips)], np.int32)

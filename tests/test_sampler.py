@@ -59,7 +59,7 @@ def test_conditioned_cached_logits_equal_the_full_forward_pass_per_clip_label(en
 @pytest.mark.parametrize("engine", ENGINES)
 def test_conditions_must_fit_the_model(engine):
     _, conditioned, _ = _random_wavenet(2, engine=engine, condition_values=3)
-    with pytest.raises(ValueError, match="conditioned on genre: name one of unknown, genre 1, genre 2"):
+    with pytest.raises(ValueError, match="conditioned on genre: give --condition, one of unknown, genre 1, genre 2"):
         conditioned.generate(10)
     with pytest.raises(ValueError, match=r"must lie in \[0, 3\)"):
         conditioned.generate(10, batch_size=2, conditions=[0, 3])

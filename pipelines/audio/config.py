@@ -47,8 +47,7 @@ class AudioConfig:
     def __post_init__(self):
         if self.sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {self.sample_rate} Hz")
-        if not 2 <= self.quantization_channels <= 256:
-            raise ValueError(f"quantization_channels must be in 2..256, got {self.quantization_channels}")
+        contract.check_quantization_channels(self.quantization_channels)
         if self.window_samples <= 0 or self.hop_samples <= 0:
             raise ValueError(
                 f"window_samples and hop_samples must be positive, got {self.window_samples} and {self.hop_samples}"

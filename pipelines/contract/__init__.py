@@ -81,9 +81,12 @@ from pipelines.contract.limits import (  # noqa: F401
     ENCODING,
     MAX_CHANNELS,
     MAX_CONDITION_VALUES,
+    MAX_QUANTIZATION_CHANNELS,
     MAX_RECEPTIVE_FIELD,
     MAX_SAMPLE_RATE,
     MAX_WINDOW_SAMPLES,
+    MIN_QUANTIZATION_CHANNELS,
+    check_quantization_channels,
 )
 from pipelines.contract.model import (  # noqa: F401
     MODEL_FORMAT_VERSION,

@@ -4,7 +4,7 @@ import contextlib
 
 import numpy as np
 
-from pipelines.contract.limits import ENCODING, MAX_SAMPLE_RATE
+from pipelines.contract.limits import ENCODING, MAX_SAMPLE_RATE, check_quantization_channels
 from pipelines.contract.names import DATASET_FILE
 
 
@@ -35,7 +35,7 @@ def check_audio_fields(contract_object, format_version, kind):
     )
     check(contract_object.encoding == ENCODING, f"encoding is {contract_object.encoding!r}, expected {ENCODING!r}")
     check_count(contract_object.sample_rate, "sample_rate", 1, MAX_SAMPLE_RATE)
-    check_count(contract_object.quantization_channels, "quantization_channels", 2, 256)
+    check_quantization_channels(contract_object.quantization_channels, ContractError)
 
 
 def check(condition, message):

@@ -12,6 +12,7 @@ from pipelines.contract.limits import (
     MAX_CHANNELS,
     MAX_CONDITION_VALUES,
     MAX_RECEPTIVE_FIELD,
+    check_quantization_channels,
 )
 from pipelines.contract.names import EXPORT_DIR, MODEL_CONFIG_FILE, MODEL_FILE
 
@@ -47,7 +48,7 @@ class WaveNetConfig:
     condition_values: int = 0
 
     def __post_init__(self):
-        check_count(self.quantization_channels, "quantization_channels", 2, 256)
+        check_quantization_channels(self.quantization_channels, ContractError)
         for name in ("residual_channels", "dilation_channels", "skip_channels"):
             check_count(getattr(self, name), name, 1, MAX_CHANNELS)
         check_count(self.filter_width, "filter_width", 1, 64)
@@ -134,6 +135,24 @@ class ModelConfig:
     def conditioned(self):
         return bool(self.wavenet.condition_values)
 
+    def check_condition_given(self, given):
+        """The one check (and message) of a label asked of a model, for every caller.
+
+        Args:
+          given: whether a label was given (--condition, or condition indices).
+
+        Raises:
+          ValueError: a label for an unconditioned model, or none for a conditioned one (listing its values).
+        """
+        if given and not self.conditioned:
+            raise ValueError(
+                "the model was trained without --condition_on (it is not conditioned on a label): generate "
+                "without --condition"
+            )
+        if not given and self.conditioned:
+            shown = ", ".join(self.condition_vocabulary[:50]) + (" ..." if len(self.condition_vocabulary) > 50 else "")
+            raise ValueError(f"the model is conditioned on {self.condition_kind}: give --condition, one of {shown}")
+
     def condition_indices(self, values):
         """Label values -> the model's condition indices.
 
@@ -148,8 +167,7 @@ class ModelConfig:
         Raises:
           ValueError: the model is unconditioned, or a value is not in its vocabulary (the message lists them).
         """
-        if not self.conditioned:
-            raise ValueError("the model is not conditioned on a label; generate without --condition")
+        self.check_condition_given(True)
         vocabulary = self.condition_vocabulary
         folded = {}
         for index, name in enumerate(vocabulary):

@@ -4,7 +4,7 @@ import functools
 
 import numpy as np
 
-from pipelines.contract.limits import DEFAULT_QUANTIZATION_CHANNELS
+from pipelines.contract.limits import DEFAULT_QUANTIZATION_CHANNELS, check_quantization_channels
 
 
 def mu_law_encode(audio, quantization_channels=DEFAULT_QUANTIZATION_CHANNELS):
@@ -120,6 +120,5 @@ def mu_law_decode(codes, quantization_channels=DEFAULT_QUANTIZATION_CHANNELS):
 
 
 def _mu(quantization_channels):
-    if not 2 <= quantization_channels <= 256:
-        raise ValueError(f"quantization_channels must be in 2..256 to fit uint8 codes, got {quantization_channels}")
+    check_quantization_channels(int(quantization_channels))
     return np.float32(quantization_channels - 1)
