@@ -31,7 +31,7 @@ def measure(preset, engine, cores, batch, seconds, naive_samples, condition_valu
     import numpy as np
 
     from pipelines import contract
-    from sampler import fast
+    from sampler import loading
     from trainer import loop, model
 
     config = dataclasses.replace(model.PRESETS[preset], condition_values=condition_values)
@@ -41,7 +41,7 @@ def measure(preset, engine, cores, batch, seconds, naive_samples, condition_valu
         wavenet=config, sample_rate=16000, condition_kind="genre" if condition_values else None,
         condition_vocabulary=vocabulary,
     )  # fmt: skip
-    generator = fast.make(wavenet, exported, engine=engine, threads=cores)
+    generator = loading.make(wavenet, exported, engine=engine, threads=cores)
     conditions = np.arange(batch) % condition_values if condition_values else None
     n = int(seconds * 16000)
     # Compile (and for XLA trace both chunk sizes used below) before timing.
@@ -66,7 +66,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=2.0, help="Seconds generated per stream.")
     parser.add_argument("--batches", default="1,64", help="Comma-separated batch sizes (clips generated together).")
     parser.add_argument("--cores", default="1,2", help="Comma-separated core counts to pin each run to.")
-    parser.add_argument("--engines", default="cpu,xla", help="Comma-separated engines (sampler.fast.ENGINES).")
+    parser.add_argument("--engines", default="cpu,xla", help="Comma-separated engines (sampler.loading.ENGINES).")
     parser.add_argument(
         "--naive_samples", type=int, default=300, help="Samples for the naive rate (batch 1, cpu engine rows)."
     )

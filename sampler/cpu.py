@@ -25,7 +25,6 @@ import numba
 import numba.extending
 import numpy as np
 
-from pipelines import contract
 from sampler import compat
 from sampler.engine import CachedWaveNet
 
@@ -298,23 +297,17 @@ class CpuWaveNet(CachedWaveNet):
     def __init__(self, keras_model, config, threads=None):
         super().__init__(keras_model, config)
         self.threads = max(1, threads or usable_cores())
-        layers = range(len(self.dilations))
-        (embedding,) = self.layer_weights(contract.EMBEDDING_LAYER)
-        causal_kernel, self._causal_bias = self.layer_weights(contract.CAUSAL_CONV_LAYER)
-        self._code_taps = np.ascontiguousarray(np.einsum("qi,kio->kqo", embedding, causal_kernel), np.float32)
-        gates = [self.layer_weights(contract.gate_layer(i)) for i in layers]
-        self._gate_kernels = np.stack([k.reshape(-1, k.shape[-1]) for k, _ in gates])
-        self._gate_biases = np.stack([b for _, b in gates])
-        residual_skip = [self.layer_weights(contract.residual_skip_layer(i)) for i in layers]
-        channels = self.residual_channels
-        self._residual_kernels = np.stack([np.ascontiguousarray(k[0, :, :channels]) for k, _ in residual_skip])
-        self._residual_biases = np.stack([b[:channels] for _, b in residual_skip])
-        self._skip_kernel = np.ascontiguousarray(np.concatenate([k[0, :, channels:] for k, _ in residual_skip]))
-        self._skip_bias = np.sum([b[channels:] for _, b in residual_skip], axis=0, dtype=np.float32)
-        kernel, self._hidden_bias = self.layer_weights(contract.SKIP_OUT_LAYER)
-        self._hidden_kernel = np.ascontiguousarray(kernel[0])
-        kernel, self._logits_bias = self.layer_weights(contract.LOGITS_LAYER)
-        self._logits_kernel = np.ascontiguousarray(kernel[0])
+        w, channels = self.weights, self.residual_channels
+        causal_taps = w.causal_kernel.reshape(self.filter_width, channels, channels)
+        self._code_taps = np.ascontiguousarray(np.einsum("qi,kio->kqo", w.embedding, causal_taps), np.float32)
+        self._causal_bias = w.causal_bias
+        self._gate_kernels, self._gate_biases = w.gate_kernels, w.gate_biases
+        self._residual_kernels = np.ascontiguousarray(w.residual_skip_kernels[:, :, :channels])
+        self._residual_biases = np.ascontiguousarray(w.residual_skip_biases[:, :channels])
+        self._skip_kernel = np.ascontiguousarray(np.concatenate(list(w.residual_skip_kernels[:, :, channels:])))
+        self._skip_bias = np.sum(w.residual_skip_biases[:, channels:], axis=0, dtype=np.float32)
+        self._hidden_kernel, self._hidden_bias = w.hidden_kernel, w.hidden_bias
+        self._logits_kernel, self._logits_bias = w.logits_kernel, w.logits_bias
         self._dilations = np.asarray(self.dilations, np.int64)
         self._pool = None
         # Compile the kernel now (~3 s on first use, then read from numba's cache), not inside the progress bar.

@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from pipelines import contract
+from sampler import weights
 
 
 class WeightsMismatchError(ValueError):
@@ -119,6 +120,7 @@ class CachedWaveNet:
         check_weights(keras_model, config.wavenet)
         self.config = config
         self.keras_model = keras_model
+        self.weights = weights.step_weights(keras_model, config.wavenet)
         wavenet = config.wavenet
         self.quantization_channels = wavenet.quantization_channels
         self.filter_width = wavenet.filter_width
@@ -161,12 +163,7 @@ class CachedWaveNet:
         if not self.condition_values:
             width = 2 * self.config.wavenet.dilation_channels
             return np.zeros((len(self.dilations), len(conditions), width), np.float32)
-        tables = [self.layer_weights(contract.condition_layer(i))[0] for i in range(len(self.dilations))]
-        return np.ascontiguousarray(np.stack([table[conditions] for table in tables]), np.float32)
-
-    def layer_weights(self, name):
-        """A layer's weights as float32 numpy arrays ([kernel, bias] for convolutions)."""
-        return [np.asarray(w, np.float32) for w in self.keras_model.get_layer(name).get_weights()]
+        return np.ascontiguousarray(self.weights.condition_tables[:, conditions], np.float32)
 
     def cache_bytes(self, batch_size):
         """Memory of the caches of `batch_size` clips: float32 queues of residual_channels per slot."""

@@ -4,7 +4,7 @@
         [--num_clips 4] [--condition ambient,rock] [--temperature 1.0] [--seed 0] [--primer song.mp3]
         [--spectrogram] [--engine auto|cpu|xla] [--threads N]
 
-Generates with the cached (fast) algorithm of `sampler.fast`, all clips in one
+Generates with the cached (fast) algorithm of `sampler.loading`, all clips in one
 batch, with a progress bar; writes 16-bit WAV files at the model's sample rate.
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from pipelines import contract
 from pipelines.audio import recording
-from sampler import fast
+from sampler import loading
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def build_parser():
     )
     parser.add_argument(
         "--engine",
-        choices=fast.ENGINES,
+        choices=loading.ENGINES,
         default="auto",
         help="cpu: numba kernel, clips split across CPU threads; xla: one XLA-compiled loop (for GPUs); "
         "auto: xla when TensorFlow sees a GPU, else cpu.",
@@ -262,7 +262,7 @@ def run(argv=None):
     """
     args = parse_args(sys.argv[1:] if argv is None else argv)
     paths = output_paths(args.output, args.num_clips)
-    wavenet = fast.load(args.model, engine=args.engine, threads=args.threads)
+    wavenet = loading.load(args.model, engine=args.engine, threads=args.threads)
     config = wavenet.config
     names, conditions = clip_conditions(config, args.condition, args.num_clips)
     sample_rate, channels = config.sample_rate, config.quantization_channels

@@ -7,7 +7,6 @@ kernel on CPU.
 
 import numpy as np
 
-from pipelines import contract
 from sampler.engine import CachedWaveNet
 
 
@@ -27,23 +26,19 @@ class XlaWaveNet(CachedWaveNet):
 
         super().__init__(keras_model, config)
 
-        def weights(name):
-            return [tf.constant(w) for w in self.layer_weights(name)]
+        w = self.weights
 
-        def taps(name):
-            # Conv1D kernel [width, in, out] -> [width * in, out]: the taps of one step in one matmul.
-            kernel, bias = weights(name)
-            width, c_in, c_out = kernel.shape
-            return tf.reshape(kernel, [width * c_in, c_out]), bias
+        def constants(*arrays):
+            return [tf.constant(a) for a in arrays]
 
-        (self._embedding,) = weights(contract.EMBEDDING_LAYER)
-        self._causal = taps(contract.CAUSAL_CONV_LAYER)
-        self._gates = [taps(contract.gate_layer(i)) for i in range(len(self.dilations))]
-        self._residual_skip = [weights(contract.residual_skip_layer(i)) for i in range(len(self.dilations))]
-        self._skip_out = weights(contract.SKIP_OUT_LAYER)
-        self._logits = weights(contract.LOGITS_LAYER)
-        for kernel_bias in (*self._residual_skip, self._skip_out, self._logits):
-            kernel_bias[0] = kernel_bias[0][0]  # 1x1 convolutions: [1, in, out] -> [in, out]
+        (self._embedding,) = constants(w.embedding)
+        self._causal = constants(w.causal_kernel, w.causal_bias)
+        self._gates = [constants(k, b) for k, b in zip(w.gate_kernels, w.gate_biases, strict=True)]
+        self._residual_skip = [
+            constants(k, b) for k, b in zip(w.residual_skip_kernels, w.residual_skip_biases, strict=True)
+        ]
+        self._skip_out = constants(w.hidden_kernel, w.hidden_bias)
+        self._logits = constants(w.logits_kernel, w.logits_bias)
         self._compiled = None
 
     def _condition_state(self, conditions):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipelines import contract, preprocess
-from sampler import fast, generate
+from sampler import generate, loading
 from trainer import distribute, evaluate, task
 
 SAMPLE_RATE = 8000
@@ -117,7 +117,7 @@ def test_each_label_generates_where_its_training_audio_has_its_energy(conditione
     out = capsys.readouterr().out
     assert "clip-000.wav (genre low)" in out and "clip-001.wav (genre high)" in out  # HIGH matched case-insensitively.
     # The xla engine, one label per clip of one batch likewise.
-    xla = fast.load(str(conditioned_job), engine="xla")
+    xla = loading.load(str(conditioned_job), engine="xla")
     codes = xla.generate(4000, batch_size=2, seed=3, conditions=xla.config.condition_indices([HIGH, LOW]))
     high, low = (low_band_share(contract.mu_law_decode(c, 64)) for c in codes)
     assert low > 0.8 and high < 0.2, (low, high)

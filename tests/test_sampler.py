@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipelines import contract
-from sampler import cpu, fast, generate
+from sampler import cpu, generate, loading
 from tests.helpers import CLIPS
 from trainer import model
 
@@ -33,7 +33,7 @@ def _random_wavenet(filter_width, quantization_channels=64, seed=0, engine="cpu"
         wavenet=config, sample_rate=16000, condition_kind="genre" if condition_values else None,
         condition_vocabulary=vocabulary if condition_values else (),
     )  # fmt: skip
-    return wavenet, fast.make(wavenet, exported, engine=engine, threads=threads), config
+    return wavenet, loading.make(wavenet, exported, engine=engine, threads=threads), config
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -225,7 +225,7 @@ def test_export_is_fetched_through_beam_filesystems(trained_job):
     # Remote paths (gs://, s3://) take this route; Beam's local filesystem stands in for them here.
     local = contract.fetch_export(str(trained_job))
     assert sorted(os.listdir(local)) == [contract.MODEL_CONFIG_FILE, contract.MODEL_FILE]
-    assert fast.load(local).config.sample_rate == 8000
+    assert loading.load(local).config.sample_rate == 8000
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -281,14 +281,14 @@ def test_an_export_whose_config_disagrees_with_its_weights_is_refused(edit, mess
 def test_a_hostile_config_is_a_contract_error(edit, message, trained_job, tmp_path):
     export_dir = _edited_export(trained_job, tmp_path, lambda raw: (edit(raw), raw.pop("receptive_field")))
     with pytest.raises(contract.ContractError, match=message):
-        fast.load(str(export_dir))
+        loading.load(str(export_dir))
 
 
 def test_a_model_keras_of_random_bytes_is_named_as_damaged(trained_job, tmp_path):
     export_dir = _edited_export(trained_job, tmp_path, lambda raw: None)
     (export_dir / contract.MODEL_FILE).write_bytes(np.random.default_rng(0).bytes(5000))
     with pytest.raises(contract.ContractError, match="model.keras is not a loadable Keras model"):
-        fast.load(str(export_dir))
+        loading.load(str(export_dir))
 
 
 @pytest.mark.parametrize(
@@ -323,7 +323,7 @@ def test_an_output_that_cannot_be_written_is_refused_before_generating(trained_j
 
 
 def test_long_clips_stream_to_disk_a_chunk_at_a_time(trained_job, tmp_path):
-    wavenet = fast.load(str(trained_job), engine="cpu")
+    wavenet = loading.load(str(trained_job), engine="cpu")
     chunks = list(wavenet.generate_chunks(10_000, batch_size=2, seed=3, chunk=4000))
     assert [c.shape for c in chunks] == [(2, 4000), (2, 4000), (2, 2000)]
     assert np.array_equal(np.concatenate(chunks, axis=1), wavenet.generate(10_000, batch_size=2, seed=3))

@@ -502,7 +502,7 @@ def test_a_job_killed_during_its_export_then_run_again_exports_and_exits_0(clips
     import signal
     import time
 
-    from sampler import fast
+    from sampler import loading
 
     job_dir = tmp_path / "job"
     argv = _args(clips_dataset, job_dir, "--steps=2", "--checkpoint_every=2", "--summary_audio_secs=0")
@@ -521,7 +521,7 @@ def test_a_job_killed_during_its_export_then_run_again_exports_and_exits_0(clips
     assert contract.run_command(task._main, argv) == 0  # The finished job, run again: no step runs.
     out = capsys.readouterr().out
     assert "already at step 2 of --steps 2: no step ran" in out and f"Exported to {export_dir}" in out
-    assert fast.load(str(job_dir)).config.step == 2
+    assert loading.load(str(job_dir)).config.step == 2
     assert not (job_dir / "checkpoints" / "ckpt-3_temp").exists()
     assert not [name for name in os.listdir(export_dir) if name.endswith(".tmp")]
 

@@ -1,4 +1,4 @@
-"""Fast autoregressive generation from an exported WaveNet.
+"""Loading an export and choosing an engine for fast autoregressive generation.
 
 The fast WaveNet generation algorithm (T. L. Paine et al., "Fast Wavenet
 Generation Algorithm", arXiv:1611.09482, 2016): every convolution keeps a
@@ -13,9 +13,12 @@ Two engines run the same algorithm:
   xla: `sampler.xla`, one XLA-compiled `tf.while_loop` per chunk of samples
        (the GPU default: all clips of a batch in one kernel launch per op).
 
-Both derive from `sampler.engine.CachedWaveNet` and load only the exported
-model (`model.keras`, Keras built-in layers) and its `config.json`
-(`contract.ModelConfig`). This module loads an export and chooses the engine.
+Both derive from `sampler.engine.CachedWaveNet`, read the weights through one
+re-layout (`sampler.weights`), and load only the exported model
+(`model.keras`, Keras built-in layers) and its `config.json`
+(`contract.ModelConfig`). This module loads an export, chooses the engine,
+and offers `generate_audio`, the entry other programs (the trainer's audio
+summaries) call.
 """
 
 import os
