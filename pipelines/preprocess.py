@@ -21,7 +21,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, SetupOptions, StandardOptions
 from apache_beam.runners.runner import PipelineState
 
-from pipelines import commit, compat, contract, progress, sources, transforms
+from pipelines import commit, compat, contract, progress, sources, summary, transforms
 from pipelines.options import (
     BUNDLED_VALIDATION_FRACTION,
     DEFAULT_INPUTS,
@@ -170,80 +170,6 @@ def check_description(description, max_failure_fraction):
         )
 
 
-def _count(n, noun):
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def format_summary(description, output, wall_secs, new_secs, failures=()):
-    """The closing summary printed after a local run, as a str.
-
-    Args:
-      description: contract.DatasetDescription.
-      output: the output directory.
-      wall_secs: the job's wall time.
-      new_secs: seconds of audio this run processed.
-      failures: the run's failure records (the first few are shown with their reasons).
-    """
-    accounting = description.accounting
-    seconds = description.seconds
-    skipped = accounting.tracks_skipped_existing
-    lines = [
-        f"Tracks: {accounting.tracks_ok} ok, {accounting.tracks_failed} failed "
-        + (f"({skipped} already in the output) " if skipped else "")
-        + f"of {accounting.tracks_input} inputs"
-        + (f" ({accounting.tracks_truncated} truncated by corrupt data)" if accounting.tracks_truncated else ""),
-        f"Audio in the dataset: {seconds / 3600:.3f} h ({seconds:.1f} s) at {description.sample_rate} Hz, "
-        f"{description.encoding} {description.quantization_channels} channels",
-        "Windows: "
-        + ", ".join(
-            f"{name} {split.windows} ({_count(split.tracks, 'track')}, {_count(len(split.files), 'shard')})"
-            for name, split in description.splits.items()
-        )
-        + f"; {accounting.windows_silent_dropped} silent dropped",
-        *_label_lines(description),
-        f"Throughput: {new_secs / wall_secs:.1f}x real time ({new_secs:.1f} s of audio in {wall_secs:.1f} s wall)",
-        f"Output: {FileSystems.join(output, contract.DATASET_FILE)}",
-    ]
-    for name, split in description.splits.items():
-        if split.tracks == 0 and description.windows:
-            lines.append(_empty_split_warning(name, description))
-    if failures:
-        path = FileSystems.join(output, description.runs[-1].failures_file)
-        lines += [f"Failures ({len(failures)}, all in {path}):", *format_failures(failures, path)]
-    return "\n".join(lines)
-
-
-def _empty_split_warning(split, description):
-    """What to pass when a split came out empty (the split of each track is a hash of its id)."""
-    tracks = sum(s.tracks for s in description.splits.values())
-    fraction = description.validation_fraction
-    if split == contract.VALIDATION:
-        wanted = min(1.0, round(1.5 / tracks, 2)) if tracks else 1.0
-        return (
-            f"Warning: the validation split is empty: {tracks} track(s) at --validation_fraction {fraction:g} "
-            f"give {tracks * fraction:.1f} expected. Training will report no validation loss; pass "
-            f"--validation_fraction {wanted:g} or more (with --skip_existing=false to re-split these tracks)"
-        )
-    return (
-        f"Warning: the train split is empty ({tracks} track(s) at --validation_fraction {fraction:g}): "
-        "pass a smaller --validation_fraction (with --skip_existing=false to re-split these tracks)"
-    )
-
-
-def _label_lines(description, shown=6):
-    """A line per label kind that says something: its values by windows, the most common first."""
-    lines = []
-    for kind in contract.LABEL_KINDS:
-        counts = description.labels.get(kind, {})
-        if set(counts) <= {contract.UNKNOWN_LABEL}:
-            continue
-        ranked = sorted(counts.items(), key=lambda item: (-item[1].windows, item[0]))
-        text = ", ".join(f"{value} {count.windows}" for value, count in ranked[:shown])
-        more = f", ... ({len(ranked)} values)" if len(ranked) > shown else ""
-        lines.append(f"Windows by {kind}: {text}{more}")
-    return lines
-
-
 def run(argv=None, save_main_session=True):
     """Builds and runs the preprocess pipeline.
 
@@ -332,40 +258,19 @@ def run(argv=None, save_main_session=True):
     if description is None or run_id not in description.run_ids:
         raise _nothing_committed(output, run_id)
     new_secs = description.seconds - previous_secs
-    failures = read_failures(output, description.runs[-1].failures_file)
-    print(format_summary(description, preprocess.output, wall_secs, new_secs, failures))
+    failures = summary.read_failures(output, description.runs[-1].failures_file)
+    print(summary.format_summary(description, preprocess.output, wall_secs, new_secs, failures))
     _log_counters(result)
     check_description(description, preprocess.max_failure_fraction)
     return description
 
 
-FAILURES_SHOWN = 5
-
-
-def read_failures(output, failures_file):
-    """The failure records of a run's failures file ([] when it has none)."""
-    path = contract.join(output, failures_file)
-    try:
-        text = contract.read_bytes(path).decode("utf-8")
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def format_failures(failures, failures_file, shown=FAILURES_SHOWN):
-    """The first failures with their reasons, one line each, and how many more there are."""
-    lines = [f"  {f['uri']}: {f['stage']}: {f['error']}" for f in failures[:shown]]
-    if len(failures) > shown:
-        lines.append(f"  ... and {len(failures) - shown} more in {failures_file}")
-    return lines
-
-
 def _nothing_committed(output, run_id):
     """After a run in which no track succeeded: its failures printed, its files removed, the error to raise."""
     failures_file = contract.failures_file(run_id)
-    failures = read_failures(output, failures_file)
+    failures = summary.read_failures(output, failures_file)
     path = contract.join(output, failures_file)
-    print("\n".join(["Failures:", *format_failures(failures, path)]), file=sys.stderr)
+    print("\n".join(["Failures:", *summary.format_failures(failures, path)]), file=sys.stderr)
     # The failures file stays, as the record of why (the next run removes it); the rest of the run goes now.
     mine = [n for n, _ in commit.top_level_entries(output) if commit.run_owner(n) == run_id and n != failures_file]
     commit.remove(output, mine)

@@ -43,11 +43,10 @@ def blas_sgemm():
 
     numpy's wheels bundle OpenBLAS as `libscipy_openblas64_*.so` (64-bit
     integers, symbols `scipy_sgemm_64_`); SciPy's bundle their own, exported
-    as `scipy.linalg.cython_blas.sgemm` (32-bit integers). Measured on the
-    project's 2-core VM (numpy 2.4, OpenBLAS 0.3.31; SciPy 1.17, OpenBLAS
-    0.3.30), one clip's products run 4 to 6x faster in numpy's (1 x 640 x 128:
-    19 against 73 us), so it is used when threadpoolctl finds it; SciPy's is
-    the fallback for any other numpy build.
+    as `scipy.linalg.cython_blas.sgemm` (32-bit integers). One clip's small
+    products ran several times faster in numpy's (BENCHMARKS.md, "Generation",
+    "which BLAS the cpu engine calls"), so it is used when threadpoolctl finds
+    it; SciPy's is the fallback for any other numpy build.
 
     Returns:
       (sgemm, index_dtype): a ctypes function of 13 pointer arguments (Fortran

@@ -123,11 +123,7 @@ def build_parser():
         help="CPU threads for the cpu engine (default: every core this process may use); "
         "each thread generates its share of the clips.",
     )
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        help=f"Show TensorFlow's own log lines (hidden otherwise, unless {contract.NATIVE_LOG_LEVEL_ENV} is set).",
-    )
+    contract.add_verbose_option(parser)
     return parser
 
 
@@ -333,7 +329,7 @@ def run(argv=None):
 
 def main():
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    contract.filter_native_logs(verbose="--verbose" in sys.argv[1:])
+    contract.filter_native_logs(verbose=contract.VERBOSE_OPTION in sys.argv[1:])
     sys.exit(contract.run_command(run))
 
 

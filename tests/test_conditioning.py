@@ -10,7 +10,7 @@ import pytest
 
 from pipelines import contract, preprocess
 from sampler import generate, loading
-from trainer import distribute, evaluate, task
+from trainer import compat, evaluate, task
 
 SAMPLE_RATE = 8000
 LOW, HIGH = "low", "high"
@@ -241,7 +241,7 @@ def test_conditioned_training_on_two_replicas_matches_one_device(labelled_data, 
     losses = {}
     for name, strategy in {
         "one": tf.distribute.OneDeviceStrategy(cpus[0]),
-        "mirrored": distribute.mirrored(cpus),
+        "mirrored": compat.mirrored_strategy(cpus),
     }.items():
         result = task.run(
             [f"--data={labelled_data}", f"--job_dir={tmp_path / name}", "--preset=tiny", "--condition_on=genre",

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from pipelines import audio, commit, contract, preprocess, transforms
+from pipelines import audio, commit, contract, preprocess, summary, transforms
 from tests.helpers import (
     CLIPS,
     broken_file_contents,
@@ -153,7 +153,7 @@ def test_dataset_json_describes_the_encoding(mixed_run):
 def test_embedded_default_processes_bundled_clips_into_output(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     description = preprocess.run([])
-    summary = capsys.readouterr().out
+    printed = capsys.readouterr().out
     assert dataclasses.asdict(description.accounting) == {
         "tracks_input": 4,
         "tracks_ok": 4,
@@ -170,8 +170,8 @@ def test_embedded_default_processes_bundled_clips_into_output(tmp_path, monkeypa
     assert [os.path.basename(uri) for uri in held_out] == ["Awakening.mp3"]
     assert description.splits[contract.TRAIN].tracks == 3
     assert (tmp_path / "output" / contract.DATASET_FILE).exists()
-    assert "Tracks: 4 ok, 0 failed of 4 inputs" in summary
-    assert "x real time" in summary and "Output: output/dataset.json" in summary
+    assert "Tracks: 4 ok, 0 failed of 4 inputs" in printed
+    assert "x real time" in printed and "Output: output/dataset.json" in printed
 
 
 def test_job_fails_with_reason_when_no_track_succeeds(tmp_path, broken_dir):
@@ -195,8 +195,7 @@ def test_job_fails_with_reason_when_no_track_succeeds(tmp_path, broken_dir):
     assert not (tmp_path / "dataset.json").exists()
     shown = [line for line in result.stderr.splitlines() if line.startswith(f"  {broken_dir}/")]
     assert (
-        len(shown) == preprocess.FAILURES_SHOWN
-        and f"... and {broken - preprocess.FAILURES_SHOWN} more in" in result.stderr
+        len(shown) == summary.FAILURES_SHOWN and f"... and {broken - summary.FAILURES_SHOWN} more in" in result.stderr
     )
     (failures_file,) = [name for name in os.listdir(tmp_path) if name.startswith("failures-")]
     assert len(read_jsonl(tmp_path / failures_file)) == broken and os.listdir(tmp_path) == [failures_file]
@@ -275,10 +274,8 @@ def test_the_summary_warns_of_an_empty_validation_split_and_shows_the_first_fail
     train = dataclasses.replace(description.splits[contract.TRAIN], windows=70, tracks=7, seconds=70.0)
     description = dataclasses.replace(description, splits={**description.splits, contract.TRAIN: train})
     failures = [{"uri": f"/music/{i}.mp3", "stage": "decode", "error": "not a decodable audio file"} for i in range(7)]
-    summary = preprocess.format_summary(description, "out", 1.0, 70.0, failures)
-    assert (
-        "Warning: the validation split is empty: 7 track(s) at --validation_fraction 0.1 give 0.7 expected" in summary
-    )
-    assert "pass --validation_fraction 0.21 or more" in summary
-    assert "  /music/0.mp3: decode: not a decodable audio file" in summary and "/music/5.mp3" not in summary
-    assert "  ... and 2 more in out/failures-" in summary
+    text = summary.format_summary(description, "out", 1.0, 70.0, failures)
+    assert "Warning: the validation split is empty: 7 track(s) at --validation_fraction 0.1 give 0.7 expected" in text
+    assert "pass --validation_fraction 0.21 or more" in text
+    assert "  /music/0.mp3: decode: not a decodable audio file" in text and "/music/5.mp3" not in text
+    assert "  ... and 2 more in out/failures-" in text

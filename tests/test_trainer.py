@@ -12,7 +12,7 @@ import pytest
 
 from pipelines import audio, contract
 from tests.helpers import CLIPS
-from trainer import data, distribute, model, options, presets, storage, task
+from trainer import compat, data, distribute, model, optimization, options, presets, storage, task
 
 TINY = model.PRESETS["tiny"]
 
@@ -117,7 +117,7 @@ def test_mirrored_strategies_made_one_after_another_in_one_process_each_reduce_t
 
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
     for size in (3, 5):
-        strategy = distribute.mirrored(cpus)
+        strategy = compat.mirrored_strategy(cpus)
 
         @tf.function
         def all_reduce(strategy=strategy, size=size):
@@ -141,7 +141,7 @@ def test_mirrored_on_two_devices_matches_one_device_for_the_same_global_batch(cl
     results = {}
     for name, strategy in {
         "one": tf.distribute.OneDeviceStrategy(cpus[0]),
-        "mirrored": distribute.mirrored(cpus),
+        "mirrored": compat.mirrored_strategy(cpus),
     }.items():
         results[name] = task.run(
             _args(clips_dataset, tmp_path / name, "--steps=3", "--summary_audio_secs=0"),
@@ -310,14 +310,12 @@ def test_steps_per_loop_keeps_every_step_and_resumes_exactly(clips_dataset, tmp_
 
 
 def test_the_schedule_warms_up_linearly_then_decays_to_zero():
-    from trainer import loop
-
-    cosine = loop.learning_rate_schedule("cosine", 1e-3, 10, 110)
+    cosine = optimization.learning_rate_schedule("cosine", 1e-3, 10, 110)
     values = [float(cosine(s)) for s in (0, 5, 10, 60, 110)]
     assert values == pytest.approx([0.0, 5e-4, 1e-3, 5e-4, 0.0], abs=1e-9)
-    constant = loop.learning_rate_schedule("constant", 1e-3, 10, 110)
+    constant = optimization.learning_rate_schedule("constant", 1e-3, 10, 110)
     assert [float(constant(s)) for s in (0, 5, 10, 60, 110)] == pytest.approx([0.0, 5e-4, 1e-3, 1e-3, 1e-3])
-    assert loop.learning_rate_schedule("constant", 1e-3, 0, 110) == 1e-3
+    assert optimization.learning_rate_schedule("constant", 1e-3, 0, 110) == 1e-3
 
 
 def test_clip_norm_clips_the_global_gradient_norm_before_adam_and_adam_beta2_is_passed_on(clips_dataset, tmp_path):
@@ -338,11 +336,15 @@ def test_clip_norm_clips_the_global_gradient_norm_before_adam_and_adam_beta2_is_
     clipped = np.array([3e-6, 4e-6])
     assert first_update(5e-6) == pytest.approx(clipped / (clipped + epsilon), rel=1e-3)
     # And task wires --clip_norm and --adam_beta2 into the optimizer it trains with.
-    default = task.make_optimizer(task.parse_args(["--data=d", "--job_dir=j"]))
+    default = optimization.make_optimizer(task.parse_args(["--data=d", "--job_dir=j"]))
     assert default.global_clipnorm is None and default.beta_2 == 0.999 and options.DEFAULT_CLIP_NORM == 0
-    chosen = task.make_optimizer(task.parse_args(["--data=d", "--job_dir=j", "--clip_norm=0.5", "--adam_beta2=0.99"]))
+    chosen = optimization.make_optimizer(
+        task.parse_args(["--data=d", "--job_dir=j", "--clip_norm=0.5", "--adam_beta2=0.99"])
+    )
     assert chosen.global_clipnorm == 0.5 and chosen.beta_2 == 0.99
-    scaled = task.make_optimizer(task.parse_args(["--data=d", "--job_dir=j", "--mixed_precision", "--adam_beta2=0.9"]))
+    scaled = optimization.make_optimizer(
+        task.parse_args(["--data=d", "--job_dir=j", "--mixed_precision", "--adam_beta2=0.9"])
+    )
     assert scaled.inner_optimizer.beta_2 == 0.9
     with pytest.raises(ValueError, match="adam_beta2"):
         task.run(_args(clips_dataset, tmp_path / "job", "--adam_beta2=1"))

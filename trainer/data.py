@@ -343,3 +343,70 @@ def entropy_bits(counts):
     """Shannon entropy in bits of a histogram (int array of counts per code)."""
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log2(p)).sum())
+
+
+class TrainingInputs:
+    """The training and validation input functions of one job, from its dataset and options.
+
+    Args:
+      data_dir: the dataset directory; description: its contract.DatasetDescription.
+      global_batch: batch size over all replicas; crop_samples: samples per training example.
+      seed: the input stream's seed.
+      condition: (label kind, vocabulary) for a conditioned model, or None.
+      gain_db, random_polarity, shuffle_buffer_windows: `make_dataset`'s augmentation and shuffling.
+      eval_batches: validation batches per evaluation.
+
+    Attributes:
+      validation: callable(input_context) -> validation batches, or None when the split has no windows.
+    """
+
+    def __init__(self, data_dir, description, global_batch, crop_samples, seed, condition=None, gain_db=0.0,
+                 random_polarity=False, shuffle_buffer_windows=None, eval_batches=20):  # fmt: skip
+        self._description, self._window = description, description.window_samples
+        self._global_batch, self._crop, self._seed, self._condition = global_batch, crop_samples, seed, condition
+        self._augmentation = dict(gain_db=gain_db, random_polarity=random_polarity)
+        self._shuffle_buffer_windows = shuffle_buffer_windows
+        self._eval_batches = eval_batches
+        self.train_paths = split_paths(data_dir, description, contract.TRAIN)
+        self.validation_paths = description.shard_paths(data_dir, contract.VALIDATION)
+        self.validation = self._validation if description.splits[contract.VALIDATION].windows else None
+
+    def training(self, resumed_step=0):
+        """callable(input_context) -> the training batches of one input pipeline, from `resumed_step` on.
+
+        The input is a deterministic stream: a resumed job skips what its checkpointed steps consumed.
+        """
+
+        def make(input_context):
+            return make_dataset(
+                self.train_paths,
+                self._window,
+                input_context.get_per_replica_batch_size(self._global_batch),
+                crop_samples=self._crop,
+                seed=self._seed,
+                skip_windows=resumed_step * self._global_batch // input_context.num_input_pipelines,
+                input_context=input_context,
+                condition=self._condition,
+                shuffle_buffer_windows=self._shuffle_buffer_windows,
+                quantization_channels=self._description.quantization_channels,
+                **self._augmentation,
+            )
+
+        return make
+
+    def _validation(self, input_context):
+        return make_dataset(
+            self.validation_paths,
+            self._window,
+            input_context.get_per_replica_batch_size(self._global_batch),
+            crop_samples=self._crop,
+            shuffle=False,
+            repeat=False,
+            seed=self._seed,
+            input_context=input_context,
+            condition=self._condition,
+        ).take(self._eval_batches)
+
+    def find_bad_shard(self):
+        """After the input failed: (path, what is wrong) of the first damaged shard, or None (`find_bad_shard`)."""
+        return find_bad_shard(self.train_paths + self.validation_paths, self._window)

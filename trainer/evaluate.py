@@ -75,7 +75,7 @@ def evaluate(
     import keras
     import tensorflow as tf
 
-    from trainer import data, loop
+    from trainer import data, model
 
     export_dir = contract.local_export_dir(model_path)
     config = contract.read_model_config(export_dir)
@@ -129,7 +129,7 @@ def evaluate(
     @tf.function
     def score(codes, labels):
         batch = (codes, table.lookup(labels[0])) if table is not None else codes
-        return loop.per_example_nats(wavenet, config.wavenet, batch)
+        return model.per_example_nats(wavenet, config.wavenet, batch)
 
     total, windows, per_label = 0.0, 0, {}
     counts = np.zeros(config.quantization_channels, np.int64)
@@ -208,11 +208,7 @@ def build_parser():
     parser.add_argument(
         "--json", default=None, help="Also write the figures as JSON to this file ('-': stdout). Default: none."
     )
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        help=f"Show TensorFlow's own log lines (hidden otherwise, unless {contract.NATIVE_LOG_LEVEL_ENV} is set).",
-    )
+    contract.add_verbose_option(parser)
     return parser
 
 
@@ -241,5 +237,5 @@ def main(argv=None):
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    contract.filter_native_logs(verbose="--verbose" in sys.argv[1:])
+    contract.filter_native_logs(verbose=contract.VERBOSE_OPTION in sys.argv[1:])
     sys.exit(contract.run_command(main))

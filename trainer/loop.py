@@ -1,7 +1,11 @@
-"""The training loop: steps, NaN stop, checkpoints, evaluation and TensorBoard summaries.
+"""The training loop: step builders, and a controller that runs them and its actions (as Orbit splits them).
 
 `trainer.task` builds the strategy, the model and the input and hands them
-here; this module owns what happens between the first step and the last.
+here; this module owns what happens between the first step and the last:
+`make_train_loop` and `make_evaluator` build the device functions (Orbit's
+trainer and evaluator), `Controller` runs loops of steps to the end and, between
+them, the NaN stop, progress, summaries and its `Action`s (checkpoints,
+evaluations with their audio summaries).
 """
 
 import dataclasses
@@ -95,7 +99,7 @@ def train(
     on_checkpoint=lambda: None,
     stop_after_steps=None,
 ):
-    """Runs training steps until `settings.steps`.
+    """Runs training steps until `settings.steps`: the step builders wired to a `Controller` and its actions.
 
     Args:
       settings: LoopSettings.
@@ -120,11 +124,53 @@ def train(
     """
     import tensorflow as tf
 
+    writers = {
+        name: tf.summary.create_file_writer(posixpath.join(write_dir, "logs", name)) for name in ("train", "validation")
+    }
+    controller = Controller(
+        settings,
+        step,
+        make_train_loop(settings, strategy, wavenet, wavenet_config, optimizer, step),
+        iterator,
+        checkpoint=Action(settings.checkpoint_every, checkpoint_action(checkpoint_manager, on_checkpoint)),
+        evaluation=Action(
+            settings.eval_every,
+            evaluation_action(
+                settings,
+                make_evaluator(strategy, wavenet, wavenet_config, validation_dataset),
+                writers["validation"],
+                wavenet,
+                wavenet_config,
+                chief,
+            ),
+        ),  # fmt: skip
+        writer=writers["train"],
+        optimizer=optimizer,
+        chief=chief,
+        describe_checkpoint=lambda: checkpoint_manager.latest_checkpoint,
+    )
+    try:
+        return controller.run(stop_after_steps)
+    finally:
+        for writer in writers.values():
+            writer.flush()
+
+
+def make_train_loop(settings, strategy, wavenet, wavenet_config, optimizer, step):
+    """The training step, and a tf.function running `num_steps` of them on the device (Orbit's trainer).
+
+    Returns:
+      callable(iterator, int32 num_steps) -> float32 [num_steps] losses (nats per sample), reduced over replicas.
+    """
+    import tensorflow as tf
+
+    from trainer import model
+
     global_batch = settings.global_batch
 
     def train_replica(batch):
         with tf.GradientTape() as tape:
-            per_example = per_example_nats(wavenet, wavenet_config, batch)
+            per_example = model.per_example_nats(wavenet, wavenet_config, batch)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             scaled = optimizer.scale_loss(loss) if settings.mixed_precision else loss
         grads = tape.gradient(scaled, wavenet.trainable_variables)
@@ -144,10 +190,23 @@ def train(
             losses = losses.write(i, strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None))
         return losses.stack()
 
+    return train_loop
+
+
+def make_evaluator(strategy, wavenet, wavenet_config, validation_dataset):
+    """The validation loss over a fresh pass of `validation_dataset` (Orbit's evaluator).
+
+    Returns:
+      callable() -> mean nats per sample over the validation windows, or None without validation data.
+    """
+    import tensorflow as tf
+
+    from trainer import model
+
     @tf.function
     def eval_step(codes):
         def replica(batch):
-            per_example = per_example_nats(wavenet, wavenet_config, batch)
+            per_example = model.per_example_nats(wavenet, wavenet_config, batch)
             return tf.reduce_sum(per_example), tf.cast(tf.shape(per_example)[0], tf.float32)
 
         total, count = strategy.run(replica, args=(codes,))
@@ -165,133 +224,135 @@ def train(
             total, count = total + float(batch_total), count + float(batch_count)
         return total / count if count else None
 
-    def next_boundary(current):
-        """The step the next loop ends at: a checkpoint, an evaluation, the end or the preemption."""
-        ends = [
-            settings.steps,
-            (current // settings.checkpoint_every + 1) * settings.checkpoint_every,
-            (current // settings.eval_every + 1) * settings.eval_every,
-            current + settings.steps_per_loop,
-        ]
-        if stop_after_steps is not None:
-            ends.append(start_step + stop_after_steps)
-        return min(ends)
+    return validation_loss
 
-    writers = {
-        name: tf.summary.create_file_writer(posixpath.join(write_dir, "logs", name)) for name in ("train", "validation")
-    }
-    start_step = int(step.numpy())
-    result = TrainResult(step=start_step)
-    samples_per_step = global_batch * settings.crop_samples
-    progress = _progress_bar(start_step, settings.steps, enabled=chief)
-    timed_from = None  # (step, time) after the first loop, which includes tracing and compilation.
-    current = start_step
-    while current < settings.steps and (stop_after_steps is None or current - start_step < stop_after_steps):
-        num_steps = next_boundary(current) - current
-        losses = train_loop(iterator, tf.constant(num_steps, tf.int32)).numpy()
-        first, current = current + 1, int(step.numpy())
-        now = time.monotonic()
-        rate = None
-        if timed_from is not None:
-            rate = (current - timed_from[0]) * samples_per_step / (now - timed_from[1])
-            if result.samples_per_sec is None and chief and current < settings.steps:
-                secs_per_step = samples_per_step / rate
-                progress.write(
-                    f"{settings.steps - current:,} steps to go at {secs_per_step:.2f} s/step "
-                    f"(measured over steps {timed_from[0] + 1}-{current}): about "
-                    f"{contract.format_duration((settings.steps - current) * secs_per_step)}",
-                    file=sys.stderr,
-                )
-            result.samples_per_sec = rate
-        else:
-            timed_from = (current, now)
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    """Something the controller does every `every` steps and at the last step: callable(step, result)."""
+
+    every: int
+    run: object
+
+    def due(self, step, last_step):
+        return step % self.every == 0 or step == last_step
+
+    def next_step(self, step):
+        return (step // self.every + 1) * self.every
+
+
+def checkpoint_action(checkpoint_manager, on_checkpoint):
+    def save(step, result):
+        checkpoint_manager.save(checkpoint_number=step)
+        on_checkpoint()
+
+    return save
+
+
+def evaluation_action(settings, validation_loss, writer, wavenet, wavenet_config, chief):
+    """The validation loss into the result and TensorBoard, and the chief's audio summary."""
+    import tensorflow as tf
+
+    def evaluate(step, result):
+        result.validation_loss_nats = validation_loss()
+        with writer.as_default(step=step):
+            if result.validation_loss_nats is not None:
+                tf.summary.scalar("loss_nats", result.validation_loss_nats)
+                tf.summary.scalar("loss_bits", result.validation_loss_nats / math.log(2))
+            if chief and settings.summary_audio_secs > 0:
+                write_audio_summary(wavenet, wavenet_config, settings, step)
+
+    return evaluate
+
+
+class Controller:
+    """Runs the training loop to `settings.steps` in loops of steps on the device, and its actions between them.
+
+    As Orbit's Controller (tensorflow/models `orbit/controller.py`): each loop
+    ends at the next step where an action is due (a checkpoint, an evaluation),
+    the end, or `settings.steps_per_loop` steps; after each loop the controller
+    records the losses, stops on NaN, reports progress and the time left, writes
+    the training summaries, then runs the actions that are due.
+    """
+
+    def __init__(self, settings, step, train_loop, iterator, checkpoint, evaluation, writer, optimizer, chief,
+                 describe_checkpoint):  # fmt: skip
+        self._settings, self._step, self._train_loop, self._iterator = settings, step, train_loop, iterator
+        self._actions = (checkpoint, evaluation)  # A checkpoint first: an evaluation's failure keeps the steps.
+        self._writer, self._optimizer, self._chief = writer, optimizer, chief
+        self._describe_checkpoint = describe_checkpoint
+
+    def run(self, stop_after_steps=None):
+        import tensorflow as tf
+
+        settings = self._settings
+        start = int(self._step.numpy())
+        stop = settings.steps if stop_after_steps is None else min(settings.steps, start + stop_after_steps)
+        result = TrainResult(step=start)
+        samples_per_step = settings.global_batch * settings.crop_samples
+        progress = _progress_bar(start, settings.steps, enabled=self._chief)
+        timed_from = None  # (step, time) after the first loop, which includes tracing and compilation.
+        current = start
+        try:
+            while current < stop:
+                num_steps = self._next_boundary(current, stop) - current
+                losses = self._train_loop(self._iterator, tf.constant(num_steps, tf.int32)).numpy()
+                first, current = current + 1, int(self._step.numpy())
+                self._check_finite(losses, first)
+                now = time.monotonic()
+                rate = None
+                if timed_from is None:
+                    timed_from = (current, now)
+                else:
+                    rate = (current - timed_from[0]) * samples_per_step / (now - timed_from[1])
+                    if result.samples_per_sec is None and self._chief and current < settings.steps:
+                        progress.write(
+                            _time_left(settings.steps - current, samples_per_step / rate, timed_from[0], current),
+                            file=sys.stderr,
+                        )
+                    result.samples_per_sec = rate
+                result.losses.extend(zip(range(first, current + 1), losses.tolist(), strict=True))
+                result.step, result.train_loss_nats = current, float(losses[-1])
+                progress.update(num_steps)
+                progress.set_postfix(loss=f"{losses[-1]:.3f}", samples_per_s=f"{rate:,.0f}" if rate else "...")
+                self._write_summaries(first, losses, current, rate)
+                for action in self._actions:
+                    if action.due(current, settings.steps):
+                        action.run(current, result)
+        finally:
+            progress.close()
+        return result
+
+    def _next_boundary(self, current, stop):
+        """The step the next loop ends at: an action's, the end or the stop, at most steps_per_loop away."""
+        return min(stop, current + self._settings.steps_per_loop, *(a.next_step(current) for a in self._actions))
+
+    def _check_finite(self, losses, first):
         bad = np.flatnonzero(~np.isfinite(losses))
         if len(bad):
-            progress.close()
             raise TrainingError(
                 f"the loss became {losses[bad[0]]} at step {first + bad[0]}; training stopped. The last good "
-                f"checkpoint ({checkpoint_manager.latest_checkpoint or 'none'}) is kept; lower --learning_rate, "
+                f"checkpoint ({self._describe_checkpoint() or 'none'}) is kept; lower --learning_rate, "
                 "set --clip_norm, or check the data."
             )
-        result.losses.extend(zip(range(first, current + 1), losses.tolist(), strict=True))
-        result.step, result.train_loss_nats = current, float(losses[-1])
-        progress.update(num_steps)
-        progress.set_postfix(loss=f"{losses[-1]:.3f}", samples_per_s=f"{rate:,.0f}" if rate else "...")
-        with writers["train"].as_default():
+
+    def _write_summaries(self, first, losses, current, rate):
+        import tensorflow as tf
+
+        with self._writer.as_default():
             for offset, loss in enumerate(losses.tolist()):
                 tf.summary.scalar("loss_nats", loss, step=first + offset)
                 tf.summary.scalar("loss_bits", loss / math.log(2), step=first + offset)
-            tf.summary.scalar("learning_rate", float(np.asarray(optimizer.learning_rate)), step=current)
+            tf.summary.scalar("learning_rate", float(np.asarray(self._optimizer.learning_rate)), step=current)
             if rate:
                 tf.summary.scalar("samples_per_sec", rate, step=current)
-        if current % settings.checkpoint_every == 0 or current == settings.steps:
-            checkpoint_manager.save(checkpoint_number=current)
-            on_checkpoint()
-        if current % settings.eval_every == 0 or current == settings.steps:
-            result.validation_loss_nats = validation_loss()
-            with writers["validation"].as_default(step=current):
-                if result.validation_loss_nats is not None:
-                    tf.summary.scalar("loss_nats", result.validation_loss_nats)
-                    tf.summary.scalar("loss_bits", result.validation_loss_nats / math.log(2))
-                if chief and settings.summary_audio_secs > 0:
-                    write_audio_summary(wavenet, wavenet_config, settings, current)
-    progress.close()
-    for writer in writers.values():
-        writer.flush()
-    return result
 
 
-def learning_rate_schedule(name, peak, warmup_steps, total_steps):
-    """Linear warm-up from 0 to `peak` over warmup_steps, then constant or a cosine decay to 0 at total_steps.
-
-    Keras' CosineDecay with warm-up (I. Loshchilov and F. Hutter, "SGDR", ICLR 2017; warm-up as in
-    P. Goyal et al., "Accurate, Large Minibatch SGD", 2017, section 2.2).
-
-    Returns:
-      a keras LearningRateSchedule, or the float `peak` for a constant rate without warm-up.
-    """
-    import keras
-
-    if warmup_steps <= 0 and name == "constant":
-        return peak
-    warmup_steps = max(0, min(warmup_steps, total_steps - 1))
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup_steps else peak,
-        decay_steps=max(1, total_steps - warmup_steps),
-        alpha=1.0 if name == "constant" else 0.0,
-        warmup_target=peak if warmup_steps else None,
-        warmup_steps=warmup_steps,
+def _time_left(steps_left, secs_per_step, timed_from, current):
+    return (
+        f"{steps_left:,} steps to go at {secs_per_step:.2f} s/step (measured over steps {timed_from + 1}-{current}): "
+        f"about {contract.format_duration(steps_left * secs_per_step)}"
     )
-
-
-def per_example_nats(wavenet, wavenet_config, batch):
-    """Per-example cross-entropy of a WaveNet's predictions, over the outputs that see a full receptive field.
-
-    The model reads codes[:, :-1]; output t predicts codes[:, t + 1]. Outputs
-    before receptive_field - 1 see the zero padding of the causal convolutions,
-    not music, and are not scored (the quantity the paper reports, van den
-    Oord et al. 2016, section 3.2, as negative log-likelihood per sample); the
-    logits are computed only where scored (`trainer.model.scored_logits`).
-
-    Args:
-      wavenet: keras.Model (`trainer.model.build_wavenet`); wavenet_config: its WaveNetConfig.
-      batch: int32 [batch, time] mu-law codes (time static, > receptive_field), or
-        (codes, int32 [batch] label indices) for a conditioned model.
-
-    Returns:
-      float32 [batch] mean nats per scored sample.
-    """
-    import keras
-    import tensorflow as tf
-
-    from trainer import model
-
-    codes, condition = batch if isinstance(batch, tuple | list) else (batch, None)
-    logits = model.scored_logits(wavenet, wavenet_config, codes[:, :-1], condition)
-    per_sample = keras.losses.sparse_categorical_crossentropy(
-        codes[:, wavenet_config.receptive_field :], tf.cast(logits, tf.float32), from_logits=True
-    )
-    return tf.reduce_mean(per_sample, axis=1)
 
 
 SUMMARY_CONDITIONS = 4  # A conditioned model's audio summary: one clip for each of its first label values.
@@ -334,31 +395,6 @@ def write_audio_summary(wavenet, wavenet_config, settings, step):
         tf.summary.image(
             tag.replace("generated", "generated_spectrogram", 1), tf.image.decode_png(png)[None], step=step
         )
-
-
-def generate_naive(wavenet, wavenet_config, num_samples, seed):
-    """A clip by the plain algorithm (a full pass per sample): the reference the sampler's benchmark compares with.
-
-    Returns:
-      float32 [num_samples] in [-1, 1].
-    """
-    import tensorflow as tf
-
-    rf = wavenet_config.receptive_field
-
-    @tf.function
-    def loop(context):
-        out = tf.TensorArray(tf.int32, size=num_samples)
-        for i in tf.range(num_samples):
-            logits = wavenet(context, training=False)[:, -1, :]
-            code = tf.random.stateless_categorical(tf.cast(logits, tf.float32), 1, seed=[seed, i], dtype=tf.int32)
-            context = tf.concat([context[:, 1:], code], axis=1)
-            out = out.write(i, code[0, 0])
-        return out.stack()
-
-    start = tf.fill([1, rf], wavenet_config.quantization_channels // 2)
-    codes = loop(start).numpy()
-    return contract.mu_law_decode(codes, wavenet_config.quantization_channels)
 
 
 def _progress_bar(initial, total, enabled):

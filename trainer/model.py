@@ -95,8 +95,7 @@ def scored_logits(wavenet, config, codes, condition=None):
       the skips and the output stack only at the scored positions;
     - the skips are added as they come, not stacked.
 
-    A training step of the default model on the project's 2-core CPU runs 2.2-3.4x
-    as fast with 4,096-sample crops, 1.7-2.5x with 16,000 (BENCHMARKS.md, "Training").
+    How much faster than the Keras model's own forward: BENCHMARKS.md, "Training".
     Time slices use tf.slice: StridedSlice's gradient is a slow generic kernel on CPU.
 
     Args:
@@ -184,3 +183,30 @@ def _matmul(x, kernel):
     channels, outputs = kernel.shape
     product = tf.matmul(tf.reshape(x, [-1, channels]), kernel)
     return tf.reshape(product, tf.concat([tf.shape(x)[:-1], [outputs]], 0))
+
+
+def per_example_nats(wavenet, wavenet_config, batch):
+    """Per-example cross-entropy of a WaveNet's predictions, over the outputs that see a full receptive field.
+
+    The model reads codes[:, :-1]; output t predicts codes[:, t + 1]. Outputs
+    before receptive_field - 1 see the zero padding of the causal convolutions,
+    not music, and are not scored (the quantity the paper reports, van den
+    Oord et al. 2016, section 3.2, as negative log-likelihood per sample); the
+    logits are computed only where scored (`scored_logits`).
+
+    Args:
+      wavenet: keras.Model (`trainer.model.build_wavenet`); wavenet_config: its WaveNetConfig.
+      batch: int32 [batch, time] mu-law codes (time static, > receptive_field), or
+        (codes, int32 [batch] label indices) for a conditioned model.
+
+    Returns:
+      float32 [batch] mean nats per scored sample.
+    """
+    import tensorflow as tf
+
+    codes, condition = batch if isinstance(batch, tuple | list) else (batch, None)
+    logits = scored_logits(wavenet, wavenet_config, codes[:, :-1], condition)
+    per_sample = keras.losses.sparse_categorical_crossentropy(
+        codes[:, wavenet_config.receptive_field :], tf.cast(logits, tf.float32), from_logits=True
+    )
+    return tf.reduce_mean(per_sample, axis=1)

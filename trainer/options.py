@@ -14,13 +14,12 @@ from trainer import presets
 _LOGGER = logging.getLogger(__name__)
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 LR_SCHEDULES = ("constant", "cosine")
-# Held-out music at the benchmark's budget (BENCHMARKS.md): 1e-3 3.55 nats, 3e-3 3.32, 5e-3 3.29. Not 5e-3:
-# 0.03 nats is little for a rate that much nearer divergence on long runs and large batches.
+# Chosen on held-out music (BENCHMARKS.md, "Held-out quality", "Learning rate").
 DEFAULT_LEARNING_RATE = 3e-3
 DEFAULT_LR_SCHEDULE = "constant"
 DEFAULT_WARMUP_STEPS = 0
 DEFAULT_CLIP_NORM = 0.0
-# Steps per host round trip by device kind (BENCHMARKS.md): a CPU gains little, accelerators idle without it.
+# Steps per host round trip by device kind (BENCHMARKS.md, "--steps_per_loop").
 DEFAULT_STEPS_PER_LOOP = {"CPU": 10, "GPU": 100, "TPU": 200}
 
 
@@ -171,12 +170,7 @@ def build_parser():
     parser.add_argument(
         "--seed", type=int, default=0, help="Seed for weights, shuffling and cropping. Default: %(default)s."
     )
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        help="Show TensorFlow's own log lines (its C++ INFO and WARNING lines are hidden otherwise, unless "
-        f"{contract.NATIVE_LOG_LEVEL_ENV} is set).",
-    )
+    contract.add_verbose_option(parser)
     return parser
 
 

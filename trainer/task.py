@@ -24,7 +24,7 @@ import sys
 import tempfile
 
 from pipelines import contract
-from trainer import distribute, export, jobdir, options, presets, storage
+from trainer import distribute, export, jobdir, optimization, options, presets, storage
 from trainer.loop import TrainingError  # noqa: F401 (what run raises; the loop imports TensorFlow lazily)
 from trainer.options import parse_args, sagemaker_argv  # noqa: F401 (the command line, re-exported)
 
@@ -48,134 +48,54 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
 
     Raises:
       contract.DatasetMismatchError: the data cannot serve the model.
-      loop.TrainingError: the loss became NaN or Inf.
+      loop.TrainingError: the loss became NaN or Inf, or a shard is damaged.
     """
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    return run_parsed(args, dataset_override, strategy_override, stop_after_steps)
+
+
+def run_parsed(args, dataset_override=None, strategy_override=None, stop_after_steps=None):
+    """`run` for parsed options (`options.parse_args`): the wiring, one step after another."""
     import keras
     import tensorflow as tf
 
-    from trainer import data, loop, model
+    from trainer import data, loop
 
-    if storage.needs_staging(args.data):
-        args.data = storage.stage_dataset(args.data, tempfile.mkdtemp(prefix="wavenet-data-"))
-    mirror = None
-    if storage.needs_staging(args.job_dir):
-        mirror = storage.JobDirMirror(args.job_dir, tempfile.mkdtemp(prefix="wavenet-job-"))
-        _LOGGER.warning("Working in %s, mirrored to %s (%d files pulled)", mirror.local, mirror.remote, mirror.pull())
-        args.job_dir = mirror.local
+    mirror = _local_working_dirs(args)
     push = mirror.push if mirror else lambda: None
-    if not contract.is_remote(args.job_dir):
-        for path in jobdir.remove_killed_writes(args.job_dir):
-            _LOGGER.warning("Removed %s, left by a write that was killed", path)
     description = contract.read_description(args.data)
     for warning in data.check_shard_files(args.data, description):
         _LOGGER.warning("%s", warning)
     checkpoints = tf.train.latest_checkpoint(posixpath.join(args.job_dir, "checkpoints"))
     preset = jobdir.job_preset(args.job_dir, args.preset, checkpoints)
     condition_kind, vocabulary = jobdir.job_condition(args.job_dir, args.condition_on, description, checkpoints)
-    config = dataclasses.replace(
-        model.PRESETS[preset],
-        quantization_channels=description.quantization_channels,
-        condition_values=len(vocabulary),
-    )
-    condition = (condition_kind, vocabulary) if condition_kind else None
-    previous = export.read_exported_config(args.job_dir)
-    contract.check_compatible(
-        description,
-        "the model",
-        quantization_channels=config.quantization_channels,
-        sample_rate=previous.sample_rate if previous else None,
-        min_window_samples=config.receptive_field + 1,
-    )
-    options.check_options(args)
-    window = description.window_samples
-    crop = args.crop_samples or window
-    if not config.receptive_field + 1 <= crop <= window:
-        raise contract.DatasetMismatchError(
-            f"--crop_samples={crop} must lie between the receptive field + 1 ({config.receptive_field + 1}) "
-            f"and the dataset's window_samples ({window})"
-        )
+    config = _model_config(args, description, preset, len(vocabulary))
+    crop = args.crop_samples or description.window_samples
 
     keras.utils.set_random_seed(args.seed)
     strategy = strategy_override or distribute.get_strategy(args.strategy, args.tpu)
-    global_batch = args.batch_size
-    if global_batch % strategy.num_replicas_in_sync:
-        raise ValueError(f"--batch_size={global_batch} must divide by {strategy.num_replicas_in_sync} replicas")
+    if args.batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(f"--batch_size={args.batch_size} must divide by {strategy.num_replicas_in_sync} replicas")
     write_dir = distribute.write_dir(args.job_dir, strategy)
+    wavenet, optimizer, step, manager = _build(args, strategy, config, write_dir, preset)
 
-    with strategy.scope():
-        previous_policy = keras.mixed_precision.global_policy()
-        if args.mixed_precision:
-            # TPUs compute in bfloat16 (no loss scaling needed in principle, harmless); GPUs in float16.
-            # Layers keep the policy they are built with; the global one is restored right after.
-            policy = "mixed_bfloat16" if distribute.is_tpu(strategy) else "mixed_float16"
-            keras.mixed_precision.set_global_policy(policy)
-        try:
-            wavenet = model.build_wavenet(config)
-        finally:
-            keras.mixed_precision.set_global_policy(previous_policy)
-        optimizer = make_optimizer(args)
-        optimizer.build(wavenet.trainable_variables)
-        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    checkpoint = tf.train.Checkpoint(model=wavenet, optimizer=optimizer, step=step)
-    manager = tf.train.CheckpointManager(checkpoint, posixpath.join(write_dir, "checkpoints"), max_to_keep=3)
-    if manager.latest_checkpoint:
-        try:
-            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        except (ValueError, AssertionError) as e:  # A job dir started before job.json named its preset.
-            raise contract.DatasetMismatchError(
-                f"{args.job_dir}'s checkpoints hold another model than the {presets.describe(preset)} "
-                f"({str(e).splitlines()[0][:160]}): pass the --preset it was started with, or use another --job_dir"
-            ) from None
-        _LOGGER.warning("Resumed from %s at step %d", manager.latest_checkpoint, int(step.numpy()))
-
-    if not description.splits[contract.VALIDATION].windows:
+    inputs = data.TrainingInputs(
+        args.data, description, args.batch_size, crop, args.seed,
+        condition=(condition_kind, vocabulary) if condition_kind else None,
+        gain_db=args.gain_augmentation_db, random_polarity=args.random_polarity,
+        shuffle_buffer_windows=args.shuffle_buffer_windows, eval_batches=args.eval_batches,
+    )  # fmt: skip
+    train_input = dataset_override or inputs.training(resumed_step=int(step.numpy()))
+    if inputs.validation is None:
         _LOGGER.warning(
             "%s has no validation windows: no validation loss will be reported. Preprocess with a larger "
             "--validation_fraction to hold tracks out.",
             args.data,
         )
-    train_paths = data.split_paths(args.data, description, contract.TRAIN)
-    resumed_step = int(step.numpy())
-
-    def train_input(input_context):
-        if dataset_override is not None:
-            return dataset_override(input_context)
-        return data.make_dataset(
-            train_paths,
-            window,
-            input_context.get_per_replica_batch_size(global_batch),
-            crop_samples=crop,
-            seed=args.seed,
-            # The input is a deterministic stream: skip what the checkpointed steps consumed.
-            skip_windows=resumed_step * global_batch // input_context.num_input_pipelines,
-            input_context=input_context,
-            condition=condition,
-            gain_db=args.gain_augmentation_db,
-            random_polarity=args.random_polarity,
-            shuffle_buffer_windows=args.shuffle_buffer_windows,
-            quantization_channels=config.quantization_channels,
-        )
-
-    def validation_input():
-        paths = data.split_paths(args.data, description, contract.VALIDATION)
-        return strategy.distribute_datasets_from_function(
-            lambda ctx: data.make_dataset(
-                paths,
-                window,
-                ctx.get_per_replica_batch_size(global_batch),
-                crop_samples=crop,
-                shuffle=False,
-                repeat=False,
-                seed=args.seed,
-                input_context=ctx,
-                condition=condition,
-            ).take(args.eval_batches)
-        )
-
+    validation = inputs.validation and (lambda: strategy.distribute_datasets_from_function(inputs.validation))
     settings = loop.LoopSettings(
         steps=args.steps,
-        global_batch=global_batch,
+        global_batch=args.batch_size,
         crop_samples=crop,
         checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every,
@@ -190,23 +110,12 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
     )
     try:
         result = loop.train(
-            settings,
-            strategy,
-            wavenet,
-            config,
-            optimizer,
-            step,
-            manager,
-            iter(strategy.distribute_datasets_from_function(train_input)),
-            validation_input if description.splits[contract.VALIDATION].windows else None,
-            write_dir,
-            chief=distribute.is_chief(strategy),
-            on_checkpoint=push,
-            stop_after_steps=stop_after_steps,
-        )
+            settings, strategy, wavenet, config, optimizer, step, manager,
+            iter(strategy.distribute_datasets_from_function(train_input)), validation, write_dir,
+            chief=distribute.is_chief(strategy), on_checkpoint=push, stop_after_steps=stop_after_steps,
+        )  # fmt: skip
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-        paths = train_paths + description.shard_paths(args.data, contract.VALIDATION)
-        bad = data.find_bad_shard(paths, window) if dataset_override is None else None
+        bad = inputs.find_bad_shard() if dataset_override is None else None
         if bad is None:
             raise  # Not the input's fault.
         raise loop.TrainingError(
@@ -228,37 +137,103 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
     return result
 
 
-def make_optimizer(args):
-    """Adam (Kingma and Ba, 2015) as the options ask: schedule, beta_2, clipping, loss scaling.
+def _local_working_dirs(args):
+    """Stages s3:// data and mirrors an s3:// job_dir locally (`trainer.storage`); cleans a local job_dir.
 
-    Args:
-      args: `options.parse_args`'s namespace.
+    Changes args.data and args.job_dir to the local copies; returns the JobDirMirror, or None.
+    """
+    if storage.needs_staging(args.data):
+        args.data = storage.stage_dataset(args.data, tempfile.mkdtemp(prefix="wavenet-data-"))
+    mirror = None
+    if storage.needs_staging(args.job_dir):
+        mirror = storage.JobDirMirror(args.job_dir, tempfile.mkdtemp(prefix="wavenet-job-"))
+        _LOGGER.warning("Working in %s, mirrored to %s (%d files pulled)", mirror.local, mirror.remote, mirror.pull())
+        args.job_dir = mirror.local
+    if not contract.is_remote(args.job_dir):
+        for path in jobdir.remove_killed_writes(args.job_dir):
+            _LOGGER.warning("Removed %s, left by a write that was killed", path)
+    return mirror
+
+
+def _model_config(args, description, preset, condition_values):
+    """The WaveNetConfig to train, refused (naming both values) when the data cannot serve it or the options clash.
+
+    Raises:
+      contract.DatasetMismatchError, ValueError.
+    """
+    config = dataclasses.replace(
+        presets.PRESETS[preset],
+        quantization_channels=description.quantization_channels,
+        condition_values=condition_values,
+    )
+    previous = export.read_exported_config(args.job_dir)
+    contract.check_compatible(
+        description,
+        "the model",
+        quantization_channels=config.quantization_channels,
+        sample_rate=previous.sample_rate if previous else None,
+        min_window_samples=config.receptive_field + 1,
+    )
+    options.check_options(args)
+    window = description.window_samples
+    crop = args.crop_samples or window
+    if not config.receptive_field + 1 <= crop <= window:
+        raise contract.DatasetMismatchError(
+            f"--crop_samples={crop} must lie between the receptive field + 1 ({config.receptive_field + 1}) "
+            f"and the dataset's window_samples ({window})"
+        )
+    return config
+
+
+def _build(args, strategy, config, write_dir, preset):
+    """Model, optimizer and step made in the strategy's scope, restored from the latest checkpoint if any.
 
     Returns:
-      keras.optimizers.Adam, in a keras.optimizers.LossScaleOptimizer with --mixed_precision.
+      (keras.Model, optimizer, int64 step tf.Variable, tf.train.CheckpointManager).
     """
     import keras
+    import tensorflow as tf
 
-    from trainer import loop
+    from trainer import model
 
-    optimizer = keras.optimizers.Adam(
-        loop.learning_rate_schedule(args.lr_schedule, args.learning_rate, args.warmup_steps, args.steps),
-        beta_2=args.adam_beta2,
-        global_clipnorm=args.clip_norm or None,
-    )
-    return keras.optimizers.LossScaleOptimizer(optimizer) if args.mixed_precision else optimizer
+    with strategy.scope():
+        previous_policy = keras.mixed_precision.global_policy()
+        if args.mixed_precision:
+            # TPUs compute in bfloat16 (no loss scaling needed in principle, harmless); GPUs in float16.
+            # Layers keep the policy they are built with; the global one is restored right after.
+            policy = "mixed_bfloat16" if distribute.is_tpu(strategy) else "mixed_float16"
+            keras.mixed_precision.set_global_policy(policy)
+        try:
+            wavenet = model.build_wavenet(config)
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
+        optimizer = optimization.make_optimizer(args)
+        optimizer.build(wavenet.trainable_variables)
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    checkpoint = tf.train.Checkpoint(model=wavenet, optimizer=optimizer, step=step)
+    manager = tf.train.CheckpointManager(checkpoint, posixpath.join(write_dir, "checkpoints"), max_to_keep=3)
+    if manager.latest_checkpoint:
+        try:
+            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        except (ValueError, AssertionError) as e:  # A job dir started before job.json named its preset.
+            raise contract.DatasetMismatchError(
+                f"{args.job_dir}'s checkpoints hold another model than the {presets.describe(preset)} "
+                f"({str(e).splitlines()[0][:160]}): pass the --preset it was started with, or use another --job_dir"
+            ) from None
+        _LOGGER.warning("Resumed from %s at step %d", manager.latest_checkpoint, int(step.numpy()))
+    return wavenet, optimizer, step, manager
 
 
 def main():
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     argv = sagemaker_argv(sys.argv[1:])
-    contract.filter_native_logs(verbose="--verbose" in argv)
+    contract.filter_native_logs(verbose=contract.VERBOSE_OPTION in argv)
     sys.exit(contract.run_command(_main, argv))
 
 
 def _main(argv):
-    result = run(argv)
-    print(summary(result, parse_args(argv)))
+    args = parse_args(argv)
+    print(summary(run_parsed(args), args))
 
 
 def summary(result, args):

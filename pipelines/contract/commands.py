@@ -103,6 +103,19 @@ def is_native_noise(line):
     return bool(_NATIVE_NOISE.match(line)) or (bool(_NATIVE_LOG_LINE.match(line)) and line[0] in "IW")
 
 
+VERBOSE_OPTION = "--verbose"
+
+
+def add_verbose_option(parser):
+    """The --verbose option of the commands that import TensorFlow (`filter_native_logs`)."""
+    parser.add_argument(
+        VERBOSE_OPTION,
+        action="store_true",
+        help="Show TensorFlow's own log lines (its C++ INFO and WARNING lines are hidden otherwise, unless "
+        f"{NATIVE_LOG_LEVEL_ENV} is set).",
+    )
+
+
 def filter_native_logs(verbose=False):
     """Hides TensorFlow's C++ chatter (`is_native_noise`) from this process's stderr; call before importing it.
 

@@ -5,7 +5,6 @@ import json
 
 from pipelines.contract import fs
 from pipelines.contract.checks import (
-    ContractError,
     DatasetMismatchError,
     check,
     check_audio_fields,
@@ -328,16 +327,11 @@ def read_description(directory):
     """
     path = fs.join(directory, DATASET_FILE)
     try:
-        raw = fs.read_json(path)
+        return fs.read_contract(path, DatasetDescription.from_dict)
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{path} not found: expected an output directory of python -m pipelines.preprocess"
         ) from None
-    check(isinstance(raw, dict), f"{path} is not a JSON object")
-    try:
-        return DatasetDescription.from_dict(raw)
-    except ContractError as e:
-        raise ContractError(f"{path}: {e}") from None
 
 
 def write_description(directory, description):

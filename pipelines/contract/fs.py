@@ -135,3 +135,23 @@ def read_json(path):
         raise ContractError(f"{path} is not valid JSON: {e}") from None
     except RecursionError:
         raise ContractError(f"{path} is nested too deeply to be a {posixpath.basename(path)}") from None
+
+
+def read_contract(path, parse):
+    """A contract file (dataset.json, config.json) read and parsed; every fault a ContractError naming it.
+
+    Args:
+      path: the file.
+      parse: callable(dict) -> the contract object (its `from_dict`).
+
+    Raises:
+      FileNotFoundError: no file there.
+      ContractError: not a JSON object, or `parse` refused it (the message prefixed with the path).
+    """
+    raw = read_json(path)
+    if not isinstance(raw, dict):
+        raise ContractError(f"{path} is not a JSON object")
+    try:
+        return parse(raw)
+    except ContractError as e:
+        raise ContractError(f"{path}: {e}") from None

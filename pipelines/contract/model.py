@@ -241,12 +241,7 @@ def read_model_config(export_dir):
       ContractError: malformed.
     """
     path = fs.join(export_dir, MODEL_CONFIG_FILE)
-    raw = fs.read_json(path)
-    check(isinstance(raw, dict), f"{path} is not a JSON object")
-    try:
-        return ModelConfig.from_dict(raw)
-    except ContractError as e:
-        raise ContractError(f"{path}: {e}") from None
+    return fs.read_contract(path, ModelConfig.from_dict)
 
 
 def write_model_config(export_dir, config):

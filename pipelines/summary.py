@@ -1,0 +1,101 @@
+"""What a local run prints when it ends: the summary of the dataset, the first failures, the warnings."""
+
+import json
+
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines import contract
+
+FAILURES_SHOWN = 5
+
+
+def read_failures(output, failures_file):
+    """The failure records of a run's failures file ([] when it has none)."""
+    path = contract.join(output, failures_file)
+    try:
+        text = contract.read_bytes(path).decode("utf-8")
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def format_failures(failures, failures_file, shown=FAILURES_SHOWN):
+    """The first failures with their reasons, one line each, and how many more there are."""
+    lines = [f"  {f['uri']}: {f['stage']}: {f['error']}" for f in failures[:shown]]
+    if len(failures) > shown:
+        lines.append(f"  ... and {len(failures) - shown} more in {failures_file}")
+    return lines
+
+
+def _count(n, noun):
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def format_summary(description, output, wall_secs, new_secs, failures=()):
+    """The closing summary printed after a local run, as a str.
+
+    Args:
+      description: contract.DatasetDescription.
+      output: the output directory.
+      wall_secs: the job's wall time.
+      new_secs: seconds of audio this run processed.
+      failures: the run's failure records (the first few are shown with their reasons).
+    """
+    accounting = description.accounting
+    seconds = description.seconds
+    skipped = accounting.tracks_skipped_existing
+    lines = [
+        f"Tracks: {accounting.tracks_ok} ok, {accounting.tracks_failed} failed "
+        + (f"({skipped} already in the output) " if skipped else "")
+        + f"of {accounting.tracks_input} inputs"
+        + (f" ({accounting.tracks_truncated} truncated by corrupt data)" if accounting.tracks_truncated else ""),
+        f"Audio in the dataset: {seconds / 3600:.3f} h ({seconds:.1f} s) at {description.sample_rate} Hz, "
+        f"{description.encoding} {description.quantization_channels} channels",
+        "Windows: "
+        + ", ".join(
+            f"{name} {split.windows} ({_count(split.tracks, 'track')}, {_count(len(split.files), 'shard')})"
+            for name, split in description.splits.items()
+        )
+        + f"; {accounting.windows_silent_dropped} silent dropped",
+        *_label_lines(description),
+        f"Throughput: {new_secs / wall_secs:.1f}x real time ({new_secs:.1f} s of audio in {wall_secs:.1f} s wall)",
+        f"Output: {FileSystems.join(output, contract.DATASET_FILE)}",
+    ]
+    for name, split in description.splits.items():
+        if split.tracks == 0 and description.windows:
+            lines.append(empty_split_warning(name, description))
+    if failures:
+        path = FileSystems.join(output, description.runs[-1].failures_file)
+        lines += [f"Failures ({len(failures)}, all in {path}):", *format_failures(failures, path)]
+    return "\n".join(lines)
+
+
+def empty_split_warning(split, description):
+    """What to pass when a split came out empty (the split of each track is a hash of its id)."""
+    tracks = sum(s.tracks for s in description.splits.values())
+    fraction = description.validation_fraction
+    if split == contract.VALIDATION:
+        wanted = min(1.0, round(1.5 / tracks, 2)) if tracks else 1.0
+        return (
+            f"Warning: the validation split is empty: {tracks} track(s) at --validation_fraction {fraction:g} "
+            f"give {tracks * fraction:.1f} expected. Training will report no validation loss; pass "
+            f"--validation_fraction {wanted:g} or more (with --skip_existing=false to re-split these tracks)"
+        )
+    return (
+        f"Warning: the train split is empty ({tracks} track(s) at --validation_fraction {fraction:g}): "
+        "pass a smaller --validation_fraction (with --skip_existing=false to re-split these tracks)"
+    )
+
+
+def _label_lines(description, shown=6):
+    """A line per label kind that says something: its values by windows, the most common first."""
+    lines = []
+    for kind in contract.LABEL_KINDS:
+        counts = description.labels.get(kind, {})
+        if set(counts) <= {contract.UNKNOWN_LABEL}:
+            continue
+        ranked = sorted(counts.items(), key=lambda item: (-item[1].windows, item[0]))
+        text = ", ".join(f"{value} {count.windows}" for value, count in ranked[:shown])
+        more = f", ... ({len(ranked)} values)" if len(ranked) > shown else ""
+        lines.append(f"Windows by {kind}: {text}{more}")
+    return lines
