@@ -136,7 +136,8 @@ def read_lease(output):
     try:
         with FileSystems.open(path) as f:
             raw = json.loads(f.read().decode("utf-8"))
-        return Lease(**raw)
+        known = {field.name for field in dataclasses.fields(Lease)}
+        return Lease(**{k: v for k, v in raw.items() if k in known})  # A later version's fields are not ours.
     except (ValueError, TypeError, RecursionError, IsADirectoryError):
         return Lease(run_id="unreadable", host="unknown", pid=0, started=0.0, local=False)  # Stale at once.
 
