@@ -419,3 +419,15 @@ def test_verify_checks_each_records_length_against_window_samples(window_samples
     (output / contract.DATASET_FILE).write_text(json.dumps(raw))
     assert verify.main([str(output)]) == 1
     assert message in capsys.readouterr().out
+
+
+def test_break_lease_frees_an_output_and_cleans_that_runs_files(tmp_path, capsys):
+    holder, _ = commit.acquire_lease(str(tmp_path), commit.new_run_id(), local=True)  # Alive: this process.
+    shard = tmp_path / f"train-{holder.run_id}-00000-of-00001.tfrecord"
+    shard.write_bytes(b"being written")
+    (tmp_path / "mine.txt").write_text("the user's")
+    assert verify.check(str(tmp_path)).leftovers == []  # A live run's files are not leftovers.
+    assert contract.run_command(verify.main, [str(tmp_path), "--break_lease"]) == 1  # No dataset.json: not sound.
+    out = capsys.readouterr().out
+    assert f"Broke the lease of run {holder.run_id}" in out and "Removed: 1" in out
+    assert not shard.exists() and commit.read_lease(str(tmp_path)) is None and (tmp_path / "mine.txt").exists()
