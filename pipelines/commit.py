@@ -27,6 +27,7 @@ import errno
 import fnmatch
 import json
 import os
+import posixpath
 import re
 import secrets
 import shutil
@@ -246,6 +247,20 @@ def current_description(output):
         return contract.read_description(output)
     except FileNotFoundError:
         return None
+
+
+def committed_files(output, name, run_id):
+    """Paths of a committed run's track index or failures file: a plain name, or a glob of a stream's files.
+
+    A stream committed before file names carried run ids names its files `tracks-*.jsonl`, a glob that
+    also matches every other run's; only files of no run's name, or of this run's, are its own.
+    """
+    from apache_beam.io.filesystems import FileSystems
+
+    if "*" not in name:
+        return [contract.join(output, name)]
+    paths = sorted(m.path for m in FileSystems.match([contract.join(output, name)])[0].metadata_list)
+    return [p for p in paths if contract.run_file_owner(posixpath.basename(p)) in (None, run_id)]
 
 
 def leftovers(output, description, live_run_ids=(), writer_active=False):

@@ -77,7 +77,11 @@ def build_pipeline(pipeline, options, run_id, previous=None):
         failures.append(scrape_failures)
 
     # The skip set: the tracks of committed runs only, read from the index files dataset.json names.
-    index_paths = [FileSystems.join(output, run.tracks_file) for run in previous.runs] if previous else []
+    index_paths = (
+        [p for run in previous.runs for p in commit.committed_files(output, run.tracks_file, run.run_id)]
+        if previous
+        else []
+    )
     existing_ids = (
         pipeline
         | "CommittedTrackIndexes" >> beam.Create(index_paths)

@@ -48,17 +48,10 @@ class Report:
     unreadable: bool = False
 
 
-def committed_files(output, name):
-    """Paths of a run's file (a plain name, or a glob of a stream's per-window files)."""
-    if "*" not in name:
-        return [FileSystems.join(output, name)]
-    return sorted(m.path for m in FileSystems.match([FileSystems.join(output, name)])[0].metadata_list)
-
-
 def committed_tracks(output, description):
     """The track records of every committed run, in run order (dicts)."""
     for run in description.runs:
-        for path in committed_files(output, run.tracks_file):
+        for path in commit.committed_files(output, run.tracks_file, run.run_id):
             yield from _json_lines(path)
 
 

@@ -277,7 +277,16 @@ class CachedWaveNet:
         _, logits = self._forced(state, codes, t)
         return logits
 
-    def generate(
+    def generate(self, num_samples, batch_size=1, **options):
+        """Samples new codes, all at once: `generate_chunks` concatenated (same arguments and errors).
+
+        Returns:
+          int32 [batch, num_samples] codes in [0, quantization_channels).
+        """
+        pieces = list(self.generate_chunks(num_samples, batch_size, **options))
+        return np.concatenate(pieces, axis=1) if pieces else np.zeros((batch_size, 0), np.int32)
+
+    def generate_chunks(
         self,
         num_samples,
         batch_size=1,
@@ -288,7 +297,7 @@ class CachedWaveNet:
         progress=None,
         conditions=None,
     ):
-        """Samples new codes, all at once (`generate_chunks` streams them).
+        """Samples new codes one chunk at a time: memory holds one chunk of output, whatever num_samples is.
 
         Args:
           num_samples: codes to generate per clip.
@@ -304,34 +313,12 @@ class CachedWaveNet:
             turns names into indices); None for an unconditioned one.
 
         Returns:
-          int32 [batch, num_samples] codes in [0, quantization_channels).
+          an iterator of int32 [batch, n] codes in [0, quantization_channels), n <= chunk,
+          num_samples in all.
 
-        Raises:
+        Raises (before the first chunk is computed):
           ValueError: a temperature that is not finite and positive, a seed outside
             [0, 2^63), caches that would not fit in memory, or conditions that do not fit the model.
-        """
-        pieces = list(
-            self.generate_chunks(num_samples, batch_size, temperature, seed, primer_codes, chunk, progress, conditions)
-        )
-        return np.concatenate(pieces, axis=1) if pieces else np.zeros((batch_size, 0), np.int32)
-
-    def generate_chunks(
-        self,
-        num_samples,
-        batch_size=1,
-        temperature=1.0,
-        seed=0,
-        primer_codes=None,
-        chunk=4000,
-        progress=None,
-        conditions=None,
-    ):
-        """`generate`, one chunk at a time: memory holds one chunk of output, whatever num_samples is.
-
-        Arguments and errors as `generate`; the checks run before the first chunk is computed.
-
-        Yields:
-          int32 [batch, n] codes, n <= chunk, num_samples in all.
         """
         if not (math.isfinite(float(temperature)) and temperature > 0):
             raise ValueError(f"temperature must be a finite number above 0, got {temperature}")

@@ -295,7 +295,7 @@ def dataclasses_replace(config, **changes):
     return dataclasses.replace(config, **changes)
 
 
-def test_listing_zone_comes_from_the_listing_address():
+def test_listing_zone_comes_from_the_listing_address(connections):
     fetcher = fetch.Fetcher(FAST, resolver=resolver({"public.test": [PUBLIC_ADDRESS], "lan.test": ["192.168.1.20"],
                                                       "home.test": ["127.0.0.1"]}))  # fmt: skip
     assert scrape.listing_zone("http://public.test/", fetcher) == "public"
@@ -303,6 +303,7 @@ def test_listing_zone_comes_from_the_listing_address():
     assert scrape.listing_zone("http://home.test/", fetcher) == "private"
     allowing = fetch.Fetcher(dataclasses_replace(FAST, allow_private_addresses=True), resolver=fetcher.resolver)
     assert scrape.listing_zone("http://public.test/", allowing) == "private"
+    assert connections == []  # Zones come from the injected resolver alone: no connection to any address.
 
 
 # 4. Bounded downloads --------------------------------------------------------------------------------------------

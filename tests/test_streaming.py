@@ -107,3 +107,43 @@ def test_streaming_options_are_checked_before_submitting(args, message, tmp_path
 
     with pytest.raises(ValueError, match=message):
         preprocess.run([*args, f"--output={tmp_path}"])
+
+
+def test_a_stream_committed_before_run_ids_were_in_its_file_names_still_reads_and_keeps_its_files(tmp_path):
+    """Streams committed before 2026-12-03 named their files without the run id and their index `tracks-*.jsonl`."""
+    import json
+
+    from pipelines import audio, compat, examples, preprocess, transforms
+
+    output = tmp_path / "out"
+    output.mkdir()
+    window = "1970-01-01T00:00:00-1970-01-01T00:01:00-00000-of-00001"
+    shard, tracks_file = f"train-{window}.tfrecord", f"tracks-{window}.jsonl"
+    codes = bytes(range(256)) * 16  # 4,096 codes: a window of 4,096 samples.
+    with open(output / shard, "wb") as f:
+        for offset in (0, 4096):
+            compat.write_tfrecord(f, examples.ExampleEncoder().encode([examples.Window("00ab", offset, codes)])[0])
+    track = {"track_id": "00ab", "uri": "gs://b/old.mp3", "split": "train", "windows": 2, "duration_secs": 1.0,
+             "windows_silent_dropped": 0, "decode_error": None, "labels": {}}  # fmt: skip
+    (output / tracks_file).write_text(json.dumps(track) + "\n")
+    (output / f"failures-{window}.jsonl").write_text("")
+    stats = transforms.DatasetStatsFn()
+    accumulator = stats.add_input(stats.create_accumulator(), track)
+    config = audio.AudioConfig(sample_rate=8000, window_samples=4096, hop_samples=4096)
+    counts = {"tracks_input": 1, "tracks_failed": 0, "tracks_skipped_existing": 0}
+    old_run = ("20261101T000000Z-0000abcd", "tracks-*.jsonl", "failures-*.jsonl")
+    description = transforms.describe_run(
+        config, 0.0, accumulator, {"train": [shard], "validation": []}, counts, old_run
+    )
+    contract.write_description(str(output), description)
+
+    report = verify.check(str(output))
+    assert report.problems == [] and report.leftovers == [] and report.windows == 2 and report.tracks == 1
+    # A batch run adds beside it: the old files stay committed, and the stream's track is in the skip set.
+    preprocess.run([f"--output={output}", f"--input={CLIPS['mp3_22k_mono']}", "--sample_rate=8000",
+                    "--window_samples=4096", "--validation_fraction=0", "--direct_num_workers=1",
+                    "--direct_running_mode=in_memory"])  # fmt: skip
+    assert (output / shard).exists() and (output / tracks_file).exists()
+    after = contract.read_description(str(output))
+    assert after.runs[0].tracks_file == "tracks-*.jsonl" and after.splits["train"].tracks == 2
+    assert verify.check(str(output)).problems == []

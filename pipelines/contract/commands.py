@@ -9,7 +9,6 @@ import os
 import re
 import sys
 
-from pipelines.contract.checks import ContractError  # noqa: F401 (a ValueError, reported in one line)
 from pipelines.contract.failures import TrackError
 
 DEBUG_ENV = "WAVENET_DEBUG"  # Set (to anything) to see the traceback of a fault the commands report in one line.
