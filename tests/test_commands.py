@@ -124,3 +124,14 @@ def test_native_noise_is_told_from_other_lines():
     assert not contract.is_native_noise("WARNING trainer.task: Resumed from ckpt-40 at step 40\n")
     kept, held = commands._drop_native_noise(b"\r 50%|#####| 10/20\rI0000 00:00:1.0 1 a.cc:1] x\nW0000 00:0")
     assert kept == b"\r 50%|#####| 10/20\r" and held == b"W0000 00:0"
+
+
+def test_a_terminal_keeps_its_bar_once_stderr_is_piped_through_the_filter(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(commands, "_stderr_terminal", [True])  # As filter_native_logs records it on a terminal.
+    bar = contract.progress_bar(10, "step", stream=sys.stderr)
+    assert not isinstance(bar, contract.LogProgress)
+    bar.close()
+    monkeypatch.setattr(commands, "_stderr_terminal", [False])
+    assert isinstance(contract.progress_bar(10, "step", stream=sys.stderr), contract.LogProgress)

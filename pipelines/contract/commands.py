@@ -115,6 +115,17 @@ def add_verbose_option(parser):
     )
 
 
+_stderr_terminal = []  # Whether stderr was a terminal before `filter_native_logs` made it a pipe.
+
+
+def stderr_is_terminal(stream=None):
+    """Whether `stream` (default stderr) reaches a terminal, also once `filter_native_logs` pipes stderr."""
+    stream = stream or sys.stderr
+    if stream is sys.stderr and _stderr_terminal:
+        return _stderr_terminal[0]
+    return getattr(stream, "isatty", lambda: False)()
+
+
 def filter_native_logs(verbose=False):
     """Hides TensorFlow's C++ chatter (`is_native_noise`) from this process's stderr; call before importing it.
 
@@ -135,6 +146,7 @@ def filter_native_logs(verbose=False):
 
     os.environ[NATIVE_LOG_LEVEL_ENV] = "1"  # TensorFlow's later INFO lines are not even formatted.
     sys.stderr.flush()
+    _stderr_terminal.append(os.isatty(2))  # Fd 2 becomes a pipe: progress bars must still know.
     original = os.dup(2)
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
@@ -242,7 +254,7 @@ def progress_bar(total, unit, desc="", initial=0, enabled=True, stream=None):
     from tqdm import tqdm
 
     stream = stream or sys.stderr
-    if not enabled or getattr(stream, "isatty", lambda: False)():
+    if not enabled or stderr_is_terminal(stream):
         return tqdm(total=total, unit=unit, desc=desc or None, initial=initial, disable=not enabled, file=stream)
     return LogProgress(total, unit, desc, initial, stream)
 
