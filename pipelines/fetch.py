@@ -18,8 +18,10 @@ Guards, on every hop:
   connection goes to a checked address (`compat.pinned_http_adapter`), so DNS
   cannot answer differently between the check and the connection;
 - a size limit, an overall deadline and a minimum average rate per download
-  (as curl's --max-time, --speed-limit and --speed-time); the body is held
-  once in memory, in the buffer the caller reads.
+  (as curl's --max-time, --speed-limit and --speed-time), counted on the body
+  as decoded (gzip and deflate Content-Encoding inflated); the body streams
+  into a temporary file (`Response.data`), so a download's memory does not
+  grow with its size.
 
 Built on requests; every failure raises `FetchError` with the URL, the HTTP
 status (if any) and a reason.
@@ -32,6 +34,7 @@ import ipaddress
 import random
 import re
 import socket
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -55,6 +58,10 @@ METADATA_HOSTS = frozenset({"metadata", "metadata.google.internal", "metadata.go
 METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200", "fd00:ec2::254")
 )
+# A body up to this size stays in memory (pages, robots.txt, short clips); a larger one moves to a temporary file.
+SPOOL_BYTES = 1 << 20
+# Bytes asked of the connection at a time, after Content-Encoding is decoded (urllib3 inflates at most this much).
+READ_BYTES = 1 << 16
 
 
 class FetchError(TrackError):
@@ -105,32 +112,53 @@ class FetchConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Response:
-    """A fetched body.
+    """A fetched body; close it (or use `with`) when done, which deletes its temporary file.
 
     Attributes:
       url: the final URL after redirects.
       status: HTTP status (200).
       content_type: the Content-Type header.
-      data: io.BytesIO holding the body, positioned at 0: the one in-memory copy.
+      data: readable, seekable binary file object holding the body (decoded),
+        positioned at 0: a `tempfile.SpooledTemporaryFile`, in memory up to
+        SPOOL_BYTES, past that a file in the temporary directory (TMPDIR) that
+        has no name on disk, so it is gone when closed or when the process dies.
     """
 
     url: str
     status: int
     content_type: str
-    data: io.BytesIO
+    data: io.IOBase
 
     @property
     def body(self):
-        """The body as bytes (a copy: for pages and small bodies)."""
-        return self.data.getvalue()
+        """The whole body as bytes (for pages and robots.txt, which have their own small limit)."""
+        self.data.seek(0)
+        return self.data.read()
 
     @property
     def size(self):
-        return self.data.getbuffer().nbytes
+        """The body's size in bytes."""
+        position = self.data.tell()
+        size = self.data.seek(0, io.SEEK_END)
+        self.data.seek(position)
+        return size
 
     def head(self, n=512):
-        """The first n bytes."""
-        return bytes(self.data.getbuffer()[:n])
+        """The first n bytes; the position in `data` is kept."""
+        position = self.data.tell()
+        self.data.seek(0)
+        head = self.data.read(n)
+        self.data.seek(position)
+        return head
+
+    def close(self):
+        self.data.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
 
 
 def system_resolver(host, port):
@@ -303,8 +331,8 @@ class Fetcher:
     def _load_robots(self, origin, allow_private):
         robots = urllib.robotparser.RobotFileParser(f"{origin}/robots.txt")
         try:
-            response = self._fetch(f"{origin}/robots.txt", self.config.max_page_bytes, False, allow_private)
-            robots.parse(response.body.decode("utf-8", "replace").splitlines())
+            with self._fetch(f"{origin}/robots.txt", self.config.max_page_bytes, False, allow_private) as response:
+                robots.parse(response.body.decode("utf-8", "replace").splitlines())
         except FetchError as e:
             # RFC 9309 section 2.3.1: a missing robots.txt (4xx) allows everything;
             # an unreachable one (5xx, network) means assume complete disallow.
@@ -323,7 +351,7 @@ class Fetcher:
           allow_private: allow non-public addresses; None takes config.allow_private_addresses.
 
         Returns:
-          Response.
+          Response, which the caller closes.
 
         Raises:
           FetchError: refused by the address rules, disallowed by robots.txt,
@@ -334,7 +362,7 @@ class Fetcher:
         return self._fetch(url, max_bytes or self.config.max_bytes, True, allow_private)
 
     def get_page(self, url, allow_private=None):
-        """GETs a listing page, limited to config.max_page_bytes."""
+        """GETs a listing page, limited to config.max_page_bytes; a Response the caller closes."""
         return self.get(url, self.config.max_page_bytes, allow_private)
 
     def _fetch(self, url, max_bytes, check_robots, allow_private):
@@ -396,17 +424,30 @@ class Fetcher:
             attempt += 1
 
     def _read_body(self, response, url, max_bytes):
-        """The body in one buffer, within the size limit, the deadline and the minimum rate."""
-        config = self.config
+        """The body, decoded, in a temporary file (`Response.data`), within the size limit, the deadline and the rate.
+
+        The file is closed (and so deleted) when the body is refused or the connection breaks.
+        """
         declared = response.headers.get("Content-Length", "")
         if re.fullmatch(r"[0-9]+", declared.strip()) and int(declared) > max_bytes:
             raise FetchError(url, f"body of {int(declared)} bytes is larger than the limit of {max_bytes}", 200)
-        data = io.BytesIO()
+        data = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+        try:
+            self._copy_body(response.raw, data, url, max_bytes)
+        except BaseException:
+            data.close()
+            raise
+        data.seek(0)
+        return data
+
+    def _copy_body(self, raw, data, url, max_bytes):
+        """Copies the decoded body from `raw` (urllib3's response) into `data`; FetchError past a limit."""
+        config = self.config
         started = time.monotonic()
         window = [(started, 0)]  # (time, bytes so far) samples for the rate over the last window
-        raw = response.raw
         while True:
-            chunk = raw.read1(1 << 16, decode_content=True)  # Whatever has arrived: a trickle is seen as one.
+            # Whatever has arrived (a trickle is seen as one), inflated to at most READ_BYTES (a gzip bomb too).
+            chunk = raw.read1(READ_BYTES, decode_content=True)
             if not chunk:
                 break
             data.write(chunk)
@@ -426,8 +467,6 @@ class Fetcher:
                     f"{config.min_rate_window_secs:g} s ({total} bytes in {now - started:.0f} s)",
                     200,
                 )
-        data.seek(0)
-        return data
 
 
 def check_audio_response(response):

@@ -177,11 +177,15 @@ class ListingPage:
       tracks: list of TrackRecord, in page order.
       next_url: the next page's URL, or None.
       problems: list of str, one per malformed element or link (the rest of the page was read).
+      elements: how many elements matched the site rules' track selector (malformed ones included).
+      links: how many links (`a` elements with an href) the page holds.
     """
 
     tracks: list
     next_url: str
     problems: list
+    elements: int = 0
+    links: int = 0
 
 
 def parse_listing(html, listing_url, rules=SITES["fma"], zone=fetch.ZONE_PUBLIC):
@@ -204,14 +208,16 @@ def parse_listing(html, listing_url, rules=SITES["fma"], zone=fetch.ZONE_PUBLIC)
 
     soup = BeautifulSoup(html, "html.parser")
     tracks, problems = [], []
-    for position, element in enumerate(soup.select(rules.track_selector), start=1):
+    elements = soup.select(rules.track_selector)
+    for position, element in enumerate(elements, start=1):
         try:
             fields = rules.read_track(element, listing_url)
         except ValueError as e:
             problems.append(f"track element {position}: {e}")
             continue
         tracks.append(TrackRecord(track_id=sources.track_id_for(fields["audio_url"]), zone=zone, **fields))
-    return ListingPage(tracks, _next_page(soup, listing_url, rules, problems), problems)
+    next_url = _next_page(soup, listing_url, rules, problems)
+    return ListingPage(tracks, next_url, problems, len(elements), len(soup.find_all("a", href=True)))
 
 
 def _next_page(soup, listing_url, rules, problems):
@@ -271,16 +277,19 @@ def scrape_listing(start_url, fetcher, max_pages, rules=SITES["fma"], seen=None,
       max_pages: pages to read at most.
       rules: SiteRules.
       seen: set of track ids already found (by earlier listings); updated.
-      stats: dict to fill with {"pages": n, "tracks": n} (new tracks).
+      stats: dict to fill with {"pages": n, "tracks": n (new tracks),
+        "elements": n (matching the track selector), "links": n (on the pages read)}.
 
     Yields:
       TrackRecord, or a failure record (`contract.failure_record`, stage
-      'scrape') for a page that could not be read (scraping stops there) and
-      for each malformed element or link (the rest goes on).
+      'scrape') for a page that could not be read (scraping stops there), for
+      each malformed element or link (the rest goes on), and for a listing
+      whose pages were read but hold no element the site rules take for a
+      track (another site's pages, a search with no results), which says so.
     """
     seen = set() if seen is None else seen
     stats = {} if stats is None else stats
-    stats.update(pages=0, tracks=0)
+    stats.update(pages=0, tracks=0, elements=0, links=0)
     try:
         zone = listing_zone(start_url, fetcher)
     except Exception as e:  # noqa: BLE001 (malformed start URL and the like: a failure line, never a crash)
@@ -290,16 +299,18 @@ def scrape_listing(start_url, fetcher, max_pages, rules=SITES["fma"], seen=None,
     while url and stats["pages"] < max_pages and url not in visited:
         visited.add(url)
         try:
-            response = fetcher.get_page(url, allow_private=zone == fetch.ZONE_PRIVATE)
-            page = parse_listing(response.body, response.url, rules, zone)
+            with fetcher.get_page(url, allow_private=zone == fetch.ZONE_PRIVATE) as response:
+                page = parse_listing(response.body, response.url, rules, zone)
         except fetch.FetchError as e:
             if not guessed:  # A guessed page number that does not exist is the end of the listing.
                 yield _failure(url, str(e), e.status)
-            return
+            break
         except Exception as e:  # noqa: BLE001 (whatever a page does, the job goes on)
             yield _failure(url, f"could not parse the page: {type(e).__name__}: {e}")
-            return
+            break
         stats["pages"] += 1
+        stats["elements"] += page.elements
+        stats["links"] += page.links
         new = [t for t in page.tracks if t.track_id not in seen]
         seen.update(t.track_id for t in new)
         stats["tracks"] += len(new)
@@ -308,10 +319,24 @@ def scrape_listing(start_url, fetcher, max_pages, rules=SITES["fma"], seen=None,
             yield _failure(response.url, problem)
         yield from new
         if guessed and not new:
-            return
+            break
         url, guessed = page.next_url, False
         if url is None and PAGE_PARAMETER in urllib.parse.parse_qs(urllib.parse.urlsplit(response.url).query):
             url, guessed = _with_page(response.url, _page_number(response.url) + 1), True
+    if stats["pages"] and not stats["elements"]:
+        yield _failure(start_url, _no_tracks_reason(rules, stats))
+
+
+def _no_tracks_reason(rules, stats):
+    """Why a listing whose pages were read yielded no track, and what to do instead."""
+    pages, links = stats["pages"], stats["links"]
+    return (
+        f"no track found: no element matched the track selector {rules.track_selector!r} of the site rules "
+        f"{rules.name!r} on the {pages} page{'' if pages == 1 else 's'} read "
+        f"({links} link{'' if links == 1 else 's'} on {'it' if pages == 1 else 'them'}). "
+        "Is this a listing of that site? Another site needs its own SiteRules entry in pipelines/scrape.py; "
+        "direct audio URLs go in --input"
+    )
 
 
 def _failure(url, reason, status=None):

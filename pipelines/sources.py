@@ -2,8 +2,8 @@
 
 Local paths, `gs://` and `s3://` go through Beam's `FileSystems`, so every
 filesystem Beam supports works the same way; `http(s)://` URLs are fetched
-politely (`pipelines.fetch`) into memory, bounded by a size limit, with no
-temporary files.
+politely (`pipelines.fetch`) into a temporary file, bounded by a size limit,
+that is deleted when the track's file object is closed.
 """
 
 import hashlib
@@ -95,9 +95,11 @@ def track_id_for(uri):
 
     The same file by any spelling of its path, or the same URL however
     written, gets the same id; a bundled clip gets the same id wherever the
-    package is installed.
+    package is installed. The identity is hashed as UTF-8, except that a file
+    name's bytes that are not UTF-8 (held as surrogate escapes, PEP 383) are
+    hashed as the bytes they are, so such a file has an id of its own.
     """
-    return hashlib.sha256(identity_for(uri).encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(identity_for(uri).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def read_input_list(path):
@@ -224,7 +226,8 @@ def open_uri(uri, fetcher, allow_private=True):
 
     Returns:
       (readable, seekable binary file object the caller closes, the final URI
-      after redirects).
+      after redirects). A download's file object is its temporary file
+      (`fetch.Response.data`): closing it deletes the file.
 
     Raises:
       TrackError: stage 'read' when the file cannot be opened or downloaded,
@@ -232,7 +235,11 @@ def open_uri(uri, fetcher, allow_private=True):
     """
     if is_url(uri):
         response = fetcher.get(uri, allow_private=allow_private or None)
-        fetch.check_audio_response(response)
+        try:
+            fetch.check_audio_response(response)
+        except fetch.FetchError:
+            response.close()
+            raise
         return response.data, response.url
     if not contract.is_remote(uri):
         _check_regular_file(uri)

@@ -48,7 +48,11 @@ def format_summary(description, output, wall_secs, new_secs, failures=()):
         f"Tracks: {accounting.tracks_ok} ok, {accounting.tracks_failed} failed "
         + (f"({skipped} already in the output) " if skipped else "")
         + f"of {accounting.tracks_input} inputs"
-        + (f" ({accounting.tracks_truncated} truncated by corrupt data)" if accounting.tracks_truncated else ""),
+        + (
+            f" ({accounting.tracks_truncated} kept in part, corrupt data dropped: see decode_error in the track index)"
+            if accounting.tracks_truncated
+            else ""
+        ),
         f"Audio in the dataset: {seconds / 3600:.3f} h ({seconds:.1f} s) at {description.sample_rate} Hz, "
         f"{description.encoding} {description.quantization_channels} channels",
         "Windows: "

@@ -22,8 +22,13 @@ CLIPS = {
 
 
 def wav_bytes(samples=None, sample_rate=16000, channels=1, format_tag=1, bits=16):
-    """A RIFF/WAVE file; header fields can be set to invalid values on purpose."""
-    data = b"" if samples is None else np.asarray(samples, dtype="<i2").tobytes()
+    """A RIFF/WAVE file; header fields can be set to invalid values on purpose.
+
+    samples: int16 [n_samples * channels] (interleaved), or float32 with format_tag=3 and bits=32 (IEEE float,
+    full scale +/-1; NaN, Inf and values past full scale are written as they are).
+    """
+    dtype = "<f4" if format_tag == 3 else "<i2"
+    data = b"" if samples is None else np.asarray(samples, dtype=dtype).tobytes()
     block_align = channels * bits // 8
     fmt = struct.pack("<HHIIHH", format_tag, channels, sample_rate, sample_rate * block_align, block_align, bits)
     body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data

@@ -152,3 +152,46 @@ def test_corrupt_data_after_good_audio_keeps_the_audio_and_says_why():
 def test_audio_config_rejects_unknown_resampler():
     with pytest.raises(ValueError, match="resampler must be one of"):
         audio.AudioConfig(resampler="linear")
+
+
+def float_wav(samples, sample_rate=16000):
+    """A 32-bit float WAV of float32 [channels, n_samples]."""
+    samples = np.asarray(samples, np.float32)
+    return wav_bytes(samples.T.ravel(), sample_rate, channels=samples.shape[0], format_tag=3, bits=32)
+
+
+def track_codes(wav, **config):
+    track = audio.Track(io.BytesIO(wav), audio.AudioConfig(**config))
+    return np.concatenate([codes for _, codes in track]), track.stats
+
+
+def test_nonfinite_samples_are_dropped_and_counted_never_quantized():
+    t = np.arange(64000) / 16000
+    render = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 660 * t)]).astype(np.float32)
+    render[0, 10000:20000] = np.nan  # A plug-in that blew up, in one channel...
+    render[1, 15000:22000] = np.inf  # ...and the other.
+    render[1, 40000:40800] = -np.inf
+    finite = np.isfinite(render).all(axis=0)
+    codes, stats = track_codes(float_wav(render))
+    # Exactly what the finite frames alone give: nothing of the broken stretches reaches the codec.
+    expected, clean = track_codes(float_wav(render[:, finite]))
+    assert np.array_equal(codes, expected) and clean.nonfinite_secs == 0 and clean.decode_error == ""
+    assert stats.nonfinite_secs == (~finite).sum() / 16000 == 0.8
+    assert stats.decode_error == "dropped 0.800 s of non-finite samples (NaN or Inf), the first at 0.625 s"
+
+
+def test_a_track_of_nothing_but_nonfinite_samples_fails_saying_so():
+    with pytest.raises(contract.TrackError, match=r"shorter than one window.*dropped 2.000 s of non-finite") as raised:
+        track_codes(float_wav(np.full((1, 32000), np.nan)))
+    assert raised.value.stage == "window"
+
+
+@pytest.mark.parametrize("gain_db", [0.0, 40.0], ids=["within-full-scale", "plus-40-dbfs"])
+def test_samples_beyond_full_scale_are_clipped_and_counted(gain_db):
+    t = np.arange(32000) / 16000
+    tone = (0.9 * 10 ** (gain_db / 20) * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+    codes, stats = track_codes(float_wav(tone))
+    assert stats.clipped_samples == np.count_nonzero(np.abs(tone) > 1)
+    expected, _ = track_codes(float_wav(np.clip(tone, -1, 1)))
+    assert np.array_equal(codes, expected)
+    assert stats.decode_error == ""

@@ -25,15 +25,15 @@ def test_robots_txt_disallowed_path_is_never_requested(music_site):
 
 
 def test_redirect_is_followed(music_site):
-    response = fetch.Fetcher(FAST).get(f"{music_site.base_url}/files/old-nebula.mp3")
-    assert response.url.endswith("/files/Nebula%20(22k%20mono).mp3")
-    assert response.status == 200 and len(response.body) > 10000
+    with fetch.Fetcher(FAST).get(f"{music_site.base_url}/files/old-nebula.mp3") as response:
+        assert response.url.endswith("/files/Nebula%20(22k%20mono).mp3")
+        assert response.status == 200 and len(response.body) > 10000
 
 
 def test_429_blocks_the_host_until_retry_after(music_site):
     fetcher = fetch.Fetcher(FAST)
-    response = fetcher.get(f"{music_site.base_url}/slow/Deprecation.flac")
-    assert response.status == 200
+    with fetcher.get(f"{music_site.base_url}/slow/Deprecation.flac") as response:
+        assert response.status == 200
     retried = [t for t, path, _ in music_site.requests if path == "/slow/Deprecation.flac"]
     assert len(retried) == 2
     assert retried[1] - music_site.throttled_at >= music_site.RETRY_AFTER_SECS - 0.01
@@ -48,7 +48,7 @@ def test_client_errors_are_not_retried_and_keep_their_status(music_site):
 
 def test_requests_carry_the_user_agent(music_site):
     agent = fetch.FetchConfig(user_agent="test-agent/1.0", allow_private_addresses=True)
-    fetch.Fetcher(agent).get(f"{music_site.base_url}/genre/Ambient/")
+    fetch.Fetcher(agent).get(f"{music_site.base_url}/genre/Ambient/").close()
     assert {agent for _, _, agent in music_site.requests} == {"test-agent/1.0"}
 
 

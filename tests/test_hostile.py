@@ -13,14 +13,18 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
 import threading
 import time
+import zlib
 
+import numpy as np
 import pytest
 import urllib3.util.connection
 
 from pipelines import audio, contract, fetch, preprocess, scrape
-from tests.helpers import CLIPS, committed_tracks, last_failures
+from tests.helpers import CLIPS, committed_tracks, last_failures, wav_bytes
 
 PUBLIC_ADDRESS = "93.184.216.34"  # A public address; connections to it are handed to the loopback server.
 FAST = fetch.FetchConfig(requests_per_second=100, max_retries=1, backoff_secs=0.01)
@@ -142,7 +146,8 @@ def test_pagination_follows_links_that_say_next(site, next_link):
                                summary=summary))  # fmt: skip
     assert [t.title for t in found] == ["1-0", "1-1", "2-0", "2-1", "3-0", "3-1"]
     # Without a next link on page 3, its page number leads to page 4, which brings nothing new: the end.
-    assert summary == {f"http://127.0.0.1:{site.port}/genre/Ambient/": {"pages": 4, "tracks": 6}}
+    stats = {"pages": 4, "tracks": 6, "elements": 6, "links": 2}  # Next links on pages 1 and 2.
+    assert summary == {f"http://127.0.0.1:{site.port}/genre/Ambient/": stats}
 
 
 def test_a_page_parameter_is_followed_until_a_page_brings_no_new_track(site):
@@ -182,6 +187,39 @@ def test_malformed_elements_and_links_are_failure_lines_and_the_page_goes_on(sit
                      "'file:///etc/passwd' is not an http(s) URL", "malformed data-track-info JSON",
                      "next-page link 'javascript:void(0)' is not an http(s) URL"):  # fmt: skip
         assert any(expected in f for f in failures), (expected, failures)
+
+
+OTHER_SITE = (
+    "<html><body><h1>My band</h1><a href='/songs/one.mp3'>One</a> <a href='/songs/two.mp3'>Two</a> "
+    "<a href='/about'>About</a></body></html>"
+)
+
+
+def test_a_listing_with_no_track_element_is_a_failure_line_that_says_why(site):
+    site.routes["/band"] = lambda r: send(r, body=OTHER_SITE.encode())
+    summary = {}
+    found = list(scrape.scrape([f"http://127.0.0.1:{site.port}/band"], fetch.Fetcher(FAST), 5, 100, summary=summary))
+    assert found == [
+        {
+            "uri": f"http://127.0.0.1:{site.port}/band",
+            "stage": "scrape",
+            "error": "no track found: no element matched the track selector '.play-item[data-track-info]' of the "
+            "site rules 'fma' on the 1 page read (3 links on it). Is this a listing of that site? Another site needs "
+            "its own SiteRules entry in pipelines/scrape.py; direct audio URLs go in --input",
+        }
+    ]
+    assert summary[f"http://127.0.0.1:{site.port}/band"]["pages"] == 1
+
+
+def test_preprocess_of_a_listing_with_no_track_element_says_why(site, tmp_path, capsys):
+    site.routes["/band"] = lambda r: send(r, body=OTHER_SITE.encode())
+    output = tmp_path / "out"
+    with pytest.raises(preprocess.PreprocessError, match=r"no track succeeded \(1 of 1 inputs failed; reasons above"):
+        preprocess.run([f"--scrape_url=http://127.0.0.1:{site.port}/band", f"--output={output}",
+                        "--direct_num_workers=1", "--direct_running_mode=in_memory"])  # fmt: skip
+    printed = capsys.readouterr().err
+    assert "no element matched the track selector '.play-item[data-track-info]'" in printed
+    assert "1 page read (3 links on it)" in printed and "direct audio URLs go in --input" in printed
 
 
 @pytest.mark.slow
@@ -285,7 +323,8 @@ def test_the_connection_goes_to_the_address_that_was_checked(site, connections):
     answers = iter([[PUBLIC_ADDRESS], ["127.0.0.1"]])
     site.routes["/page"] = lambda r: send(r, body=b"<html>ok</html>")
     fetcher = fetch.Fetcher(dataclasses_replace(FAST, obey_robots=False), resolver=lambda host, port: next(answers))
-    assert fetcher.get("http://rebind.test/page", allow_private=False).body == b"<html>ok</html>"
+    with fetcher.get("http://rebind.test/page", allow_private=False) as response:
+        assert response.body == b"<html>ok</html>"
     assert connections == [PUBLIC_ADDRESS]
 
 
@@ -345,16 +384,77 @@ def test_listing_pages_have_their_own_small_limit(site):
     assert len(found) == 1 and "larger than the limit of 1000" in found[0]["error"]
 
 
-def test_a_download_is_held_once_in_memory(site):
+def open_files_under(directory):
+    """The files this process holds open under `directory` (a deleted one ends in ' (deleted)')."""
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # Closed since listed.
+            pass
+    return [link for link in links if link.startswith(str(directory))]
+
+
+def test_a_download_streams_into_a_temporary_file_that_closing_deletes(site, tmp_path, monkeypatch):
     from pipelines import sources
 
-    audio_bytes = clip()
-    site.routes["/a.mp3"] = lambda r: send(r, body=audio_bytes, content_type="audio/mpeg")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # Where this test can see the download's file.
+    long_mp3 = clip("mp3_44k") * 9  # Concatenated mp3 is still mp3; past what is kept in memory.
+    assert len(long_mp3) > fetch.SPOOL_BYTES
+    site.routes["/long.mp3"] = lambda r: send(r, body=long_mp3, content_type="audio/mpeg")
+    site.routes["/error.mp3"] = lambda r: send(r, body=b"<!DOCTYPE html>" + bytes(len(long_mp3)),
+                                               content_type="audio/mpeg")  # fmt: skip
     fetcher = fetch.Fetcher(dataclasses_replace(FAST, allow_private_addresses=True))
-    response = fetcher.get(f"http://127.0.0.1:{site.port}/a.mp3")
-    assert response.data.getbuffer().nbytes == len(audio_bytes)
-    fileobj, final_url = sources.open_uri(f"http://127.0.0.1:{site.port}/a.mp3", fetcher)
-    assert isinstance(fileobj, type(response.data)) and fileobj.read() == audio_bytes  # The buffer itself, read.
+    fileobj, _ = sources.open_uri(f"http://127.0.0.1:{site.port}/long.mp3", fetcher)
+    with fileobj:
+        assert fileobj.read() == long_mp3
+        assert [os.path.basename(p) for p in open_files_under(tmp_path)][0].endswith(" (deleted)")
+        assert os.listdir(tmp_path) == []  # No name on disk: nothing stays behind if the worker dies.
+    assert open_files_under(tmp_path) == []
+    with pytest.raises(fetch.FetchError, match="the body is an HTML page"):
+        sources.open_uri(f"http://127.0.0.1:{site.port}/error.mp3", fetcher)
+    assert open_files_under(tmp_path) == []  # A refused download's file is gone at once.
+
+
+BOMB_SCRIPT = """
+import json, re, sys
+from pipelines import fetch, sources
+
+def memory_kib(field):
+    with open("/proc/self/status") as f:
+        return int(re.search(field + r":\\s+(\\d+) kB", f.read()).group(1))
+
+base_url, limit = sys.argv[1], int(sys.argv[2])
+fetcher = fetch.Fetcher(fetch.FetchConfig(max_bytes=limit, requests_per_second=100, allow_private_addresses=True))
+sources.open_uri(base_url + "/small.wav", fetcher)[0].close()  # Imports, connections and buffers warmed up.
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # The peak (VmHWM) starts again from what is resident now (Linux 4.0 and later).
+before = memory_kib("VmRSS")
+try:
+    sources.open_uri(base_url + "/bomb.wav", fetcher)
+    reason = None
+except fetch.FetchError as e:
+    reason = str(e)
+print(json.dumps({"reason": reason, "grown_kib": memory_kib("VmHWM") - before}))
+"""
+
+
+def test_a_gzip_bomb_is_refused_at_the_limit_without_holding_it_in_memory(site):
+    inflated, limit = 256 << 20, 128 << 20
+    gzip = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(1 << 20)
+    bomb = b"".join(gzip.compress(zeros) for _ in range(inflated >> 20)) + gzip.flush()  # About 256 KiB.
+    encoded = [("Content-Encoding", "gzip")]
+    site.routes["/bomb.wav"] = lambda r: send(r, body=bomb, content_type="audio/wav", headers=encoded)
+    small = clip("wav_44k")
+    site.routes["/small.wav"] = lambda r: send(r, body=small, content_type="audio/wav")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", BOMB_SCRIPT, f"http://127.0.0.1:{site.port}", str(limit)], cwd=root,
+                          capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    measured = json.loads(done.stdout.splitlines()[-1])
+    assert measured["reason"] == f"body larger than the limit of {limit} bytes"
+    # The 128 MiB read before the refusal went to a temporary file, not to memory.
+    assert measured["grown_kib"] < 32 << 10, measured
 
 
 # 5. Decoding that keeps what is good -----------------------------------------------------------------------------
@@ -444,7 +544,7 @@ def test_staging_refuses_names_that_climb_out(tmp_path):
     shutil.rmtree(tmp_path / "staged", ignore_errors=True)
 
 
-# 7. Odd file types in the input ----------------------------------------------------------------------------------
+# 7. Odd file types, odd names and odd samples in the input -------------------------------------------------------
 
 
 def test_a_fifo_in_the_input_is_a_failure_line_not_a_hang(tmp_path):
@@ -476,3 +576,42 @@ def test_symlink_loops_are_walked_once(tmp_path):
         os.symlink(".", inputs / name)
     os.symlink("..", inputs / "deep" / "up")
     assert [os.path.basename(uri) for uri in sources.match_pattern(str(inputs))] == ["Nebula (22k mono).mp3"]
+
+
+def test_names_that_are_not_utf8_and_broken_renders_end_in_the_dataset_or_as_failure_lines(tmp_path, capsys):
+    from pipelines import sources, verify
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(CLIPS["mp3_22k_mono"], inputs)
+    latin1 = os.path.join(os.fsencode(inputs), b"caf\xe9 \xff.mp3")  # Latin-1, as copied from an old Windows share.
+    shutil.copy(CLIPS["mp3_44k"], latin1)
+    with open(os.path.join(os.fsencode(inputs), b"\xe9chec.mp3"), "wb") as f:
+        f.write(b"<!DOCTYPE html><html><body>Not found</body></html>\n" * 20)
+    render = (0.5 * np.sin(np.arange(48000) * 0.05)).astype(np.float32)
+    render[8000:12000] = np.nan
+    (inputs / "broken render.wav").write_bytes(wav_bytes(render, format_tag=3, bits=32))
+    output = tmp_path / "out"
+    description = preprocess.run([f"--input={inputs}", f"--output={output}", "--direct_num_workers=1",
+                                  "--direct_running_mode=in_memory", "--window_samples=8000"])  # fmt: skip
+    printed = capsys.readouterr().out
+    accounting = description.accounting
+    assert (accounting.tracks_input, accounting.tracks_ok, accounting.tracks_failed) == (4, 3, 1)
+    assert accounting.tracks_truncated == 1 and "1 kept in part" in printed
+
+    run = description.runs[-1]
+    records = {}
+    for name in (run.tracks_file, run.failures_file):
+        with open(output / name, "rb") as f:
+            records[name] = [json.loads(line.decode("utf-8")) for line in f]  # Strict UTF-8, valid JSON...
+    json.dumps(records, ensure_ascii=False).encode("utf-8")  # ...holding no surrogate escapes either.
+    tracks = {os.path.basename(t["uri"]): t for t in records[run.tracks_file]}
+    assert set(tracks) == {"caf\\xe9 \\xff.mp3", "Nebula (22k mono).mp3", "broken render.wav"}
+    assert tracks["caf\\xe9 \\xff.mp3"]["track_id"] == sources.track_id_for(os.fsdecode(latin1))  # Its own bytes.
+    assert tracks["caf\\xe9 \\xff.mp3"]["windows"] > 0
+    assert tracks["broken render.wav"]["nonfinite_secs"] == 0.25
+    assert "non-finite samples" in tracks["broken render.wav"]["decode_error"]
+    [failure] = records[run.failures_file]
+    assert (os.path.basename(failure["uri"]), failure["stage"]) == ("\\xe9chec.mp3", "decode")
+    assert f"{inputs}/\\xe9chec.mp3: decode: not a decodable audio file" in printed
+    assert verify.main([str(output)]) == 0 and "sound (" in capsys.readouterr().out

@@ -1,3 +1,4 @@
+import hashlib
 import os
 import urllib.parse
 
@@ -42,13 +43,21 @@ def test_track_id_is_stable_and_distinct():
     assert len(sources.track_id_for("x")) == 16
 
 
-def test_url_is_downloaded_into_memory(http_server):
+def test_url_is_downloaded_whole(http_server):
     url = f"{http_server}/{urllib.parse.quote('Media Threat.mp3')}"
     fetcher = fetch.Fetcher()
     fileobj, final_url = sources.open_uri(url, fetcher)
     assert final_url == url
     with fileobj as f, open(CLIPS["mp3_48k_space"], "rb") as g:
         assert f.read() == g.read()
+
+
+def test_a_name_that_is_not_utf8_has_an_id_of_its_own_and_utf8_ids_stay_as_they_were(tmp_path):
+    latin1 = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"caf\xe9.mp3"))  # Held with a surrogate escape.
+    utf8 = str(tmp_path / "café.mp3")
+    assert sources.track_id_for(latin1) != sources.track_id_for(utf8)
+    # Ids of datasets made before are unchanged: a UTF-8 name hashes as it always did.
+    assert sources.track_id_for(utf8) == hashlib.sha256(utf8.encode("utf-8")).hexdigest()[:16]
 
 
 def test_http_error_is_a_read_failure_with_status(http_server):

@@ -8,9 +8,10 @@ with a streaming resampler, cuts windows and encodes each one, so memory is
 bounded by a block and a window, not by the length of the track.
 
 Rooms: `config` (AudioConfig and its choices), `decode` (PyAV and pydub),
-`resample` (downmix and the streaming resamplers), `windows` (WindowCutter,
+`resample` (downmix and the streaming resamplers), `levels` (non-finite
+samples dropped, samples beyond full scale clipped), `windows` (WindowCutter,
 Track), `recording` (a recording to codes, for the sampler's primer). This
-package re-exports the public names of the first four.
+package re-exports the public names of the first five.
 """
 
 from pipelines.audio.config import (  # noqa: F401
@@ -26,6 +27,10 @@ from pipelines.audio.decode import (  # noqa: F401
     DecodeReport,
     decode_pyav,
     decode_pydub,
+)
+from pipelines.audio.levels import (  # noqa: F401
+    clip_full_scale,
+    drop_nonfinite,
 )
 from pipelines.audio.resample import (  # noqa: F401
     StreamResampler,

@@ -7,6 +7,7 @@ import numpy as np
 from pipelines import contract
 from pipelines.audio.config import DEFAULT_BLOCK_SAMPLES, TRUNCATION_TOLERANCE
 from pipelines.audio.decode import DECODE_FUNCTIONS, DecodeReport
+from pipelines.audio.levels import clip_full_scale, drop_nonfinite
 from pipelines.audio.resample import StreamResampler, downmix
 from pipelines.contract import STAGE_DECODE, STAGE_WINDOW, TrackError
 
@@ -59,10 +60,15 @@ class TrackStats:
       windows: windows kept.
       windows_silent_dropped: windows dropped as digital silence.
       decode_error: set when the file holds less than it should: decoding
-        stopped early on corrupt data, or the container declares a duration
-        well above what decoded. The audio that decoded is kept.
+        stopped early on corrupt data, the container declares a duration
+        well above what decoded, or non-finite samples were dropped. The
+        audio that decoded (and is finite) is kept.
       skipped_secs: seconds of corrupt packets skipped inside the track
         (decoding resumed after them).
+      nonfinite_secs: seconds of decoded audio dropped because a sample was
+        NaN or +/-Inf (`levels.drop_nonfinite`), at the source sample rate.
+      clipped_samples: samples at the output sample rate that were beyond
+        full scale and were clipped to +/-1 (`levels.clip_full_scale`).
       max_track_secs_reached: the track was cut at `AudioConfig.max_track_secs`.
     """
 
@@ -73,6 +79,8 @@ class TrackStats:
     windows_silent_dropped: int = 0
     decode_error: str = ""
     skipped_secs: float = 0.0
+    nonfinite_secs: float = 0.0
+    clipped_samples: int = 0
     max_track_secs_reached: bool = False
 
 
@@ -86,8 +94,11 @@ class Track:
     Corrupt packets are skipped and counted (`stats.skipped_secs`); corrupt
     container data after some audio ends the track early, and a declared
     duration well above what decoded marks it truncated: the audio before is
-    kept and `stats.decode_error` says what happened. Chained streams whose
-    sample rate changes are resampled part by part.
+    kept and `stats.decode_error` says what happened. Sample frames holding
+    NaN or +/-Inf are dropped before resampling and counted
+    (`stats.nonfinite_secs`, and `decode_error` says so); samples beyond full
+    scale are clipped after it and counted (`stats.clipped_samples`). Chained
+    streams whose sample rate changes are resampled part by part.
 
     Raises (during iteration):
       TrackError: stage 'decode' if no audio can be decoded, 'window' if the
@@ -113,8 +124,8 @@ class Track:
         """The track decoded, downmixed and resampled, block by block.
 
         Yields:
-          float32 [n] mono audio at `config.sample_rate`; n varies per block.
-          Fills `stats` (all but the window counts) as it goes.
+          float32 [n] mono audio at `config.sample_rate` in [-1, 1]; n varies
+          per block. Fills `stats` (all but the window counts) as it goes.
 
         Raises:
           TrackError: stage 'decode' if no audio can be decoded.
@@ -123,9 +134,14 @@ class Track:
         max_samples = int(config.max_track_secs * config.sample_rate)
         report = self._report = DecodeReport()
         blocks = self._decoded_blocks(report)
-        resampler, decoded_secs = None, 0.0
+        resampler, decoded_secs, nonfinite_from = None, 0.0, None
         try:
             for block_rate, block in blocks:
+                block, dropped, first = drop_nonfinite(block)
+                if dropped:
+                    stats.nonfinite_secs += dropped / block_rate
+                    if nonfinite_from is None:
+                        nonfinite_from = decoded_secs + first / block_rate
                 if resampler is None:
                     stats.source_sample_rate, stats.source_channels = block_rate, block.shape[0]
                 elif block_rate != resampler.in_rate:  # A chained stream at another rate: flush, then start anew.
@@ -133,7 +149,7 @@ class Track:
                     resampler = None
                 if resampler is None:
                     resampler = StreamResampler(block_rate, config.sample_rate, config.resampler)
-                decoded_secs += block.shape[1] / block_rate
+                decoded_secs += (block.shape[1] + dropped) / block_rate
                 yield from self._counted(resampler.resample_chunk(downmix(block)), max_samples)
                 if stats.max_track_secs_reached:
                     break
@@ -144,21 +160,31 @@ class Track:
         finally:
             blocks.close()  # Stops decoding (and reading) at once when the track is cut or abandoned.
         stats.skipped_secs = round(report.skipped_secs, 3)
+        stats.nonfinite_secs = round(stats.nonfinite_secs, 3)
+        errors = []
         if report.stop_reason:
-            stats.decode_error = f"decoding stopped after {decoded_secs:.2f} s: {report.stop_reason}"
+            errors.append(f"decoding stopped after {decoded_secs:.2f} s: {report.stop_reason}")
         elif (
             not stats.max_track_secs_reached
             and report.declared_secs
             and report.declared_secs - decoded_secs > max(1.0, TRUNCATION_TOLERANCE * report.declared_secs)
         ):
-            stats.decode_error = f"decoded {decoded_secs:.1f} s of {report.declared_secs:.1f} s declared"
+            errors.append(f"decoded {decoded_secs:.1f} s of {report.declared_secs:.1f} s declared")
+        if nonfinite_from is not None:
+            errors.append(
+                f"dropped {stats.nonfinite_secs:.3f} s of non-finite samples (NaN or Inf), the first at "
+                f"{nonfinite_from:.3f} s"
+            )
+        stats.decode_error = "; ".join(errors)
 
     def _counted(self, mono, max_samples):
-        """Yields `mono` (cut at max_samples in all) and counts it."""
+        """Yields `mono` (cut at max_samples in all, clipped to full scale) and counts it."""
         stats = self.stats
         if stats.samples + len(mono) >= max_samples:
             mono = mono[: max_samples - stats.samples]
             stats.max_track_secs_reached = True
+        mono, clipped = clip_full_scale(mono)
+        stats.clipped_samples += clipped
         stats.samples += len(mono)
         if len(mono):
             yield mono
@@ -200,5 +226,6 @@ class Track:
             raise TrackError(
                 STAGE_WINDOW,
                 f"track has {stats.samples / config.sample_rate:.2f} s of audio, shorter than "
-                f"one window ({config.window_samples / config.sample_rate:.2f} s)",
+                f"one window ({config.window_samples / config.sample_rate:.2f} s)"
+                + (f"; {stats.decode_error}" if stats.decode_error else ""),
             )

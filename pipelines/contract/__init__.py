@@ -9,7 +9,7 @@ Each room has one job, and this package re-exports their public names, so
   the patterns that match them, the model's layer names;
 - `limits`: the audio format both contracts share, its defaults and bounds;
 - `mulaw`: the mu-law codec;
-- `failures`: `TrackError`, the stage names, `failure_record`;
+- `failures`: `TrackError`, the stage names, `failure_record`, `printable` (names as valid UTF-8);
 - `dataset`: `DatasetDescription` (dataset.json: built, validated, read,
   written) and the one compatibility check, `check_compatible`;
 - `model`: `WaveNetConfig` and `ModelConfig` (export/config.json), finding an export;
@@ -65,6 +65,7 @@ from pipelines.contract.failures import (  # noqa: F401
     STAGES,
     TrackError,
     failure_record,
+    printable,
 )
 from pipelines.contract.fs import (  # noqa: F401
     copy,

@@ -97,7 +97,8 @@ class Accounting:
       tracks_failed: lines of the failures file.
       tracks_skipped_existing: tracks already in the output, not processed again.
       tracks_silent: tracks whose every window was digital silence.
-      tracks_truncated: tracks kept up to corrupt data (`decode_error` in the track index).
+      tracks_truncated: tracks kept in part: up to corrupt data, or without their non-finite samples
+        (`decode_error` in the track index).
       windows_silent_dropped: windows dropped as digital silence.
     """
 

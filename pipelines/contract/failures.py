@@ -24,8 +24,29 @@ class TrackError(Exception):
         self.status = status
 
 
+def printable(text):
+    """`text` as valid UTF-8, for records, logs and Beam's coders (which encode str strictly).
+
+    A file name whose bytes are not UTF-8 (Latin-1 names copied from old
+    Windows shares) reaches Python as a str holding surrogate escapes (PEP 383);
+    each such byte is written as `\\xNN` here, so `caf\\xe9.mp3` names the Latin-1
+    file `café.mp3`. Other text is returned unchanged.
+
+    Args:
+      text: str, possibly holding lone surrogates.
+
+    Returns:
+      str that encodes to UTF-8.
+    """
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # Surrogates that stand for no byte (JSON's \udXXX): shown as escapes too.
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def failure_record(uri, error):
-    """One line of the failures file.
+    """One line of the failures file; its text is valid UTF-8 (`printable`) whatever names it holds.
 
     Args:
       uri: the input (path, URL, pattern, or a message's text).
@@ -34,7 +55,7 @@ def failure_record(uri, error):
     Returns:
       dict {"uri", "stage", "error"} plus "status" for HTTP failures.
     """
-    record = {"uri": uri, "stage": getattr(error, "stage", STAGE_PROCESS), "error": str(error)}
+    record = {"uri": printable(uri), "stage": getattr(error, "stage", STAGE_PROCESS), "error": printable(str(error))}
     if getattr(error, "status", None) is not None:
         record["status"] = error.status
     return record

@@ -26,7 +26,9 @@ from pipelines.transforms.inputs import (  # noqa: F401
     ScrapeListingsFn,
     ScrapeTracks,
     SelectSources,
+    source_location,
     source_record,
+    track_fields,
 )
 from pipelines.transforms.metrics import (  # noqa: F401
     BYTES_READ,

@@ -1,6 +1,7 @@
 """Inputs: patterns matched, listings scraped, one source per track chosen, and the inputs counted."""
 
 import json
+import os
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -17,24 +18,50 @@ from pipelines.transforms.metrics import (
     TRACKS_SKIPPED_EXISTING,
 )
 
+# The exact local path of a source whose name is not valid UTF-8, as the file system's bytes.
+PATH_BYTES = "path_bytes"
+
 
 def source_record(uri, **metadata):
-    """A track to process: its canonical URI, its id, and what a listing page said of it."""
-    return {"uri": sources.canonical_uri(uri), "track_id": sources.track_id_for(uri), **metadata}
+    """A track to process: its canonical URI, its id, and what a listing page said of it.
+
+    Every str in it is valid UTF-8, as Beam's coders and the JSON records need:
+    "uri" is `contract.printable` (a name's bytes that are not UTF-8 shown as
+    `\\xNN`), and such a path travels exactly, as bytes, in PATH_BYTES
+    (`source_location` reads it back; `track_fields` leaves it out of records).
+    """
+    canonical = sources.canonical_uri(uri)
+    record = {"uri": contract.printable(canonical), "track_id": sources.track_id_for(uri), **metadata}
+    if record["uri"] != canonical:
+        record[PATH_BYTES] = os.fsencode(canonical)
+    return record
+
+
+def source_location(source):
+    """What `sources.open_uri` opens for a source record: its exact path or URI (str, surrogate escapes included)."""
+    return os.fsdecode(source[PATH_BYTES]) if PATH_BYTES in source else source["uri"]
+
+
+def track_fields(source):
+    """A source record's fields that go into its track record (all of them JSON text)."""
+    return {key: value for key, value in source.items() if key != PATH_BYTES}
 
 
 class MatchInputsFn(beam.DoFn):
-    """Pattern -> track URIs; a pattern that matches nothing is a failure."""
+    """Pattern -> track source records (a name that is not UTF-8 never crosses a coder as str); no match fails."""
 
     def __init__(self):
         self._unmatched = Metrics.counter(NAMESPACE, PATTERNS_UNMATCHED)
 
     def process(self, pattern):
         try:
-            yield from sources.match_pattern(pattern)
+            uris = sources.match_pattern(pattern)
         except contract.TrackError as e:
             self._unmatched.inc()
             yield pvalue.TaggedOutput(FAILED, contract.failure_record(pattern, e))
+            return
+        for uri in uris:
+            yield source_record(uri)
 
 
 class ExpandInputs(beam.PTransform):
@@ -52,9 +79,9 @@ class ExpandInputs(beam.PTransform):
         matched = (
             pbegin
             | "CreatePatterns" >> beam.Create(self._patterns)
-            | "MatchPatterns" >> beam.ParDo(MatchInputsFn()).with_outputs(FAILED, main="uris")
+            | "MatchPatterns" >> beam.ParDo(MatchInputsFn()).with_outputs(FAILED, main="sources")
         )
-        return matched.uris | "ToSources" >> beam.Map(source_record), matched[FAILED]
+        return matched.sources, matched[FAILED]
 
 
 class FetchingDoFn(beam.DoFn):
@@ -132,7 +159,7 @@ class PickSourceFn(beam.DoFn):
             return
         progress.track_selected()
         # Deterministic choice: the record saying most (scraped metadata) wins.
-        yield min(records, key=lambda r: (-len(r), json.dumps(r, sort_keys=True)))
+        yield min(records, key=lambda r: (-len(r), json.dumps(track_fields(r), sort_keys=True)))
 
 
 class SelectSources(beam.PTransform):

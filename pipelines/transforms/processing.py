@@ -8,7 +8,7 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
 from pipelines import audio, contract, examples, fetch, labels, progress, sources
-from pipelines.transforms.inputs import FetchingDoFn
+from pipelines.transforms.inputs import FetchingDoFn, source_location, track_fields
 from pipelines.transforms.metrics import (
     BYTES_READ,
     FAILED,
@@ -73,8 +73,9 @@ class ProcessTrackFn(FetchingDoFn):
         allow_private = source.get("zone", fetch.ZONE_PRIVATE) == fetch.ZONE_PRIVATE
         split = split_for(track_id, self._validation_fraction)  # Once per track: a track never straddles splits.
         track_labels = None
+        location = source_location(source)
         try:
-            fileobj, final_uri = sources.open_uri(uri, self._fetcher, allow_private)
+            fileobj, final_uri = sources.open_uri(location, self._fetcher, allow_private)
             with fileobj:
                 track = audio.Track(fileobj, self._config)
                 for offset, codes in track:
@@ -117,7 +118,7 @@ class ProcessTrackFn(FetchingDoFn):
         yield pvalue.TaggedOutput(
             TRACKS,
             {
-                **source,
+                **track_fields(source),
                 "split": split,
                 "duration_secs": stats.samples / self._config.sample_rate,
                 "windows": stats.windows,
@@ -126,9 +127,11 @@ class ProcessTrackFn(FetchingDoFn):
                 "source_channels": stats.source_channels,
                 "decode_error": stats.decode_error,
                 "skipped_secs": stats.skipped_secs,
+                "nonfinite_secs": stats.nonfinite_secs,
+                "clipped_samples": stats.clipped_samples,
                 "max_track_secs_reached": stats.max_track_secs_reached,
                 "labels": dict(zip(contract.LABEL_KINDS, track_labels, strict=True)),
-                **({"final_url": final_uri} if final_uri != uri else {}),
+                **({"final_url": final_uri} if final_uri != location else {}),
             },
         )
 
