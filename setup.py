@@ -29,6 +29,7 @@ REQUIRED_PACKAGES = [
     "numba>=0.59",
     "scipy>=1.11",
     "threadpoolctl>=3.1",
+    "license-expression>=30.4,<31",  # SPDX ids and expressions, with the SPDX list 3.27 (pipelines/licences.py)
 ]
 
 TEST_PACKAGES = [
