@@ -23,19 +23,23 @@ REQUIRED_PACKAGES = [
     "google-crc32c>=1.5,<2",
     "beautifulsoup4>=4.12,<5",
     "requests>=2.31,<3",
+    "license-expression>=30.4,<31",  # SPDX ids and expressions, with the SPDX list 3.27 (pipelines/licences.py)
     "tqdm>=4.66,<5",
     "matplotlib>=3.8",  # spectrograms with axes and a dB scale (sampler PNGs, TensorBoard images)
     # The sampler's CPU engine: a numba kernel calling SciPy's BLAS, held to one BLAS thread per kernel thread.
     "numba>=0.59",
     "scipy>=1.11",
     "threadpoolctl>=3.1",
-    "license-expression>=30.4,<31",  # SPDX ids and expressions, with the SPDX list 3.27 (pipelines/licences.py)
 ]
 
 TEST_PACKAGES = [
     "pytest>=8,<10",
     "ruff>=0.6",
     "import-linter>=2.1,<3",  # `lint-imports`: the boundaries between the three programs (pyproject.toml)
+    # Real object stores on 127.0.0.1 for tests/test_stores.py: S3's REST API (with IAM checks) and GCS's JSON API
+    # (with the batch endpoint Beam's gcsio renames through).
+    "moto[server]>=5.1,<6",
+    "gcp-storage-emulator>=2024.8",
 ]
 
 # benchmarks/: psutil to follow the memory of the pipeline's process tree (scipy,

@@ -15,13 +15,16 @@ stale when its holder ran on this host and its process is gone, or when it is
 older than --stale_lease_hours. At commit time the run merges itself into the
 dataset.json current then, and fails loudly if its lease was taken over.
 
-On local disk the lease is taken atomically (O_EXCL). Object stores (gs://,
-s3://) offer no create-if-absent through Beam's filesystems: there a run
-writes the lease, waits a moment and reads it back, so two runs racing for it
-within that moment are told apart by the read-back, and the commit-time check
-catches anything later.
+The lease is taken with the storage's own create-if-absent: O_EXCL on local
+disk, PutObject with `If-None-Match: *` on S3, an upload with
+`ifGenerationMatch=0` on Cloud Storage (`contract.storage.create_exclusive`),
+so of two runs starting at once exactly one gets it. Only on a store without
+one (another Beam filesystem, or an S3-compatible store that ignores the
+header) does a run fall back to writing the lease, waiting a moment and
+reading it back; the commit-time check catches anything later.
 """
 
+import contextlib
 import dataclasses
 import errno
 import fnmatch
@@ -35,9 +38,14 @@ import socket
 import time
 
 from pipelines import contract
+from pipelines.contract import storage
 
 LEASE_FILE = "lease.json"
 DEFAULT_STALE_LEASE_HOURS = 72.0
+# Held for the seconds a commit takes (`commit_lock`): how long another commit waits, and when a lock is stale.
+COMMIT_LOCK_FILE = "commit.lock"
+COMMIT_LOCK_WAIT_SECS = 300.0
+COMMIT_LOCK_STALE_SECS = 600.0
 RUN_ID = re.compile(contract.RUN_ID_PATTERN)
 _READ_BACK_SECS = 1.0
 
@@ -127,20 +135,64 @@ def _process_start_ticks(pid):
     return int(stat[stat.rindex(")") + 2 :].split()[19])
 
 
-def read_lease(output):
-    """The Lease held on an output, or None."""
-    from apache_beam.io.filesystems import FileSystems
-
-    path = contract.join(output, LEASE_FILE)
-    if not FileSystems.exists(path):
-        return None
+def read_lease(output, name=LEASE_FILE):
+    """The Lease held on an output (or its commit lock, `name=COMMIT_LOCK_FILE`), or None."""
+    path = contract.join(output, name)
     try:
-        with FileSystems.open(path) as f:
-            raw = json.loads(f.read().decode("utf-8"))
+        raw = json.loads(contract.read_bytes(path).decode("utf-8"))
         known = {field.name for field in dataclasses.fields(Lease)}
         return Lease(**{k: v for k, v in raw.items() if k in known})  # A later version's fields are not ours.
-    except (ValueError, TypeError, RecursionError, IsADirectoryError):
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError, AttributeError, RecursionError, IsADirectoryError):
         return Lease(run_id="unreadable", host="unknown", pid=0, started=0.0, local=False)  # Stale at once.
+
+
+def _new_lease(run_id, local):
+    return Lease(
+        run_id=run_id, host=socket.gethostname(), pid=os.getpid(), started=time.time(), local=local,
+        boot_id=_boot_id(), process_started=_process_start_ticks(os.getpid()),
+    )  # fmt: skip
+
+
+def _take(output, name, lease, stale):
+    """Creates `name` in the output holding `lease`, only if it does not exist: the storage's create-if-absent.
+
+    Args:
+      stale: the Lease found there and judged stale (removed first, if it still holds), or None.
+
+    Returns:
+      None when taken, else the Lease that holds it (None inside when unreadable or gone).
+    """
+    text = json.dumps(dataclasses.asdict(lease), sort_keys=True).encode("utf-8")
+    path = contract.join(output, name)
+    if not contract.is_remote(output):
+        if os.path.lexists(output) and not os.path.isdir(output):
+            raise NotADirectoryError(errno.ENOTDIR, "--output must be a directory, this is a file", output)
+        os.makedirs(output, exist_ok=True)
+        if stale is not None:
+            _remove_if_held_by(path, stale.run_id)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return read_lease(output, name) or Lease("unknown", "unknown", 0, 0.0, False)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(text)
+        except OSError as e:  # A full disk: leave no empty lease behind.
+            os.remove(path)
+            raise OSError(e.errno, e.strerror, path) from e
+        return None
+    if stale is not None:
+        _release(output, name, stale.run_id)  # Stale: taken over.
+    created = storage.create_exclusive(path, text)
+    if created is None:  # No create-if-absent on this store: write, wait, read back.
+        contract.write_bytes(path, text, "application/json")
+        time.sleep(_READ_BACK_SECS)
+    holder = read_lease(output, name)
+    if created is False or holder is None or holder.run_id != lease.run_id:
+        return holder or Lease("unknown", "unknown", 0, 0.0, False)
+    return None
 
 
 def acquire_lease(output, run_id, local, stale_after_secs=DEFAULT_STALE_LEASE_HOURS * 3600):
@@ -158,41 +210,76 @@ def acquire_lease(output, run_id, local, stale_after_secs=DEFAULT_STALE_LEASE_HO
     Raises:
       LeaseError: a live run holds the lease, or another run took it at the same moment.
     """
-    from apache_beam.io.filesystems import FileSystems
-
     existing = read_lease(output)
     if existing is not None and not existing.is_stale(stale_after_secs):
         raise LeaseError(_busy_message(output, existing))
-    lease = Lease(
-        run_id=run_id, host=socket.gethostname(), pid=os.getpid(), started=time.time(), local=local,
-        boot_id=_boot_id(), process_started=_process_start_ticks(os.getpid()),
-    )  # fmt: skip
-    text = json.dumps(dataclasses.asdict(lease), sort_keys=True).encode("utf-8")
-    path = contract.join(output, LEASE_FILE)
-    if not contract.is_remote(output):
-        if os.path.lexists(output) and not os.path.isdir(output):
-            raise NotADirectoryError(errno.ENOTDIR, "--output must be a directory, this is a file", output)
-        os.makedirs(output, exist_ok=True)
-        if existing is not None:
-            _remove_if_held_by(path, existing.run_id)
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            raise LeaseError(_busy_message(output, read_lease(output))) from None
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(text)
-        except OSError as e:  # A full disk: leave no empty lease behind.
-            os.remove(path)
-            raise OSError(e.errno, e.strerror, path) from e
-    else:
-        with FileSystems.create(path, mime_type="application/json") as f:
-            f.write(text)
-        time.sleep(_READ_BACK_SECS)
-        holder = read_lease(output)
-        if holder is None or holder.run_id != run_id:
-            raise LeaseError(_busy_message(output, holder))
+    lease = _new_lease(run_id, local)
+    holder = _take(output, LEASE_FILE, lease, existing)
+    if holder is not None:
+        raise LeaseError(_busy_message(output, holder if holder.run_id != "unknown" else None))
     return lease, existing
+
+
+@contextlib.contextmanager
+def commit_lock(output, run_id, wait_secs=COMMIT_LOCK_WAIT_SECS):
+    """Held for the few seconds of a commit (read dataset.json, merge, write it): one commit at a time.
+
+    Batch runs commit under it while holding the lease; a stream, which holds no
+    lease, commits every window under it, so neither can lose the other's commit.
+    A lock left by a dead holder (on this host) or older than COMMIT_LOCK_STALE_SECS
+    is taken over.
+
+    Raises:
+      LeaseError: still held by another commit after `wait_secs`.
+    """
+    lease = _new_lease(run_id, local=True)
+    deadline = time.monotonic() + wait_secs
+    delay = 0.05
+    while True:
+        holder = read_lease(output, COMMIT_LOCK_FILE)
+        stale = holder if holder is not None and holder.is_stale(COMMIT_LOCK_STALE_SECS) else None
+        if holder is None or stale is not None:
+            holder = _take(output, COMMIT_LOCK_FILE, lease, stale)
+            if holder is None:
+                break
+        if time.monotonic() > deadline:
+            raise LeaseError(
+                f"{output}: the commit of {holder.describe()} has held {COMMIT_LOCK_FILE} for more than "
+                f"{wait_secs:.0f} s; if that run is dead, remove {contract.join(output, COMMIT_LOCK_FILE)}"
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+    try:
+        yield
+    finally:
+        _release(output, COMMIT_LOCK_FILE, run_id)
+
+
+def commit(output, run_id, update):
+    """The one commit of a run, or of a stream's window: dataset.json current now -> update -> written atomically.
+
+    Under the commit lock, reads the committed description (None when there is
+    none), calls `update(current)` for the new one, and writes it in one piece
+    (`contract.write_description`). Batch runs and streams both commit here.
+
+    Args:
+      output: the output directory.
+      run_id: the committing run.
+      update: callable(DatasetDescription or None) -> the DatasetDescription to
+        write, or None to write nothing.
+
+    Returns:
+      the DatasetDescription written, or None.
+
+    Raises:
+      contract.ContractError: the committed dataset.json cannot be read (nothing is written).
+      LeaseError: the commit lock stayed held by another commit.
+    """
+    with commit_lock(output, run_id):
+        description = update(current_description(output))
+        if description is not None:
+            contract.write_description(output, description)
+        return description
 
 
 def _remove_if_held_by(path, run_id):
@@ -230,11 +317,13 @@ def check_lease(output, run_id):
 
 def release_lease(output, run_id):
     """Deletes the lease if this run holds it."""
-    from apache_beam.io.filesystems import FileSystems
+    _release(output, LEASE_FILE, run_id)
 
-    holder = read_lease(output)
+
+def _release(output, name, run_id):
+    holder = read_lease(output, name)
     if holder is not None and holder.run_id == run_id:
-        FileSystems.delete([contract.join(output, LEASE_FILE)])
+        contract.delete([contract.join(output, name)])
 
 
 def current_description(output):
@@ -255,12 +344,27 @@ def committed_files(output, name, run_id):
     A stream committed before file names carried run ids names its files `tracks-*.jsonl`, a glob that
     also matches every other run's; only files of no run's name, or of this run's, are its own.
     """
-    from apache_beam.io.filesystems import FileSystems
-
     if "*" not in name:
         return [contract.join(output, name)]
-    paths = sorted(m.path for m in FileSystems.match([contract.join(output, name)])[0].metadata_list)
+    paths = contract.match(contract.join(output, name))
     return [p for p in paths if contract.run_file_owner(posixpath.basename(p)) in (None, run_id)]
+
+
+def committed_track_ids(output, description):
+    """The track ids in the track indexes of every run dataset.json names (a missing index holds none).
+
+    Yields:
+      str track ids, in run order.
+    """
+    for run in description.runs:
+        for path in committed_files(output, run.tracks_file, run.run_id):
+            try:
+                text = contract.read_bytes(path).decode("utf-8")
+            except FileNotFoundError:
+                continue  # A stream's window not written yet; verify reports an index that is missing.
+            for line in text.splitlines():
+                if line.strip():
+                    yield json.loads(line)["track_id"]
 
 
 def leftovers(output, description, live_run_ids=(), writer_active=False):
@@ -345,20 +449,16 @@ def top_level_entries(output):
 
 def _remote_files(output):
     """Top-level name -> list of object paths under it, for an object store (which has no directories)."""
-    from apache_beam.io.filesystems import FileSystems
-
     prefix = output.rstrip("/") + "/"
     by_name = {}
-    for metadata in FileSystems.match([prefix + "**"])[0].metadata_list:
-        name = metadata.path[len(prefix) :].split("/", 1)[0]
-        by_name.setdefault(name, []).append(metadata.path)
+    for path in contract.match(prefix + "**"):
+        name = path[len(prefix) :].split("/", 1)[0]
+        by_name.setdefault(name, []).append(path)
     return by_name
 
 
 def remove(output, names):
     """Deletes top-level entries (files, or directories without following symlinks) of an output."""
-    from apache_beam.io.filesystems import FileSystems
-
     if not contract.is_remote(output):
         for name in names:
             path = os.path.join(output, name)
@@ -368,6 +468,4 @@ def remove(output, names):
                 os.remove(path)
         return
     files = _remote_files(output)
-    paths = [path for name in names for path in files.get(name, [])]
-    if paths:
-        FileSystems.delete(paths)
+    contract.delete([path for name in names for path in files.get(name, [])])

@@ -22,6 +22,7 @@ from apache_beam.options.pipeline_options import DirectOptions, SetupOptions, St
 from apache_beam.runners.runner import PipelineState
 
 from pipelines import commit, compat, contract, progress, sources, summary, transforms
+from pipelines.contract import storage
 from pipelines.options import (
     BUNDLED_VALIDATION_FRACTION,
     DEFAULT_INPUTS,
@@ -198,7 +199,11 @@ def run(argv=None, save_main_session=True):
     if unknown:
         raise ValueError("; ".join(unknown) + f". `{PROG} --help` lists our options; Beam's are accepted too.")
     options = PreprocessOptions(argv)
-    options.view_as(SetupOptions).save_main_session = save_main_session
+    setup = options.view_as(SetupOptions)
+    setup.save_main_session = save_main_session
+    # Local worker processes import the storage module at start, so they reach stores as this process does.
+    setup.beam_plugins = sorted({*(setup.beam_plugins or []), storage.beam_plugin_module()})
+    storage.configure(contract.StorageSettings.from_options(options))
     runner = local_runner(options, argv)
     preprocess = options.view_as(PreprocessOptions)
     preprocess.audio_config()  # Fail on bad options before any work.
@@ -208,11 +213,14 @@ def run(argv=None, save_main_session=True):
         preprocess.validation_fraction = BUNDLED_VALIDATION_FRACTION if bundled else DEFAULT_VALIDATION_FRACTION
     if not 0.0 <= preprocess.validation_fraction <= 1.0:
         raise ValueError(f"--validation_fraction must be in [0, 1], got {preprocess.validation_fraction}")
+    output = preprocess.output
+    local = runner is not None or options.view_as(StandardOptions).runner == "DirectRunner"
+    # Inputs are matched by the job: checked here only when this process runs it (a cluster's workers have
+    # their own credentials). Every fault is then one line before any work, not a minute of retries later.
+    contract.check_access([output, *(_store_patterns(preprocess.input) if local else [])])
     if options.view_as(StandardOptions).streaming:
         return _run_streaming(options, preprocess)
-    output = preprocess.output
     run_id = commit.new_run_id()
-    local = runner is not None or options.view_as(StandardOptions).runner == "DirectRunner"
     _, stale = commit.acquire_lease(output, run_id, local, preprocess.stale_lease_hours * 3600)
     if stale is not None:
         logging.warning("Took over the stale lease of %s on %s.", stale.describe(), output)
@@ -267,6 +275,12 @@ def run(argv=None, save_main_session=True):
     _log_counters(result)
     check_description(description, preprocess.max_failure_fraction)
     return description
+
+
+def _store_patterns(inputs):
+    """The object-store patterns and @list files among --input arguments."""
+    paths = [argument[1:] if argument.startswith("@") else argument for argument in inputs or ()]
+    return [path for path in paths if storage.bucket_of(path) is not None]
 
 
 def _nothing_committed(output, run_id):

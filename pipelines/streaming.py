@@ -5,11 +5,14 @@
 
 Each message names one track: a Cloud Storage notification (OBJECT_FINALIZE:
 gs://bucket/object), or a path or URL in its body (plain text, or JSON with
-"uri"). Tracks are deduplicated across the whole stream with keyed state,
-processed exactly as in batch mode (`transforms.ProcessTracks`), and written
-every --streaming_window_secs: TFRecord shards, failures and track index files per
-window, while one stateful writer keeps dataset.json describing everything
-written so far.
+"uri"). A stream adds to the dataset it finds, as a batch run does: at start it
+checks the committed dataset.json (refusing other settings) and registers its
+run there (`start_stream`); tracks already committed, or seen before in the
+stream (keyed state), are skipped; the rest are processed exactly as in batch
+mode (`transforms.ProcessTracks`) and written every --streaming_window_secs:
+TFRecord shards, failures and track index files per window, each window then
+committed into the dataset.json current at that moment (`commit.commit`, the
+one commit, under the commit lock), never replacing it.
 """
 
 import json
@@ -18,7 +21,7 @@ import uuid
 
 import apache_beam as beam
 from apache_beam import pvalue
-from apache_beam.coders import BooleanCoder, PickleCoder
+from apache_beam.coders import BooleanCoder
 from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
 from apache_beam.options.value_provider import StaticValueProvider
@@ -86,16 +89,18 @@ class ParseMessagesFn(beam.DoFn):
 
 
 class FirstSeenFn(beam.DoFn):
-    """(track_id, source) -> the source the first time its track_id is seen in the stream; later ones SKIPPED."""
+    """(track_id, source) -> the source the first time its track_id is seen in the stream; SKIPPED when seen
+    before, or committed in the output when the stream started."""
 
     SEEN = ReadModifyWriteStateSpec("seen", BooleanCoder())
 
-    def __init__(self):
+    def __init__(self, committed_ids=frozenset()):
+        self._committed_ids = committed_ids
         self._skipped = Metrics.counter(transforms.NAMESPACE, transforms.TRACKS_SKIPPED_EXISTING)
 
     def process(self, keyed, seen=beam.DoFn.StateParam(SEEN)):  # noqa: B008 (Beam's state idiom)
         track_id, source = keyed
-        if seen.read():
+        if seen.read() or track_id in self._committed_ids:
             self._skipped.inc()
             yield pvalue.TaggedOutput(transforms.SKIPPED, track_id)
             return
@@ -140,23 +145,60 @@ class WriteWindowed(beam.PTransform):
         )
 
 
-class MergeDescriptionFn(beam.DoFn):
-    """One writer for dataset.json: merges each window's part into the running description and rewrites it."""
+def stream_run_files(run_id):
+    """(run id, tracks file glob, failures file glob) of a stream: one run continued window after window."""
+    return (
+        run_id,
+        contract.stream_files_glob(contract.TRACKS_PREFIX, run_id),
+        contract.stream_files_glob(contract.FAILURES_PREFIX, run_id),
+    )
 
-    DESCRIPTION = ReadModifyWriteStateSpec("description", PickleCoder())
+
+def start_stream(output, config, validation_fraction, run_id):
+    """Adds a stream to the output before it reads a message: checked against what is committed, then registered.
+
+    The stream's run is committed at once, with nothing in it yet (`commit.commit`,
+    under the commit lock), so its files carry a committed run's id from the start
+    and no batch run's cleanup takes them for leftovers; each window then adds to
+    this run. A restarted stream is a new run beside the earlier ones.
+
+    Returns:
+      frozenset of the track ids already committed, which the stream skips.
+
+    Raises:
+      contract.DatasetMismatchError: the output holds a dataset of other settings (one line).
+      contract.ContractError: its dataset.json cannot be read.
+    """
+    empty = transforms.DatasetStatsFn().create_accumulator()
+    counts = {"tracks_input": 0, "tracks_failed": 0, "tracks_skipped_existing": 0}
+    no_shards = {split: [] for split in contract.SPLITS}
+    committed_ids = []
+
+    def register(current):
+        if current is not None:
+            transforms.check_same_settings(current, config)
+            committed_ids.extend(commit.committed_track_ids(output, current))
+        files = stream_run_files(run_id)
+        return transforms.describe_run(config, validation_fraction, empty, no_shards, counts, files, current)
+
+    commit.commit(output, run_id, register)
+    return frozenset(committed_ids)
+
+
+class MergeDescriptionFn(beam.DoFn):
+    """Commits each window: its part merged into the dataset.json current then (`commit.commit`), never replacing it.
+
+    Batch runs commit into the same output; the commit lock orders the two, and
+    each commit re-reads what the other wrote.
+    """
 
     def __init__(self, output_dir, config, validation_fraction, run_id):
         self._output_dir = output_dir
         self._config = config
         self._validation_fraction = validation_fraction
-        # The stream is one run continued window after window; its files are per window.
-        self._run_files = (
-            run_id,
-            contract.stream_files_glob(contract.TRACKS_PREFIX, run_id),
-            contract.stream_files_glob(contract.FAILURES_PREFIX, run_id),
-        )
+        self._run_id = run_id
 
-    def process(self, keyed, state=beam.DoFn.StateParam(DESCRIPTION)):  # noqa: B008 (Beam's state idiom)
+    def process(self, keyed):
         _, parts = keyed
         stats_fn = transforms.DatasetStatsFn()
         stats = stats_fn.create_accumulator()
@@ -167,15 +209,17 @@ class MergeDescriptionFn(beam.DoFn):
                 stats = stats_fn.merge_accumulators([stats, value])
             elif kind == "file":
                 shard_names[value[0]].append(value[1])
-            else:
+            elif kind in counts:
                 counts[kind] += value
-        # The stream is one run continued: its accounting adds up over windows.
-        description = transforms.describe_run(
-            self._config, self._validation_fraction, stats, shard_names, counts, self._run_files, state.read()
-        )
-        state.write(description)
-        contract.write_description(self._output_dir, description)
-        yield description
+            # "written": the window's track index and failures file are final; nothing to count.
+
+        def add_window(current):
+            return transforms.describe_run(
+                self._config, self._validation_fraction, stats, shard_names, counts,
+                stream_run_files(self._run_id), current, continued=True,
+            )  # fmt: skip
+
+        yield commit.commit(self._output_dir, self._run_id, add_window)
 
 
 def build_streaming_pipeline(messages, options):
@@ -191,12 +235,13 @@ def build_streaming_pipeline(messages, options):
     config = options.audio_config()
     output = options.output
     run_id = commit.new_run_id()
+    committed_ids = start_stream(output, config, options.validation_fraction, run_id)
     fetch_config = options.fetch_config()
     parsed = messages | "ParseMessages" >> beam.ParDo(ParseMessagesFn()).with_outputs(transforms.FAILED, main="sources")
     first_seen = (
         parsed.sources
         | "KeyByTrackId" >> beam.Map(lambda source: (source["track_id"], source))
-        | "FirstSeen" >> beam.ParDo(FirstSeenFn()).with_outputs(transforms.SKIPPED, main="sources")
+        | "FirstSeen" >> beam.ParDo(FirstSeenFn(committed_ids)).with_outputs(transforms.SKIPPED, main="sources")
     )
     fixed = beam_window.FixedWindows(options.streaming_window_secs)
     sources = first_seen.sources | "WindowSources" >> beam.WindowInto(fixed)
@@ -226,12 +271,14 @@ def build_streaming_pipeline(messages, options):
         ("Failures", contract.FAILURES_PREFIX, failures),
         ("Tracks", contract.TRACKS_PREFIX, tracks),
     ):
-        (
+        written = (
             pcoll
             | f"Json{label}" >> beam.Map(json.dumps, sort_keys=True)
             | f"Write{label}"
             >> WriteWindowed(output, contract.stream_prefix(kind, run_id), contract.JSONL_SUFFIX, fileio.TextSink)
         )
+        # The window commits once these files are final too.
+        parts.append(written | f"Written{label}" >> beam.Map(lambda r: ("written", posixpath.basename(r.file_name))))
     parts.append(
         tracks
         | "WindowStats" >> beam.CombineGlobally(transforms.DatasetStatsFn()).without_defaults()

@@ -21,9 +21,8 @@ import json
 import os
 import sys
 
-from apache_beam.io.filesystems import FileSystems
-
 from pipelines import commit, compat, contract, examples
+from pipelines.contract import storage
 
 
 @dataclasses.dataclass
@@ -112,8 +111,8 @@ def check(output, stale_lease_hours=commit.DEFAULT_STALE_LEASE_HOURS):
     for split, summary in description.splits.items():
         records = 0
         for name in summary.files:
-            path = FileSystems.join(output, name)
-            if not FileSystems.exists(path):
+            path = contract.join(output, name)
+            if not contract.exists(path):
                 problems.append(f"{split} shard {name} is listed but missing")
                 continue
             try:
@@ -136,7 +135,7 @@ def check(output, stale_lease_hours=commit.DEFAULT_STALE_LEASE_HOURS):
         if run.accounting.unaccounted():
             problems.append(f"run {run.run_id}: accounting does not add up ({run.accounting})")
         for name in (run.tracks_file, run.failures_file):
-            if "*" not in name and not FileSystems.exists(FileSystems.join(output, name)):
+            if "*" not in name and not contract.exists(contract.join(output, name)):
                 problems.append(f"run {run.run_id}: {name} is listed but missing")
     for track in committed_tracks(output, description) if not problems else ():
         count += 1
@@ -179,18 +178,23 @@ def build_parser():
         help="Remove the lease of a run believed alive (use only when it is dead), then clean as --clean does, "
         "its files included.",
     )
-    parser.add_argument("--tracks", action="store_true", help="Print the committed track records as JSON lines.")
+    parser.add_argument(
+        "--tracks", action="store_true", help="Print the committed track records as JSON lines. Default: off."
+    )
     parser.add_argument(
         "--stale_lease_hours",
         type=float,
         default=commit.DEFAULT_STALE_LEASE_HOURS,
         help="A lease older than this no longer protects its run's files. Default: %(default)s.",
     )
+    storage.add_arguments(parser)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    storage.configure(contract.StorageSettings.from_options(args))
+    contract.check_access([args.output])
     clean = args.clean or args.break_lease
     report = check(args.output, args.stale_lease_hours)
     if clean and report.unreadable:
@@ -199,7 +203,7 @@ def main(argv=None):
             "committed is unknown. Restore dataset.json (or move the output's files elsewhere) first."
         )
     if args.break_lease and report.lease is not None:
-        FileSystems.delete([FileSystems.join(args.output, commit.LEASE_FILE)])
+        contract.delete([contract.join(args.output, commit.LEASE_FILE)])
         print(f"Broke the lease of {report.lease.describe()}")
         report = check(args.output, args.stale_lease_hours)
     if args.tracks and not report.problems:

@@ -124,6 +124,7 @@ def build_parser():
         "each thread generates its share of the clips.",
     )
     contract.add_verbose_option(parser)
+    contract.storage.add_arguments(parser)
     return parser
 
 
@@ -257,6 +258,8 @@ def run(argv=None):
       ValueError: bad options.
     """
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    contract.configure_storage(contract.StorageSettings.from_options(args))
+    contract.check_access([args.model, args.primer])
     paths = output_paths(args.output, args.num_clips)
     wavenet = loading.load(args.model, engine=args.engine, threads=args.threads)
     config = wavenet.config
@@ -272,7 +275,7 @@ def run(argv=None):
     primer = None
     if args.primer:
         # The primer's last receptive field, processed exactly as the pipeline processes a track.
-        with open(args.primer, "rb") as f:
+        with contract.open_binary(args.primer) as f:
             codes = recording.recording_codes(f, sample_rate, channels, max_samples=config.receptive_field)
         primer = np.tile(codes[None, :].astype(np.int32), (args.num_clips, 1))
 

@@ -198,3 +198,65 @@ def trained_job(clips_dataset, tmp_path_factory):
         ]
     )  # fmt: skip
     return job_dir
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 REST server (moto) on 127.0.0.1 for the whole session, with IAM checks (`tests.stores`)."""
+    from tests.stores import S3Server
+
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    """A real GCS JSON API server (gcp-storage-emulator) on 127.0.0.1 for the whole session (`tests.stores`)."""
+    from tests.stores import GcsServer
+
+    server = GcsServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def s3_env(s3_server, monkeypatch):
+    """This process (and the pipeline's local workers it starts) reach `s3_server` as the allowed user."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    return s3_server
+
+
+@pytest.fixture()
+def gcs_env(gcs_server, monkeypatch):
+    """This process (and the pipeline's local workers it starts) reach `gcs_server`, anonymously."""
+    for name, value in gcs_server.env().items():
+        monkeypatch.setenv(name, value)
+    return gcs_server
+
+
+@pytest.fixture(scope="session")
+def two_worker_job(clips_dataset, tmp_path_factory):
+    """3 steps of MultiWorkerMirroredStrategy, two local worker processes from TF_CONFIG (tests/test_trainer.py's
+    `_args`): the reference a Slurm job step of two tasks is held to (tests/test_slurm.py).
+
+    Returns:
+      SimpleNamespace(job_dir: pathlib.Path, output: both workers' stdout and stderr, worker 0's first).
+    """
+    import json
+    import types
+
+    from tests.test_trainer import _args, _free_ports
+
+    job_dir = tmp_path_factory.mktemp("two-workers")
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    argv = [sys.executable, "-m", "trainer.task", *_args(clips_dataset, job_dir, "--steps=3", "--strategy=auto")]
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "CUDA_VISIBLE_DEVICES": ""}
+        processes.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    return types.SimpleNamespace(job_dir=job_dir, output="".join(outputs))

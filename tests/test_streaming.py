@@ -147,3 +147,84 @@ def test_a_stream_committed_before_run_ids_were_in_its_file_names_still_reads_an
     after = contract.read_description(str(output))
     assert after.runs[0].tracks_file == "tracks-*.jsonl" and after.splits["train"].tracks == 2
     assert verify.check(str(output)).problems == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A stream adds to the dataset it finds, beside batch runs and earlier streams: no committed track ever leaves.
+
+SETTINGS = ["--sample_rate=8000", "--window_samples=4000", "--validation_fraction=0.5"]
+
+
+def _stream(output, paths, settings=SETTINGS):
+    """A stream over Pub/Sub messages naming `paths` (one window), run to its end as a drained job is."""
+    options = PreprocessOptions([f"--output={output}", "--streaming_window_secs=60", "--streaming", *settings])
+    stream = (
+        beam_test_stream.TestStream()
+        .advance_watermark_to(0)
+        .add_elements([TimestampedValue(PubsubMessage(path.encode(), {}), 1 + i) for i, path in enumerate(paths)])
+        .advance_watermark_to_infinity()
+    )
+    with beam.Pipeline(runner=BundleBasedDirectRunner(), options=options) as pipeline:
+        streaming.build_streaming_pipeline(pipeline | stream, options.view_as(PreprocessOptions))
+    return contract.read_description(str(output))
+
+
+def _batch(output, *paths):
+    from pipelines import preprocess
+
+    return preprocess.run([f"--output={output}", *(f"--input={p}" for p in paths), *SETTINGS,
+                           "--direct_num_workers=1", "--direct_running_mode=in_memory"])  # fmt: skip
+
+
+def _committed_uris(output):
+    return sorted(t["uri"] for t in verify.committed_tracks(str(output), contract.read_description(str(output))))
+
+
+def _assert_sound(output):
+    report = verify.check(str(output))
+    assert report.problems == [] and report.leftovers == [], report
+
+
+@pytest.mark.slow
+def test_streams_and_batch_runs_add_to_one_output_and_no_committed_track_leaves(tmp_path):
+    output = tmp_path / "out"
+    clips = [CLIPS[name] for name in ("mp3_44k", "ogg_48k", "mp3_22k_mono", "wav_44k")]
+    _batch(output, clips[0])
+    first = _stream(output, [clips[1]])  # A batch run, then a stream.
+    assert len(first.runs) == 2 and first.tracks == 2
+    _assert_sound(output)
+    # Restarted (a drain and relaunch): a new run beside, the committed track skipped, a new one added.
+    second = _stream(output, [clips[1], clips[2]])
+    assert len(second.runs) == 3 and second.tracks == 3
+    assert second.runs[-1].accounting.tracks_skipped_existing == 1 and second.runs[-1].accounting.tracks_ok == 1
+    third = _stream(output, [clips[3]])  # Restarted again.
+    assert len(third.runs) == 4 and third.tracks == 4
+    _assert_sound(output)
+    # A later batch run cleans up before it starts: every committed track, and every stream's file, stays.
+    names_before = set(os.listdir(output))
+    after = _batch(output, clips[0], CLIPS["flac_44k"])
+    assert after.tracks == 5 and len(after.runs) == 5
+    assert names_before - {"lease.json"} <= set(os.listdir(output))
+    assert _committed_uris(output) == sorted(os.path.realpath(c) for c in [*clips, CLIPS["flac_44k"]])
+    _assert_sound(output)
+
+
+@pytest.mark.slow
+def test_a_batch_run_adds_to_a_stream(tmp_path):
+    output = tmp_path / "out"
+    stream = _stream(output, [CLIPS["mp3_44k"]])
+    assert len(stream.runs) == 1 and stream.tracks == 1
+    after = _batch(output, CLIPS["ogg_48k"], CLIPS["mp3_44k"])
+    assert after.tracks == 2 and after.runs[0].run_id == stream.runs[0].run_id
+    assert after.runs[-1].accounting.tracks_skipped_existing == 1
+    assert _committed_uris(output) == sorted(os.path.realpath(CLIPS[n]) for n in ("mp3_44k", "ogg_48k"))
+    _assert_sound(output)
+
+
+def test_a_stream_on_an_output_of_other_settings_is_refused_and_changes_nothing(tmp_path):
+    output = tmp_path / "out"
+    _batch(output, CLIPS["mp3_22k_mono"])
+    before = (output / contract.DATASET_FILE).read_bytes()
+    with pytest.raises(contract.DatasetMismatchError, match="sample_rate"):
+        _stream(output, [CLIPS["ogg_48k"]], ["--sample_rate=16000", "--window_samples=4000"])
+    assert (output / contract.DATASET_FILE).read_bytes() == before

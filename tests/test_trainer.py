@@ -12,7 +12,7 @@ import pytest
 
 from pipelines import audio, contract
 from tests.helpers import CLIPS
-from trainer import compat, data, distribute, model, optimization, options, presets, storage, task
+from trainer import compat, data, distribute, model, optimization, options, presets, task
 
 TINY = model.PRESETS["tiny"]
 
@@ -235,52 +235,46 @@ def test_multi_worker_training_agrees_on_the_weights(clips_dataset, tmp_path):
     shutil.rmtree(tmp_path / "workers")
 
 
-def test_staging_copies_dataset_json_and_the_listed_shards_only(clips_dataset, tmp_path):
-    (clips_dataset / "stray.tfrecord").write_bytes(b"not listed")
-    local = storage.stage_dataset(str(clips_dataset), str(tmp_path / "staged"))
-    description = contract.read_description(local)
-    listed = {f for split in description.splits.values() for f in split.files}
-    assert set(os.listdir(local)) == listed | {"dataset.json"}
-    for name in listed:
-        assert (tmp_path / "staged" / name).read_bytes() == (clips_dataset / name).read_bytes()
-    (clips_dataset / "stray.tfrecord").unlink()
-
-
-def test_job_dir_mirror_pushes_only_what_changed(tmp_path):
-    remote, local = tmp_path / "remote", tmp_path / "local"
-    (remote / "checkpoints").mkdir(parents=True)
-    (remote / "checkpoints" / "ckpt-1.index").write_bytes(b"one")
-    mirror = storage.JobDirMirror(str(remote), str(local))
-    assert mirror.pull() == 1 and (local / "checkpoints" / "ckpt-1.index").read_bytes() == b"one"
-    assert mirror.push() == 0
-    (local / "checkpoints" / "ckpt-2.index").write_bytes(b"two")
-    (local / "export").mkdir()
-    (local / "export" / "config.json").write_text("{}")
-    assert mirror.push() == 2
-    assert (remote / "checkpoints" / "ckpt-2.index").read_bytes() == b"two"
-    assert (remote / "export" / "config.json").read_text() == "{}"
-
-
-def test_training_on_staged_data_resumes_from_the_mirrored_job_dir(clips_dataset, tmp_path, monkeypatch):
-    # Beam has no filesystem scheme for local disk, so local directories stand in for s3:// here:
-    # everything after the decision to stage is the code an s3:// run executes.
-    monkeypatch.setattr(storage, "needs_staging", lambda uri: True)
-    remote_job = tmp_path / "remote-job"
-    args = _args(clips_dataset, remote_job, "--steps=6", "--checkpoint_every=2", "--eval_every=100")
-    first = task.run(args, stop_after_steps=4)
-    assert first.step == 4 and os.path.exists(remote_job / "checkpoints" / "ckpt-4.index")
-    second = task.run(args)
-    assert [s for s, _ in second.losses] == [5, 6]
-    assert second.export_dir == str(remote_job / "export")
-    assert contract.read_model_config(str(remote_job / "export")).step == 6
-
-
 def test_sagemaker_train_argument_becomes_flags(tmp_path):
     path = tmp_path / "hyperparameters.json"
     path.write_text(json.dumps({"data": '"s3://b/windows"', "steps": "200", "mixed_precision": "true",
                                 "sagemaker_region": '"us-east-1"'}))  # fmt: skip
     assert task.sagemaker_argv(["train"], str(path)) == ["--data=s3://b/windows", "--steps=200", "--mixed_precision"]
     assert task.sagemaker_argv(["--steps=3"], str(path)) == ["--steps=3"]
+
+
+def test_a_sagemaker_spot_job_takes_its_paths_from_the_service_and_resumes(clips_dataset, tmp_path, monkeypatch):
+    # SageMaker's layout under /opt/ml, rooted in tmp_path: the input channel, the model dir it uploads when the job
+    # ends, the checkpoint dir it syncs to checkpoint_s3_uri (and restores after a spot interruption), the output dir.
+    ml = tmp_path / "opt" / "ml"
+    shutil.copytree(clips_dataset, ml / "input" / "data" / "training")
+    (ml / "input" / "config").mkdir(parents=True)
+    (ml / "input" / "config" / "hyperparameters.json").write_text(json.dumps(
+        {"preset": '"tiny"', "batch_size": "4", "steps": "4", "checkpoint_every": "2", "summary_audio_secs": "0",
+         "eval_batches": "1"}))  # fmt: skip
+    for name, value in {"SM_CHANNEL_TRAINING": ml / "input" / "data" / "training", "SM_MODEL_DIR": ml / "model",
+                        "SM_OUTPUT_DIR": ml / "output", "SM_CHANNELS": '["training"]'}.items():  # fmt: skip
+        monkeypatch.setenv(name, str(value))
+    argv = task.sagemaker_argv(["train"], str(ml / "input" / "config" / "hyperparameters.json"))
+    first = task.run(argv, stop_after_steps=2)  # Interrupted, as a spot instance is.
+    assert first.step == 2 and (ml / "checkpoints" / "checkpoints" / "ckpt-2.index").exists()
+    second = task.run(argv)
+    assert [step for step, _ in second.losses] == [3, 4]
+    assert second.export_dir == str(ml / "model")
+    assert sorted(os.listdir(ml / "model")) == [contract.MODEL_CONFIG_FILE, contract.MODEL_FILE]
+    assert os.listdir(ml / "output" / "tensorboard" / "train")
+
+
+def test_vertex_ai_directories_are_the_defaults_the_user_did_not_override(tmp_path):
+    environ = {"AIP_CHECKPOINT_DIR": "gs://b/ckpt", "AIP_MODEL_DIR": "gs://b/model", "AIP_TENSORBOARD_LOG_DIR": "gs://b/tb"}
+    args = options.parse_args(["--data=gs://b/windows"], environ)
+    assert (args.job_dir, args.export_dir, args.tensorboard_dir) == ("gs://b/ckpt", "gs://b/model", "gs://b/tb")
+    args = options.parse_args(["--data=d", "--job_dir=j", "--tensorboard_dir=t"], environ)
+    assert (args.job_dir, args.export_dir, args.tensorboard_dir) == ("j", "gs://b/model", "t")
+    plain = options.parse_args(["--data=d", "--job_dir=j"], {})
+    assert (plain.export_dir, plain.tensorboard_dir) == (os.path.join("j", "export"), os.path.join("j", "logs"))
+    with pytest.raises(SystemExit):
+        options.parse_args(["--job_dir=j"], {})  # Outside SageMaker, --data is required.
 
 
 @pytest.mark.parametrize("flag", ["--mixed_precision", "--jit_compile"])

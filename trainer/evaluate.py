@@ -209,11 +209,14 @@ def build_parser():
         "--json", default=None, help="Also write the figures as JSON to this file ('-': stdout). Default: none."
     )
     contract.add_verbose_option(parser)
+    contract.storage.add_arguments(parser)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    contract.configure_storage(contract.StorageSettings.from_options(args))
+    contract.check_access([args.model, args.data])
     result = evaluate(args.model, args.data, args.split, args.batch_size, args.max_windows, by_label=args.by_label)
     print(
         f"{result.split}: {result.loss_nats:.3f} nats ({result.loss_bits:.3f} bits) per sample over "

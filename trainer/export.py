@@ -5,7 +5,6 @@ export_dir/config.json   `contract.ModelConfig`: architecture, receptive field, 
 """
 
 import os
-import posixpath
 import shutil
 import tempfile
 
@@ -41,13 +40,12 @@ def export(wavenet, model_config, export_dir):
     return export_dir
 
 
-def read_exported_config(job_dir):
-    """The ModelConfig already exported under job_dir, or None (a new run).
+def read_exported_config(export_dir):
+    """The ModelConfig already exported into export_dir, or None (a new run).
 
     Raises:
       contract.ContractError: when the existing config.json is malformed.
     """
-    export_dir = posixpath.join(job_dir, contract.EXPORT_DIR)
     try:
         return contract.read_model_config(export_dir)
     except FileNotFoundError:

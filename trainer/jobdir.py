@@ -20,12 +20,6 @@ _LOGGER = logging.getLogger(__name__)
 JOB_FILE = "job.json"
 
 
-def _exists(path):
-    from apache_beam.io.filesystems import FileSystems
-
-    return FileSystems.exists(path)
-
-
 def job_preset(job_dir, asked, has_checkpoint):
     """The model preset a job trains: the one it was started with, which a resumed run must not change.
 
@@ -43,7 +37,7 @@ def job_preset(job_dir, asked, has_checkpoint):
       contract.ContractError: a damaged job.json.
     """
     path = contract.join(job_dir, JOB_FILE)
-    if _exists(path):
+    if contract.exists(path):
         stored = contract.read_json(path)
         name = stored.get("preset") if isinstance(stored, dict) else None
         if name not in presets.PRESETS:
@@ -87,7 +81,7 @@ def job_condition(job_dir, kind, description, has_checkpoint):
     """
     path = contract.join(job_dir, CONDITION_FILE)
     stored = None
-    if _exists(path):
+    if contract.exists(path):
         stored = contract.read_json(path)
         if not (
             isinstance(stored, dict)
@@ -137,19 +131,21 @@ _WRITE_TEMP = re.compile(
 )
 
 
-def remove_killed_writes(job_dir):
+def remove_killed_writes(job_dir, export_dir=None):
     """Removes what writes killed part-way left in a local job_dir; returns the paths removed.
 
     `checkpoints/ckpt-N_temp/` (TensorFlow stages a checkpoint there and renames
     it when complete) and the temporary files of `contract.write_bytes` in the
-    job_dir and export/. Only those exact names: nothing else is touched. Call
-    it before training starts, when no writer is active in the job_dir.
+    job_dir, its export/ and `export_dir` (a local --export_dir elsewhere). Only
+    those exact names: nothing else is touched. Call it before training starts,
+    when no writer is active in the job_dir.
     """
     removed = []
+    exports = {os.path.join(job_dir, contract.EXPORT_DIR), *([export_dir] if export_dir else [])}
     for directory, pattern in (
         (os.path.join(job_dir, "checkpoints"), _CHECKPOINT_TEMP),
         (job_dir, _WRITE_TEMP),
-        (os.path.join(job_dir, contract.EXPORT_DIR), _WRITE_TEMP),
+        *((export, _WRITE_TEMP) for export in sorted(exports)),
     ):
         if not os.path.isdir(directory):
             continue

@@ -34,6 +34,7 @@ class TrainResult:
         a validation split or before the first evaluation).
       losses: list of (step, training loss in nats per sample), one per step of this run.
       export_dir: where the model was exported (None when the run stopped early).
+      data_dir: the dataset as the run read it (a local copy of s3:// data), or None.
       samples_per_sec: training throughput from the end of the first loop (which
         includes tracing and compilation) to the end of the last, in audio
         samples of input per second (checkpoints and evaluations between loops
@@ -45,6 +46,7 @@ class TrainResult:
     validation_loss_nats: float = None
     losses: list = dataclasses.field(default_factory=list)
     export_dir: str = None
+    data_dir: str = None
     samples_per_sec: float = None
 
 
@@ -94,7 +96,7 @@ def train(
     checkpoint_manager,
     iterator,
     validation_dataset,
-    write_dir,
+    tensorboard_dir,
     chief,
     on_checkpoint=lambda: None,
     stop_after_steps=None,
@@ -111,7 +113,7 @@ def train(
       iterator: distributed iterator of int32 [per-replica batch, crop_samples] codes
         (with their int32 [per-replica batch] label indices for a conditioned model).
       validation_dataset: callable() -> distributed dataset of validation batches, or None.
-      write_dir: where TensorBoard logs go (logs/train, logs/validation).
+      tensorboard_dir: where TensorBoard logs go (train/, validation/).
       chief: whether this worker shows progress and writes the audio summary.
       on_checkpoint: called after every checkpoint (mirrors the job_dir).
       stop_after_steps: stop after this many steps of this run, as if preempted (tests).
@@ -125,7 +127,7 @@ def train(
     import tensorflow as tf
 
     writers = {
-        name: tf.summary.create_file_writer(posixpath.join(write_dir, "logs", name)) for name in ("train", "validation")
+        name: tf.summary.create_file_writer(posixpath.join(tensorboard_dir, name)) for name in ("train", "validation")
     }
     controller = Controller(
         settings,

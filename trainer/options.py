@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import os
+import posixpath
 
 from pipelines import contract
 from trainer import presets
@@ -31,15 +32,30 @@ def build_parser():
     )
     parser.add_argument(
         "--data",
-        required=True,
+        default=None,
         help="Output directory of pipelines.preprocess: local or gs:// (read directly), or s3:// and other "
-        "Beam filesystems (staged to local disk first).",
+        "Beam filesystems (staged to local disk first). Required, except on SageMaker, where the default is the "
+        "job's input channel (SM_CHANNEL_TRAINING, or its only channel).",
     )
     parser.add_argument(
         "--job_dir",
-        required=True,
-        help="Directory for checkpoints, logs and the export: local or gs://, or s3:// (worked on locally, "
-        "copied back after every checkpoint and the export; resumes from what it holds).",
+        default=None,
+        help="Directory for checkpoints (and, by default, logs and the export): local or gs://, or s3:// (worked "
+        "on locally, copied back after every checkpoint and the export; resumes from what it holds). Required, "
+        "except on SageMaker (default /opt/ml/checkpoints, which managed spot training syncs to "
+        "checkpoint_s3_uri) and on Vertex AI (default AIP_CHECKPOINT_DIR).",
+    )
+    parser.add_argument(
+        "--export_dir",
+        default=None,
+        help="Where the trained model is exported (model.keras, config.json): local, gs:// or s3://. Default: "
+        "JOB_DIR/export; on SageMaker SM_MODEL_DIR (uploaded when the job ends), on Vertex AI AIP_MODEL_DIR.",
+    )
+    parser.add_argument(
+        "--tensorboard_dir",
+        default=None,
+        help="Where TensorBoard logs go (train/, validation/): local, gs:// or s3:// (mirrored). Default: "
+        "JOB_DIR/logs; on SageMaker SM_OUTPUT_DIR/tensorboard, on Vertex AI AIP_TENSORBOARD_LOG_DIR.",
     )
     parser.add_argument(
         "--preset",
@@ -171,16 +187,69 @@ def build_parser():
         "--seed", type=int, default=0, help="Seed for weights, shuffling and cropping. Default: %(default)s."
     )
     contract.add_verbose_option(parser)
+    contract.storage.add_arguments(parser)
     return parser
 
 
-def parse_args(argv):
-    """The options of a command line (`build_parser`); --model, deprecated, names the preset."""
-    args = build_parser().parse_args(argv)
+def parse_args(argv, environ=None):
+    """The options of a command line (`build_parser`), with a managed service's directories where none is given.
+
+    --model, deprecated, names the preset. On SageMaker and Vertex AI the paths
+    the user did not give come from the service (`managed_service_paths`).
+
+    Args:
+      argv: the command line.
+      environ: the environment to read the services' variables from (default os.environ).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.model is not None:
         _LOGGER.warning("--model is deprecated in trainer.task: it names a preset, now --preset %s", args.model)
         args.preset = args.preset or args.model
+    for name, value in managed_service_paths(os.environ if environ is None else environ).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    for name in ("data", "job_dir"):
+        if getattr(args, name) is None:
+            parser.error(f"the following arguments are required: --{name}")
+    args.export_dir = args.export_dir or posixpath.join(args.job_dir, contract.EXPORT_DIR)
+    args.tensorboard_dir = args.tensorboard_dir or posixpath.join(args.job_dir, "logs")
     return args
+
+
+def managed_service_paths(environ):
+    """The data, job, export and TensorBoard directories a managed training service lays out, by option name.
+
+    SageMaker (sagemaker-training-toolkit's environment): the input channel
+    SM_CHANNEL_<NAME> (/opt/ml/input/data/<name>; "training", or the only one);
+    SM_MODEL_DIR (/opt/ml/model), uploaded to S3 when the job ends; the
+    checkpoint directory /opt/ml/checkpoints beside it, which managed spot
+    training syncs to checkpoint_s3_uri and restores on restart; SM_OUTPUT_DIR
+    (/opt/ml/output)/tensorboard, what SageMaker's TensorBoard output config
+    uploads. Vertex AI custom training: AIP_CHECKPOINT_DIR, AIP_MODEL_DIR,
+    AIP_TENSORBOARD_LOG_DIR.
+
+    Returns:
+      dict option name -> path, only for what the environment names.
+    """
+    paths = {}
+    if environ.get("SM_MODEL_DIR"):
+        channels = {k[len("SM_CHANNEL_") :].lower(): v for k, v in environ.items() if k.startswith("SM_CHANNEL_")}
+        if "training" in channels or len(channels) == 1:
+            paths["data"] = channels.get("training") or next(iter(channels.values()))
+        model_dir = environ["SM_MODEL_DIR"]
+        paths["export_dir"] = model_dir
+        paths["job_dir"] = os.path.join(os.path.dirname(model_dir.rstrip("/")), "checkpoints")
+        if environ.get("SM_OUTPUT_DIR"):
+            paths["tensorboard_dir"] = os.path.join(environ["SM_OUTPUT_DIR"], "tensorboard")
+    for name, variable in (
+        ("job_dir", "AIP_CHECKPOINT_DIR"),
+        ("export_dir", "AIP_MODEL_DIR"),
+        ("tensorboard_dir", "AIP_TENSORBOARD_LOG_DIR"),
+    ):
+        if environ.get(variable):
+            paths[name] = environ[variable]
+    return paths
 
 
 def check_options(args):

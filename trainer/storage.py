@@ -2,21 +2,46 @@
 
 TensorFlow reads and writes local paths and gs:// directly; for s3:// (and any
 other Beam filesystem) the trainer stages the dataset to local disk
-(`stage_dataset`) and works in a local copy of the job_dir that it mirrors
-back (`JobDirMirror`). Every copy goes through Beam's filesystems.
+(`stage_dataset`) and works in local copies of the job_dir and the TensorBoard
+directory that it mirrors back (`Mirror`). Every copy goes through Beam's
+filesystems (`pipelines.contract`), with this process's storage settings, and
+many at a time: a store serves parallel requests far faster than one stream.
 """
 
+import concurrent.futures
+import dataclasses
 import logging
 import os
+import tempfile
 
 from pipelines import contract
+from trainer import jobdir
 
 _LOGGER = logging.getLogger(__name__)
+# Concurrent transfers: S3 and Cloud Storage serve each request at a bounded rate, so throughput grows with
+# requests in flight (BENCHMARKS.md, "Storage"); more than this gained nothing measurable there.
+TRANSFER_THREADS = 16
 
 
 def needs_staging(uri):
     """Whether TensorFlow cannot read/write `uri` itself: it does local paths and gs://, not s3://."""
     return contract.is_remote(uri) and not uri.startswith("gs://")
+
+
+def copy_all(pairs, threads=TRANSFER_THREADS):
+    """Copies (source, destination) pairs between any Beam filesystems, `threads` at a time.
+
+    Raises:
+      the first copy's error, after the copies in flight ended.
+    """
+    pairs = list(pairs)
+    if len(pairs) <= 1 or threads <= 1:
+        for source, destination in pairs:
+            contract.copy(source, destination)
+        return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(threads, len(pairs))) as pool:
+        for future in [pool.submit(contract.copy, source, destination) for source, destination in pairs]:
+            future.result()
 
 
 def stage_dataset(data_uri, local_dir):
@@ -29,24 +54,16 @@ def stage_dataset(data_uri, local_dir):
       local_dir, a directory `trainer.data` reads like the original.
     """
     description = contract.read_description(data_uri)
-    contract.copy(_join(data_uri, contract.DATASET_FILE), os.path.join(local_dir, contract.DATASET_FILE))
-    names = [name for split in description.splits.values() for name in split.files]
-    for name in names:
-        contract.copy(_join(data_uri, name), os.path.join(local_dir, name))
-    _LOGGER.warning("Staged %s (%d shards) to %s", data_uri, len(names), local_dir)
+    names = [contract.DATASET_FILE] + [name for split in description.splits.values() for name in split.files]
+    copy_all((contract.join(data_uri, name), os.path.join(local_dir, name)) for name in names)
+    _LOGGER.warning("Staged %s (%d shards) to %s", data_uri, len(names) - 1, local_dir)
     return local_dir
 
 
-def _join(uri, *names):
-    from apache_beam.io.filesystems import FileSystems
+class Mirror:
+    """A local working copy of a directory that TensorFlow cannot write itself (s3://).
 
-    return FileSystems.join(uri, *names)
-
-
-class JobDirMirror:
-    """A local working copy of a job_dir that TensorFlow cannot write itself (s3://).
-
-    `pull` copies what the remote job_dir holds (to resume); `push` uploads the
+    `pull` copies what the remote directory holds (to resume); `push` uploads the
     files that changed since the last push (after each checkpoint and the export).
     """
 
@@ -56,40 +73,95 @@ class JobDirMirror:
         self._pushed = {}  # relative path -> (size, mtime) at the last push
 
     def pull(self):
-        """Copies every file under the remote job_dir into the local copy; returns how many.
+        """Copies every file under the remote directory into the local copy; returns how many.
 
         Raises:
           ValueError: a remote name that would land outside the local copy.
         """
-        from apache_beam.io.filesystems import FileSystems
-
-        matches = FileSystems.match([self.remote + "/**"])[0].metadata_list
-        for metadata in matches:
-            relative = metadata.path[len(self.remote) :].lstrip("/")
+        pairs = []
+        for path in contract.match(self.remote + "/**"):
+            relative = path[len(self.remote) :].lstrip("/")
             destination = os.path.abspath(os.path.join(self.local, relative))
             if not destination.startswith(self.local + os.sep):
-                raise ValueError(f"{metadata.path} would be copied outside {self.local}; refusing")
-            contract.copy(metadata.path, destination)
+                raise ValueError(f"{path} would be copied outside {self.local}; refusing")
+            pairs.append((path, destination))
+        copy_all(pairs)
+        for _, destination in pairs:
+            relative = os.path.relpath(destination, self.local)
             self._pushed[relative] = self._signature(relative)
-        return len(matches)
+        return len(pairs)
 
     def push(self):
         """Uploads the local files that changed since the last push; returns how many."""
-        pushed = 0
+        changed = []
         for root, _, files in os.walk(self.local):
             for name in files:
                 relative = os.path.relpath(os.path.join(root, name), self.local)
                 signature = self._signature(relative)
                 if self._pushed.get(relative) != signature:
-                    contract.copy(os.path.join(self.local, relative), _join(self.remote, *relative.split(os.sep)))
-                    self._pushed[relative] = signature
-                    pushed += 1
-        return pushed
-
-    def remote_path(self, local_path):
-        """The remote counterpart of a path inside the local copy."""
-        return _join(self.remote, *os.path.relpath(local_path, self.local).split(os.sep))
+                    changed.append((relative, signature))
+        copy_all(
+            (os.path.join(self.local, relative), contract.join(self.remote, *relative.split(os.sep)))
+            for relative, _ in changed
+        )
+        self._pushed.update(changed)
+        return len(changed)
 
     def _signature(self, relative):
         stat = os.stat(os.path.join(self.local, relative))
         return stat.st_size, stat.st_mtime_ns
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkingDirs:
+    """Where the trainer reads and writes, after staging: paths TensorFlow can use.
+
+    Attributes:
+      data: the dataset (local or gs://; a local copy of an s3:// one).
+      job_dir: checkpoints, job.json, condition.json (local or gs://; a mirrored local copy of an s3:// one).
+      tensorboard_dir: TensorBoard logs (idem).
+      mirrors: the Mirrors to push after each checkpoint and the export.
+    """
+
+    data: str
+    job_dir: str
+    tensorboard_dir: str
+    mirrors: tuple = ()
+
+    def push(self):
+        """Uploads what changed in every mirrored directory."""
+        for mirror in self.mirrors:
+            mirror.push()
+
+
+def working_dirs(data, job_dir, tensorboard_dir, export_dir):
+    """Stages s3:// data, mirrors an s3:// job_dir and TensorBoard directory, and cleans local ones.
+
+    A TensorBoard directory inside a mirrored job_dir (the default, JOB_DIR/logs)
+    is worked on inside the job_dir's local copy.
+
+    Args:
+      data, job_dir, tensorboard_dir, export_dir: as the user gave them (local, gs://, s3://).
+
+    Returns:
+      WorkingDirs.
+    """
+    if needs_staging(data):
+        data = stage_dataset(data, tempfile.mkdtemp(prefix="wavenet-data-"))
+    mirrors = []
+    local = {}
+    for name, path in (("job_dir", job_dir), ("tensorboard_dir", tensorboard_dir)):
+        inside = [m for m in mirrors if path.startswith(m.remote + "/")]
+        if inside:
+            path = os.path.join(inside[0].local, *path[len(inside[0].remote) + 1 :].split("/"))
+        elif needs_staging(path):
+            mirror = Mirror(path, tempfile.mkdtemp(prefix=f"wavenet-{name.replace('_', '-')}-"))
+            _LOGGER.warning("Working in %s, mirrored to %s (%d files pulled)", mirror.local, path, mirror.pull())
+            mirrors.append(mirror)
+            path = mirror.local
+        local[name] = path
+    if not contract.is_remote(local["job_dir"]):
+        local_export = None if contract.is_remote(export_dir) else export_dir
+        for path in jobdir.remove_killed_writes(local["job_dir"], local_export):
+            _LOGGER.warning("Removed %s, left by a write that was killed", path)
+    return WorkingDirs(data, local["job_dir"], local["tensorboard_dir"], tuple(mirrors))

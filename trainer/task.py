@@ -21,7 +21,6 @@ import logging
 import math
 import posixpath
 import sys
-import tempfile
 
 from pipelines import contract
 from trainer import distribute, export, jobdir, optimization, options, presets, storage
@@ -61,14 +60,15 @@ def run_parsed(args, dataset_override=None, strategy_override=None, stop_after_s
 
     from trainer import data, loop
 
-    mirror = _local_working_dirs(args)
-    push = mirror.push if mirror else lambda: None
-    description = contract.read_description(args.data)
-    for warning in data.check_shard_files(args.data, description):
+    contract.configure_storage(contract.StorageSettings.from_options(args))
+    contract.check_access([args.data, args.job_dir, args.export_dir, args.tensorboard_dir])
+    work = storage.working_dirs(args.data, args.job_dir, args.tensorboard_dir, args.export_dir)
+    description = contract.read_description(work.data)
+    for warning in data.check_shard_files(work.data, description):
         _LOGGER.warning("%s", warning)
-    checkpoints = tf.train.latest_checkpoint(posixpath.join(args.job_dir, "checkpoints"))
-    preset = jobdir.job_preset(args.job_dir, args.preset, checkpoints)
-    condition_kind, vocabulary = jobdir.job_condition(args.job_dir, args.condition_on, description, checkpoints)
+    checkpoints = tf.train.latest_checkpoint(posixpath.join(work.job_dir, "checkpoints"))
+    preset = jobdir.job_preset(work.job_dir, args.preset, checkpoints)
+    condition_kind, vocabulary = jobdir.job_condition(work.job_dir, args.condition_on, description, checkpoints)
     config = _model_config(args, description, preset, len(vocabulary))
     crop = args.crop_samples or description.window_samples
 
@@ -76,11 +76,15 @@ def run_parsed(args, dataset_override=None, strategy_override=None, stop_after_s
     strategy = strategy_override or distribute.get_strategy(args.strategy, args.tpu)
     if args.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"--batch_size={args.batch_size} must divide by {strategy.num_replicas_in_sync} replicas")
-    write_dir = distribute.write_dir(args.job_dir, strategy)
+    chief = distribute.is_chief(strategy)
+    write_dir = distribute.write_dir(work.job_dir, strategy)
+    # Workers other than the chief save in step with it, into a directory of their own.
+    tensorboard_dir = work.tensorboard_dir if chief else posixpath.join(write_dir, "logs")
+    export_dir = args.export_dir if chief else posixpath.join(write_dir, contract.EXPORT_DIR)
     wavenet, optimizer, step, manager = _build(args, strategy, config, write_dir, preset)
 
     inputs = data.TrainingInputs(
-        args.data, description, args.batch_size, crop, args.seed,
+        work.data, description, args.batch_size, crop, args.seed,
         condition=(condition_kind, vocabulary) if condition_kind else None,
         gain_db=args.gain_augmentation_db, random_polarity=args.random_polarity,
         shuffle_buffer_windows=args.shuffle_buffer_windows, eval_batches=args.eval_batches,
@@ -90,7 +94,7 @@ def run_parsed(args, dataset_override=None, strategy_override=None, stop_after_s
         _LOGGER.warning(
             "%s has no validation windows: no validation loss will be reported. Preprocess with a larger "
             "--validation_fraction to hold tracks out.",
-            args.data,
+            work.data,
         )
     validation = inputs.validation and (lambda: strategy.distribute_datasets_from_function(inputs.validation))
     settings = loop.LoopSettings(
@@ -111,16 +115,17 @@ def run_parsed(args, dataset_override=None, strategy_override=None, stop_after_s
     try:
         result = loop.train(
             settings, strategy, wavenet, config, optimizer, step, manager,
-            iter(strategy.distribute_datasets_from_function(train_input)), validation, write_dir,
-            chief=distribute.is_chief(strategy), on_checkpoint=push, stop_after_steps=stop_after_steps,
+            iter(strategy.distribute_datasets_from_function(train_input)), validation, tensorboard_dir,
+            chief=chief, on_checkpoint=work.push, stop_after_steps=stop_after_steps,
         )  # fmt: skip
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
         bad = inputs.find_bad_shard() if dataset_override is None else None
         if bad is None:
             raise  # Not the input's fault.
         raise loop.TrainingError(
-            f"{bad[0]}: {bad[1]}. Training stopped at the last checkpoint; {data.verify_hint(args.data)}"
+            f"{bad[0]}: {bad[1]}. Training stopped at the last checkpoint; {data.verify_hint(work.data)}"
         ) from e
+    result.data_dir = work.data
     if result.step < args.steps:
         return result  # Stopped early: no export.
     model_config = contract.ModelConfig(
@@ -130,29 +135,9 @@ def run_parsed(args, dataset_override=None, strategy_override=None, stop_after_s
         condition_kind=condition_kind,
         condition_vocabulary=vocabulary,
     )
-    result.export_dir = export.export(wavenet, model_config, posixpath.join(write_dir, contract.EXPORT_DIR))
-    push()
-    if mirror:
-        result.export_dir = mirror.remote_path(result.export_dir)
+    result.export_dir = export.export(wavenet, model_config, export_dir)
+    work.push()
     return result
-
-
-def _local_working_dirs(args):
-    """Stages s3:// data and mirrors an s3:// job_dir locally (`trainer.storage`); cleans a local job_dir.
-
-    Changes args.data and args.job_dir to the local copies; returns the JobDirMirror, or None.
-    """
-    if storage.needs_staging(args.data):
-        args.data = storage.stage_dataset(args.data, tempfile.mkdtemp(prefix="wavenet-data-"))
-    mirror = None
-    if storage.needs_staging(args.job_dir):
-        mirror = storage.JobDirMirror(args.job_dir, tempfile.mkdtemp(prefix="wavenet-job-"))
-        _LOGGER.warning("Working in %s, mirrored to %s (%d files pulled)", mirror.local, mirror.remote, mirror.pull())
-        args.job_dir = mirror.local
-    if not contract.is_remote(args.job_dir):
-        for path in jobdir.remove_killed_writes(args.job_dir):
-            _LOGGER.warning("Removed %s, left by a write that was killed", path)
-    return mirror
 
 
 def _model_config(args, description, preset, condition_values):
@@ -166,7 +151,7 @@ def _model_config(args, description, preset, condition_values):
         quantization_channels=description.quantization_channels,
         condition_values=condition_values,
     )
-    previous = export.read_exported_config(args.job_dir)
+    previous = export.read_exported_config(args.export_dir)
     contract.check_compatible(
         description,
         "the model",
@@ -245,12 +230,13 @@ def summary(result, args):
     val = result.validation_loss_nats
     if val is not None:
         line += f", validation {val:.3f} nats ({val / math.log(2):.2f} bits)/sample"
-    if not storage.needs_staging(args.data):
+    data_dir = result.data_dir or args.data
+    if not storage.needs_staging(data_dir):
         from trainer import data
 
-        description = contract.read_description(args.data)
+        description = contract.read_description(data_dir)
         baseline = data.code_entropy_bits(
-            data.split_paths(args.data, description, contract.TRAIN),
+            data.split_paths(data_dir, description, contract.TRAIN),
             description.window_samples,
             description.quantization_channels,
         )

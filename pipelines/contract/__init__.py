@@ -15,6 +15,8 @@ Each room has one job, and this package re-exports their public names, so
 - `model`: `WaveNetConfig` and `ModelConfig` (export/config.json), finding an export;
 - `checks`: the contracts' errors and the checks that raise them;
 - `fs`: files through Beam's filesystems, atomic replacement included;
+- `storage`: object stores: the storage settings made Beam's filesystem options
+  once per process, checks that fail in one line, create-if-absent;
 - `commands`: what every command shares (faults as one line, TensorFlow's
   C++ chatter filtered, progress bars and log lines).
 
@@ -69,8 +71,12 @@ from pipelines.contract.failures import (  # noqa: F401
 )
 from pipelines.contract.fs import (  # noqa: F401
     copy,
+    delete,
+    exists,
     is_remote,
     join,
+    match,
+    match_sizes,
     open_binary,
     read_bytes,
     read_contract,
@@ -146,3 +152,9 @@ from pipelines.contract.names import (  # noqa: F401
     temporary_name,
     tracks_file,
 )
+from pipelines.contract.storage import (  # noqa: F401
+    StorageError,
+    StorageSettings,
+    check_access,
+)
+from pipelines.contract.storage import configure as configure_storage  # noqa: F401

@@ -38,8 +38,9 @@ def fault_message(error):
     Expected: our own errors (CommandError, ContractError, DatasetMismatchError,
     TrackError, and ValueError for bad options), OSErrors a user can act on
     (a full disk, no permission, a file where a directory belongs, ...), input
-    nested too deeply, and a runner's failure whose text carries one of those
-    OSErrors (a Beam worker's full disk).
+    nested too deeply, a runner's failure whose text carries one of those
+    OSErrors (a Beam worker's full disk), and an object store's refusal
+    (`storage.describe_fault`: a missing bucket, refused credentials, ...).
     """
     if isinstance(error, CommandError | ValueError | TrackError):
         return str(error)
@@ -54,7 +55,9 @@ def fault_message(error):
         number = int(match.group(1))
         if number in _USER_ERRNOS:
             return _USER_ERRNOS[number] + (f": {match.group(2)}" if match.group(2) else "")
-    return None
+    from pipelines.contract import storage  # A store's fault surfacing inside Beam or TensorFlow.
+
+    return storage.describe_fault(error)
 
 
 def run_command(main, *args):

@@ -230,30 +230,39 @@ class DatasetDescription:
         """Windows in all splits."""
         return sum(split.windows for split in self.splits.values())
 
-    def with_run(self, splits, run, labels=None):
-        """This description with another run's output added; or, when `run` is its last run continued
+    @property
+    def tracks(self):
+        """Tracks in all splits (a track is in one split only)."""
+        return sum(split.tracks for split in self.splits.values())
+
+    def with_run(self, splits, run, labels=None, continued=False):
+        """This description with another run's output added; or, for a run it holds that is `continued`
         (a stream, window after window), with that run's new output added and its accounting summed.
 
         Args:
           splits: dict split -> SplitSummary of the run's shards and tracks (disjoint from these).
           run: the run's RunRecord (for a continued run: the accounting of what is new).
           labels: the run's {kind: {value: LabelCount}}, or None.
+          continued: the run may already be in the description (anywhere: other runs may have
+            committed since its last window); its record is then updated in place.
 
         Returns:
           a new DatasetDescription: the union of the splits and the runs.
 
         Raises:
-          ContractError: the run is already in the description, and not as its last run.
+          ContractError: the run is already in the description and not `continued`.
         """
-        continued = self.runs[-1].run_id == run.run_id
-        if continued:
-            run = dataclasses.replace(run, accounting=self.runs[-1].accounting.plus(run.accounting))
+        index = next((i for i, held in enumerate(self.runs) if held.run_id == run.run_id), None)
+        check(index is None or continued, f"run {run.run_id} is already in the dataset")
+        if index is None:
+            runs = (*self.runs, run)
         else:
-            check(run.run_id not in self.run_ids, f"run {run.run_id} is already in the dataset")
+            run = dataclasses.replace(run, accounting=self.runs[index].accounting.plus(run.accounting))
+            runs = (*self.runs[:index], run, *self.runs[index + 1 :])
         return dataclasses.replace(
             self,
             splits={name: self.splits[name].plus(splits[name]) for name in SPLITS},
-            runs=(*self.runs[: -1 if continued else None], run),
+            runs=runs,
             labels=merge_label_counts(self.labels, labels or {}),
         )
 

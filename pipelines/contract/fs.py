@@ -1,6 +1,8 @@
 """Files through Beam's filesystems (local, gs://, s3://), atomic replacement included: the one home of that I/O.
 
-Beam is imported when first used, so importing the contract stays cheap.
+Beam is imported when first used, so importing the contract stays cheap. Every
+function here reaches Beam through `_filesystems`, which makes sure this
+process's storage settings are in force (`pipelines.contract.storage`).
 """
 
 import contextlib
@@ -19,6 +21,37 @@ def is_remote(path):
     return "://" in path
 
 
+def _filesystems():
+    """Beam's FileSystems, with this process's storage settings in force."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines.contract import storage
+
+    storage.ensure_configured()
+    return FileSystems
+
+
+def exists(path):
+    """Whether a file (or object) exists at `path`, on any Beam filesystem."""
+    return _filesystems().exists(path)
+
+
+def match(pattern):
+    """Sorted paths matching a glob on any Beam filesystem (`**` crosses directories); [] when none."""
+    return sorted(m.path for m in _filesystems().match([pattern])[0].metadata_list)
+
+
+def match_sizes(pattern):
+    """{path: size in bytes} of the files matching a glob on any Beam filesystem."""
+    return {m.path: m.size_in_bytes for m in _filesystems().match([pattern])[0].metadata_list}
+
+
+def delete(paths):
+    """Deletes files (objects) on any Beam filesystem."""
+    if paths:
+        _filesystems().delete(list(paths))
+
+
 def join(directory, *names):
     """`directory`/`names` on local disk or any Beam filesystem."""
     return posixpath.join(directory, *names) if is_remote(directory) else os.path.join(directory, *names)
@@ -31,9 +64,8 @@ def open_binary(path):
       whatever the filesystem raises for a path it cannot open (FileNotFoundError, BeamIOError, ...).
     """
     from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
 
-    return FileSystems.open(path, "application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED)
+    return _filesystems().open(path, "application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 def copy(source, destination):
@@ -44,12 +76,11 @@ def copy(source, destination):
     import shutil
 
     from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
 
     if not is_remote(destination):
         os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
     with open_binary(source) as src:
-        with FileSystems.create(destination, compression_type=CompressionTypes.UNCOMPRESSED) as dst:
+        with _filesystems().create(destination, compression_type=CompressionTypes.UNCOMPRESSED) as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
 
 
@@ -60,11 +91,9 @@ def read_bytes(path):
       FileNotFoundError: no file there.
       IsADirectoryError: a local directory there.
     """
-    from apache_beam.io.filesystems import FileSystems
-
     if not is_remote(path) and os.path.isdir(path):
         raise IsADirectoryError(f"{path} is a directory, not a file")
-    if not FileSystems.exists(path):
+    if not exists(path):
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
     with open_binary(path) as f:
         return f.read()
@@ -84,10 +113,9 @@ def write_bytes(path, data, mime_type="application/octet-stream"):
       OSError: the write failed (a full disk, no permission, ...); `path` is unchanged.
     """
     from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
 
     if is_remote(path):
-        with FileSystems.create(path, mime_type=mime_type, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        with _filesystems().create(path, mime_type=mime_type, compression_type=CompressionTypes.UNCOMPRESSED) as f:
             f.write(data)
         return
     directory = os.path.dirname(os.path.abspath(path))

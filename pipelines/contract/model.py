@@ -274,17 +274,21 @@ def local_export_dir(path):
 
 
 def fetch_export(uri):
-    import shutil
+    """Copies the export at a remote job_dir or its export/ into a local temporary directory, both files at once.
+
+    Raises:
+      FileNotFoundError: neither holds model.keras and config.json.
+    """
+    import concurrent.futures
     import tempfile
 
-    from apache_beam.io.filesystems import FileSystems
-
-    for candidate in (uri.rstrip("/"), FileSystems.join(uri.rstrip("/"), EXPORT_DIR)):
-        names = [FileSystems.join(candidate, name) for name in (MODEL_FILE, MODEL_CONFIG_FILE)]
-        if all(FileSystems.exists(name) for name in names):
+    for candidate in (uri.rstrip("/"), fs.join(uri.rstrip("/"), EXPORT_DIR)):
+        names = (MODEL_FILE, MODEL_CONFIG_FILE)
+        if all(fs.exists(fs.join(candidate, name)) for name in names):
             local = tempfile.mkdtemp(prefix="wavenet-export-")
-            for remote, name in zip(names, (MODEL_FILE, MODEL_CONFIG_FILE), strict=True):
-                with FileSystems.open(remote) as src, open(os.path.join(local, name), "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+            with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
+                copies = [pool.submit(fs.copy, fs.join(candidate, n), os.path.join(local, n)) for n in names]
+                for copy in copies:
+                    copy.result()
             return local
     raise FileNotFoundError(f"no exported model in {uri} or {uri}/{EXPORT_DIR}")

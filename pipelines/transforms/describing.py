@@ -52,7 +52,7 @@ class DatasetStatsFn(beam.CombineFn):
         return accumulator
 
 
-def describe_run(config, validation_fraction, stats, shard_names, counts, run_files, previous=None):
+def describe_run(config, validation_fraction, stats, shard_names, counts, run_files, previous=None, continued=False):
     """The dataset description after a run (or a streaming window), built in one place.
 
     Args:
@@ -64,9 +64,9 @@ def describe_run(config, validation_fraction, stats, shard_names, counts, run_fi
         patterns and listing pages, counted before processing), tracks_failed
         (lines of the failures file) and tracks_skipped_existing.
       run_files: (run_id, tracks file name, failures file name) of the run.
-      previous: the DatasetDescription the run adds to, or None. When the run is
-        previous's last run continued (a stream's next window), its accounting adds
-        up (`DatasetDescription.with_run`).
+      previous: the DatasetDescription the run adds to, or None.
+      continued: the run may be in `previous` already (a stream's next window): its
+        accounting then adds up (`DatasetDescription.with_run`).
 
     Returns:
       contract.DatasetDescription: splits describe the union with `previous`,
@@ -81,7 +81,7 @@ def describe_run(config, validation_fraction, stats, shard_names, counts, run_fi
     }
     run = contract.RunRecord(*run_files, accounting=dataclasses.replace(outcomes, **counts))
     if previous is not None:
-        return previous.with_run(run_splits, run, label_counts)
+        return previous.with_run(run_splits, run, label_counts, continued=continued)
     return contract.DatasetDescription(
         sample_rate=config.sample_rate,
         quantization_channels=config.quantization_channels,
@@ -119,15 +119,16 @@ def check_same_settings(description, config):
 
 
 class WriteDatasetDescription(beam.PTransform):
-    """The commit: writes dataset.json once every shard, the failures and the track index are final.
+    """The batch run's commit, once every shard, the failures and the track index are final.
 
     A run in which no track succeeded, into an output with no dataset yet,
     commits nothing (the driver reports its failures). Runs inside the
     pipeline, so a job launched from a Flex Template, whose launcher returns
-    right after submission, still commits its output. It
-    checks that the run still holds the output's lease, merges the run into
-    the dataset.json current at that moment (merge=True) or replaces it, writes
-    it in one piece and releases the lease (`pipelines.commit`).
+    right after submission, still commits its output. It checks that the run
+    still holds the output's lease, commits through `commit.commit` (the one
+    commit, which streams use too): the run merged into the dataset.json
+    current at that moment (merge=True) or replacing it, written in one piece;
+    then releases the lease.
     """
 
     def __init__(self, output_dir, config, validation_fraction, run_id, merge):
@@ -154,19 +155,20 @@ class WriteDatasetDescription(beam.PTransform):
             output, run_id, config = self._output_dir, self._run_id, self._config
             run_files = (run_id, contract.tracks_file(run_id), contract.failures_file(run_id))
             commit.check_lease(output, run_id)
-            committed = commit.current_description(output)
-            if committed is None and stats[1].tracks_ok == 0 and tracks_skipped_existing == 0:
-                # Nothing succeeded and nothing was committed before: an empty dataset would only mislead.
-                commit.release_lease(output, run_id)
-                return
-            current = committed if self._merge else None
-            if current is not None:
-                check_same_settings(current, config)
-            fraction = self._validation_fraction
-            description = describe_run(config, fraction, stats, shard_paths, counts, run_files, current)
-            path = contract.write_description(output, description)
+
+            def update(committed):
+                if committed is None and stats[1].tracks_ok == 0 and tracks_skipped_existing == 0:
+                    return None  # Nothing succeeded and nothing was committed before: an empty dataset would mislead.
+                current = committed if self._merge else None
+                if current is not None:
+                    check_same_settings(current, config)
+                fraction = self._validation_fraction
+                return describe_run(config, fraction, stats, shard_paths, counts, run_files, current)
+
+            committed = commit.commit(output, run_id, update)
             commit.release_lease(output, run_id)
-            yield path
+            if committed is not None:
+                yield contract.join(output, contract.DATASET_FILE)
 
         # `stats` holds exactly one element, so this runs once, after every side input is final.
         return inputs["stats"] | "WriteDatasetJson" >> beam.FlatMap(
