@@ -12,7 +12,10 @@ import contextlib
 import json
 import logging
 import os
+import re
+import signal
 import sys
+import threading
 import time
 
 import apache_beam as beam
@@ -192,6 +195,29 @@ def run(argv=None, save_main_session=True):
       ValueError: for inconsistent options, or an output made with other settings.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if threading.current_thread() is not threading.main_thread():
+        return _run(argv, save_main_session)
+
+    def interrupt(signum, frame):
+        # Ctrl-C reaches every process of the group, workers that are still starting up among them: what they
+        # print as they die is dropped (`contract.pipe_stderr`, from `main`), what they log through the runner is
+        # not heard (Beam's loggers stay quiet for the rest of this process: its run is over), and they are
+        # stopped before Beam unwinds (stopped gracefully, they would print their shutdown chatter).
+        contract.detach_children_stderr()
+        logging.getLogger("apache_beam").setLevel(logging.CRITICAL + 1)
+        _stop_local_workers()
+        raise contract.Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with _quiet_worker_watchers():
+            return _run(argv, save_main_session)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _run(argv, save_main_session):
     if "-h" in argv or "--help" in argv:
         print(help_text())
         return None
@@ -201,8 +227,9 @@ def run(argv=None, save_main_session=True):
     options = PreprocessOptions(argv)
     setup = options.view_as(SetupOptions)
     setup.save_main_session = save_main_session
-    # Local worker processes import the storage module at start, so they reach stores as this process does.
-    setup.beam_plugins = sorted({*(setup.beam_plugins or []), storage.beam_plugin_module()})
+    # Local worker processes import pipelines.workers at start: they reach stores as this process does, and leave
+    # Ctrl-C to it.
+    setup.beam_plugins = sorted({*(setup.beam_plugins or []), "pipelines.workers"})
     storage.configure(contract.StorageSettings.from_options(options))
     runner = local_runner(options, argv)
     preprocess = options.view_as(PreprocessOptions)
@@ -252,6 +279,9 @@ def run(argv=None, save_main_session=True):
             with progress.Reporter() if local else contextlib.nullcontext():
                 result = pipeline.run()
                 state = result.wait_until_finish()
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM, the local workers already stopped (`run`).
+            interrupted = e if isinstance(e, contract.Interrupted) else contract.Interrupted()
+            raise interrupted.with_detail(_what_is_committed(output)) from None
         except Exception as e:
             reason = contract.fault_message(e)
             if reason is None:
@@ -296,6 +326,65 @@ def _nothing_committed(output, run_id):
         f"no track succeeded ({len(failures)} of {len(failures)} inputs failed; reasons above and in {path}); "
         f"nothing was committed to {output}"
     )
+
+
+def _stop_local_workers():
+    """Stops the local runner's SDK worker processes (this process's descendants) at once, and quietly.
+
+    They ignore Ctrl-C (`pipelines.workers`), so that a terminal's SIGINT to the
+    whole process group does not fill it with each worker's traceback; killed,
+    they print nothing (Beam starts each through a shell, which does die of the
+    signal: `_quiet_worker_watchers` keeps that from being heard).
+    """
+    import signal
+
+    _killed_workers.set()
+    for pid in _descendant_pids():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+_killed_workers = threading.Event()
+_WORKER_EXIT = re.compile(r"Worker subprocess exited with return code (-?\d+)")
+
+
+@contextlib.contextmanager
+def _quiet_worker_watchers():
+    """Silences the threads of Beam's local runner that watch a worker (`run_worker`) when the worker ended by a
+    signal meant for this whole job (Ctrl-C's SIGINT, SIGTERM) or by `_stop_local_workers`; other ends are heard."""
+    previous_hook = threading.excepthook
+
+    def hook(args):
+        match = _WORKER_EXIT.search(str(args.exc_value)) if args.thread and args.thread.name == "run_worker" else None
+        if match and (int(match.group(1)) in (-2, -15) or _killed_workers.is_set()):
+            return
+        previous_hook(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous_hook
+
+
+def _descendant_pids():
+    """The pids of this process's descendants, children first (Linux /proc; none elsewhere)."""
+    parents = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        parents[int(entry)] = int(stat[stat.rindex(")") + 2 :].split()[1])  # Field 4, the parent pid.
+    found, frontier = [], [os.getpid()]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        found.extend(children)
+        frontier = children
+    return found
 
 
 def _what_is_committed(output):
@@ -345,6 +434,7 @@ def main():
     # Local worker processes forward every log line at its own level; their
     # warnings are Beam's start-up chatter, their errors still show.
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
+    contract.pipe_stderr()  # The local workers write into it too: an interruption can silence them.
     sys.exit(contract.run_command(run))
 
 

@@ -29,6 +29,7 @@ from apache_beam.transforms import window as beam_window
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from pipelines import commit, compat, contract, transforms
+from pipelines.options import DEFAULT_VALIDATION_FRACTION
 
 MESSAGES_IGNORED = "messages_ignored"
 _KEY = "dataset"
@@ -235,7 +236,10 @@ def build_streaming_pipeline(messages, options):
     config = options.audio_config()
     output = options.output
     run_id = commit.new_run_id()
-    committed_ids = start_stream(output, config, options.validation_fraction, run_id)
+    validation_fraction = (
+        DEFAULT_VALIDATION_FRACTION if options.validation_fraction is None else options.validation_fraction
+    )
+    committed_ids = start_stream(output, config, validation_fraction, run_id)
     fetch_config = options.fetch_config()
     parsed = messages | "ParseMessages" >> beam.ParDo(ParseMessagesFn()).with_outputs(transforms.FAILED, main="sources")
     first_seen = (
@@ -246,7 +250,7 @@ def build_streaming_pipeline(messages, options):
     fixed = beam_window.FixedWindows(options.streaming_window_secs)
     sources = first_seen.sources | "WindowSources" >> beam.WindowInto(fixed)
     processed = sources | "ProcessTracks" >> transforms.ProcessTracks(
-        config, options.validation_fraction, fetch_config, options.label_rules()
+        config, validation_fraction, fetch_config, options.label_rules()
     )
 
     message_failures = parsed[transforms.FAILED] | "WindowMessageFailures" >> beam.WindowInto(fixed)
@@ -297,7 +301,7 @@ def build_streaming_pipeline(messages, options):
         | "KeyParts" >> beam.Map(lambda part: (_KEY, part))
         | "GroupWindowParts" >> beam.GroupByKey()
         | "GlobalWindow" >> beam.WindowInto(beam_window.GlobalWindows())
-        | "MergeDescription" >> beam.ParDo(MergeDescriptionFn(output, config, options.validation_fraction, run_id))
+        | "MergeDescription" >> beam.ParDo(MergeDescriptionFn(output, config, validation_fraction, run_id))
     )
 
 

@@ -13,6 +13,10 @@ import pytest
 from pipelines.options import PACKAGE_DATA_DIR
 from tests.helpers import CLIPS, MusicSite, broken_file_contents, wav_bytes
 
+# TensorFlow's preemption handler asks whether it runs on Google Cloud (an HTTP request to the metadata server,
+# metadata.google.internal): point it at a closed loopback port, so the tests send nothing off this machine.
+os.environ["GCE_METADATA_IP"] = "127.0.0.1:9"
+
 
 @pytest.fixture(scope="session")
 def broken_dir(tmp_path_factory):

@@ -431,3 +431,96 @@ def test_break_lease_frees_an_output_and_cleans_that_runs_files(tmp_path, capsys
     out = capsys.readouterr().out
     assert f"Broke the lease of run {holder.run_id}" in out and "Removed: 1" in out
     assert not shard.exists() and commit.read_lease(str(tmp_path)) is None and (tmp_path / "mine.txt").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Ctrl-C and SIGTERM: one line, nothing committed, the output as before, no worker left behind.
+
+
+@pytest.fixture()
+def trickling_server():
+    """A loopback server that sends an mp3 a few bytes a second: a job reading it is busy until interrupted."""
+    import http.server
+    import threading
+
+    with open(CLIPS["mp3_22k_mono"], "rb") as f:
+        body = f.read()
+    stop = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "audio/mpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            for offset in range(0, len(body), 2048):
+                if stop.wait(0.5):
+                    return
+                try:
+                    self.wfile.write(body[offset : offset + 2048])
+                except ConnectionError:
+                    return
+
+    from tests.conftest import QuietServer
+
+    server = QuietServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/slow.mp3"
+    stop.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("signum", "to_group", "status"),
+    [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143)],
+    ids=["ctrl-c-to-the-process-group", "sigterm-to-the-job"],
+)
+def test_an_interrupted_run_says_so_in_one_line_and_leaves_the_output_as_it_was(
+    trickling_server, signum, to_group, status, tmp_path
+):
+    output = tmp_path / "out"
+    committed = preprocess.run([f"--output={output}", f"--input={CLIPS['ogg_48k']}", *LOCAL])
+    before = (output / contract.DATASET_FILE).read_bytes()
+    job = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.preprocess", f"--output={output}", f"--input={trickling_server}",
+         f"--input={CLIPS['flac_44k']}", "--sample_rate=8000", "--window_samples=4000", "--direct_num_workers=2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while commit.read_lease(str(output)) is None:  # The job holds the lease: its signal handlers are in place.
+            assert job.poll() is None and time.monotonic() < deadline, job.communicate()
+            time.sleep(0.1)
+        time.sleep(3.0)  # Its workers are busy now (one fetching, a few bytes a second).
+        (os.killpg if to_group else os.kill)(job.pid, signum)
+        out, err = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    lines = [line for line in err.splitlines() if not line.startswith("Progress:")]
+    assert job.returncode == status and lines == [
+        f"interrupted ({signal.Signals(signum).name}): Nothing of this run was committed: "
+        f"{output / contract.DATASET_FILE} is as before ({committed.windows} windows of 1 run(s)) and readable."
+    ], err
+    assert (output / contract.DATASET_FILE).read_bytes() == before
+    assert commit.read_lease(str(output)) is None
+    assert _live_processes_of_group(job.pid) == []  # No worker of the job outlived it.
+
+
+def _live_processes_of_group(pgid):
+    """(pid, state, command) of the processes of a process group that are not zombies (exited, not yet reaped)."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":  # Fields 3 (state) and 5 (process group).
+            found.append((int(entry), fields[0], stat[stat.index("(") + 1 : stat.rindex(")")]))
+    return found

@@ -2,10 +2,13 @@
 
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -301,6 +304,38 @@ def test_steps_per_loop_keeps_every_step_and_resumes_exactly(clips_dataset, tmp_
     assert [s for s, _ in second.losses] == [5, 6, 7, 8, 9]
     joined = dict(first.losses[:4] + second.losses)
     assert [joined[s] for s in range(1, 10)] == pytest.approx([loss for _, loss in one.losses], rel=1e-4)
+
+
+def test_sigterm_saves_a_checkpoint_and_the_resumed_run_continues_as_if_uninterrupted(clips_dataset, tmp_path):
+    # What a spot VM, GKE, Vertex AI, SageMaker spot or Slurm sends before taking the machine.
+    job = tmp_path / "job"
+    args = _args(clips_dataset, job, "--checkpoint_every=100000", "--eval_every=100000", "--steps_per_loop=1",
+                 "--summary_audio_secs=0")  # fmt: skip
+    trainer = subprocess.Popen(
+        [sys.executable, "-m", "trainer.task", *args, "--steps=100000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        events = job / "logs" / "train"
+        deadline = time.monotonic() + 180
+        while not (events.is_dir() and sum(f.stat().st_size for f in events.iterdir()) > 4000):  # Some steps ran.
+            assert trainer.poll() is None and time.monotonic() < deadline, trainer.communicate()
+            time.sleep(0.2)
+        trainer.send_signal(signal.SIGTERM)
+        _, err = trainer.communicate(timeout=120)
+    finally:
+        if trainer.poll() is None:
+            os.killpg(trainer.pid, signal.SIGKILL)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert trainer.returncode == 143 and not any("Traceback" in line or "WARNING" in line for line in lines), err
+    saved = int(re.fullmatch(r"interrupted \(SIGTERM\): saved a checkpoint at step (\d+) \(.*ckpt-\1\); run the same "
+                             r"command to resume from it", lines[-1]).group(1))  # fmt: skip
+    assert saved >= 1 and not (job / contract.EXPORT_DIR).exists()
+    resumed = task.run([*args, f"--steps={saved + 3}"])
+    assert [s for s, _ in resumed.losses] == [saved + 1, saved + 2, saved + 3]
+    whole = task.run(_args(clips_dataset, tmp_path / "whole", f"--steps={saved + 3}", "--checkpoint_every=100000",
+                           "--eval_every=100000", "--steps_per_loop=1", "--summary_audio_secs=0"))  # fmt: skip
+    assert [loss for _, loss in resumed.losses] == pytest.approx([loss for _, loss in whole.losses[-3:]], rel=1e-4)
 
 
 def test_the_schedule_warms_up_linearly_then_decays_to_zero():

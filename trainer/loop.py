@@ -9,8 +9,10 @@ evaluations with their audio summaries).
 """
 
 import dataclasses
+import logging
 import math
 import posixpath
+import signal
 import sys
 import time
 
@@ -100,6 +102,7 @@ def train(
     chief,
     on_checkpoint=lambda: None,
     stop_after_steps=None,
+    preemption=None,
 ):
     """Runs training steps until `settings.steps`: the step builders wired to a `Controller` and its actions.
 
@@ -117,6 +120,8 @@ def train(
       chief: whether this worker shows progress and writes the audio summary.
       on_checkpoint: called after every checkpoint (mirrors the job_dir).
       stop_after_steps: stop after this many steps of this run, as if preempted (tests).
+      preemption: a `PreemptionCheckpoints`, asked after every loop whether to save a checkpoint and stop
+        (SIGTERM), or None.
 
     Returns:
       TrainResult (export_dir None).
@@ -150,6 +155,7 @@ def train(
         optimizer=optimizer,
         chief=chief,
         describe_checkpoint=lambda: checkpoint_manager.latest_checkpoint,
+        preemption=preemption,
     )
     try:
         return controller.run(stop_after_steps)
@@ -278,11 +284,12 @@ class Controller:
     """
 
     def __init__(self, settings, step, train_loop, iterator, checkpoint, evaluation, writer, optimizer, chief,
-                 describe_checkpoint):  # fmt: skip
+                 describe_checkpoint, preemption=None):  # fmt: skip
         self._settings, self._step, self._train_loop, self._iterator = settings, step, train_loop, iterator
         self._actions = (checkpoint, evaluation)  # A checkpoint first: an evaluation's failure keeps the steps.
         self._writer, self._optimizer, self._chief = writer, optimizer, chief
         self._describe_checkpoint = describe_checkpoint
+        self._preemption = preemption
 
     def run(self, stop_after_steps=None):
         import tensorflow as tf
@@ -321,6 +328,8 @@ class Controller:
                 for action in self._actions:
                     if action.due(current, settings.steps):
                         action.run(current, result)
+                if self._preemption is not None:
+                    self._preemption.save_if_preempted(current)
         finally:
             progress.close()
         return result
@@ -348,6 +357,64 @@ class Controller:
             tf.summary.scalar("learning_rate", float(np.asarray(self._optimizer.learning_rate)), step=current)
             if rate:
                 tf.summary.scalar("samples_per_sec", rate, step=current)
+
+
+class PreemptionCheckpoints:
+    """A checkpoint on SIGTERM, then a stop: what spot VMs, GKE, Vertex AI, SageMaker spot and Slurm send before
+    they take the machine (with a grace period of ~30 s or more).
+
+    TensorFlow's own mechanism (`tf.distribute.experimental.PreemptionCheckpointHandler`):
+    it watches for SIGTERM and, for every strategy, makes all workers agree on the
+    step after which they save; asked after every loop (`save_if_preempted`), it
+    saves through the job's CheckpointManager, then `on_saved` (the mirrors pushed)
+    runs and the run stops with `contract.Interrupted` (SIGTERM): exit status 143,
+    the status TensorFlow's GCE handler exits with for a restart, and one line. Not
+    on GCE CPU machines, where TensorFlow's handler does not act on the signal.
+
+    Args:
+      strategy: the tf.distribute strategy (its cluster resolver, for multi-worker).
+      checkpoint_manager: the job's tf.train.CheckpointManager.
+      on_saved: called after the checkpoint is saved, before stopping.
+    """
+
+    def __init__(self, strategy, checkpoint_manager, on_saved=lambda: None):
+        import tensorflow as tf
+
+        # TensorFlow 2.21's handler reads its own deprecated property when it saves, which logs a deprecation
+        # warning that is not the user's to act on.
+        logging.getLogger("tensorflow").addFilter(_HANDLER_DEPRECATION)  # Added once: the same filter object.
+        self._manager, self._on_saved, self._step = checkpoint_manager, on_saved, None
+        self._previous_handler = signal.getsignal(signal.SIGTERM)
+        self._handler = tf.distribute.experimental.PreemptionCheckpointHandler(
+            getattr(strategy, "cluster_resolver", None),
+            checkpoint_manager,
+            termination_config=tf.distribute.experimental.TerminationConfig(exit_fn=self._stop),
+        )
+
+    def save_if_preempted(self, step):
+        """Saves a checkpoint numbered `step` and stops if a SIGTERM came (on any worker); else nothing."""
+        self._step = step
+        self._handler.save_checkpoint_if_preempted(checkpoint_number=step)
+
+    def _stop(self):
+        self._on_saved()
+        raise contract.Interrupted(
+            signal.SIGTERM,
+            f"saved a checkpoint at step {self._step} ({self._manager.latest_checkpoint}); run the same command "
+            "to resume from it",
+        )
+
+    def close(self):
+        """Gives SIGTERM back to the handler it had before."""
+        signal.signal(signal.SIGTERM, self._previous_handler)
+
+
+class _HandlerDeprecationFilter(logging.Filter):
+    def filter(self, record):
+        return "PreemptionCheckpointHandler.total_run_calls" not in record.getMessage()
+
+
+_HANDLER_DEPRECATION = _HandlerDeprecationFilter()
 
 
 def _time_left(steps_left, secs_per_step, timed_from, current):

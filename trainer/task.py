@@ -21,6 +21,7 @@ import logging
 import math
 import posixpath
 import sys
+import threading
 
 from pipelines import contract
 from trainer import distribute, export, jobdir, optimization, options, presets, storage
@@ -112,11 +113,14 @@ def run_parsed(args, dataset_override=None, strategy_override=None, stop_after_s
         condition_kind=condition_kind,
         condition_vocabulary=vocabulary,
     )
+    # SIGTERM (a preemption) saves a checkpoint first; signal handlers live in the main thread only.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    preemption = loop.PreemptionCheckpoints(strategy, manager, on_saved=work.push) if in_main_thread else None
     try:
         result = loop.train(
             settings, strategy, wavenet, config, optimizer, step, manager,
             iter(strategy.distribute_datasets_from_function(train_input)), validation, tensorboard_dir,
-            chief=chief, on_checkpoint=work.push, stop_after_steps=stop_after_steps,
+            chief=chief, on_checkpoint=work.push, stop_after_steps=stop_after_steps, preemption=preemption,
         )  # fmt: skip
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
         bad = inputs.find_bad_shard() if dataset_override is None else None
@@ -125,6 +129,9 @@ def run_parsed(args, dataset_override=None, strategy_override=None, stop_after_s
         raise loop.TrainingError(
             f"{bad[0]}: {bad[1]}. Training stopped at the last checkpoint; {data.verify_hint(work.data)}"
         ) from e
+    finally:
+        if preemption is not None:
+            preemption.close()
     result.data_dir = work.data
     if result.step < args.steps:
         return result  # Stopped early: no export.

@@ -34,13 +34,17 @@ from pipelines.contract.commands import (  # noqa: F401
     PROGRESS_LOG_INTERVAL_SECS,
     VERBOSE_OPTION,
     CommandError,
+    Interrupted,
     LogProgress,
     add_verbose_option,
+    detach_children_stderr,
     fault_message,
     filter_native_logs,
     format_duration,
     is_native_noise,
+    pipe_stderr,
     progress_bar,
+    raise_interrupted_on_sigterm,
     run_command,
 )
 from pipelines.contract.dataset import (  # noqa: F401

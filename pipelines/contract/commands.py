@@ -7,6 +7,7 @@ workers stay light), so every command can use it before its first import.
 import errno
 import os
 import re
+import signal
 import sys
 
 from pipelines.contract.failures import TrackError
@@ -30,6 +31,33 @@ _ERRNO_IN_TEXT = re.compile(r"\[Errno (\d+)\] [^\n:']*(?:: '([^'\n]*)')?")
 
 class CommandError(RuntimeError):
     """An expected fault of a command, whose message says what happened and what to do."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The command was stopped by a signal (Ctrl-C's SIGINT, or SIGTERM); `run_command` prints one line.
+
+    Attributes:
+      signum: the signal's number (its exit status is 128 + signum, as a shell reports it).
+      detail: what the interruption left, for that line ("" when nothing needs saying).
+    """
+
+    def __init__(self, signum=signal.SIGINT, detail=""):
+        super().__init__(detail)
+        self.signum, self.detail = int(signum), detail
+
+    def with_detail(self, detail):
+        return Interrupted(self.signum, detail)
+
+
+def raise_interrupted_on_sigterm():
+    """From now on, SIGTERM (what `kill`, schedulers and container runtimes send) interrupts this process as Ctrl-C
+    does: an `Interrupted` raised in the main thread, so the command cleans up and says so in one line. Returns the
+    previous handler."""
+
+    def interrupt(signum, frame):
+        raise Interrupted(signum)
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def fault_message(error):
@@ -65,8 +93,10 @@ def run_command(main, *args):
 
     An expected fault (`fault_message`) becomes `error: ...` on stderr and
     status 1, without a traceback unless the environment sets DEBUG_ENV; an
-    unexpected one keeps its traceback. A closed stdout (`| head`) ends the
-    command quietly, as Unix tools do.
+    unexpected one keeps its traceback. Ctrl-C (and SIGTERM, where the command
+    turned it into `Interrupted`) becomes `interrupted (SIGINT): what was left`
+    and status 128 + the signal's number (130, 143), as a shell reports it. A
+    closed stdout (`| head`) ends the command quietly, as Unix tools do.
     """
     try:
         status = main(*args)
@@ -76,9 +106,12 @@ def run_command(main, *args):
         # Python would complain again when it flushes stdout at exit: point stdout at /dev/null first.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        detail = e.detail if isinstance(e, Interrupted) else ""
+        name = signal.Signals(signum).name
+        print(f"interrupted ({name})" + (f": {detail}" if detail else ""), file=sys.stderr)
+        return 128 + signum
     except Exception as e:
         message = fault_message(e)
         if message is None or os.environ.get(DEBUG_ENV):
@@ -118,11 +151,11 @@ def add_verbose_option(parser):
     )
 
 
-_stderr_terminal = []  # Whether stderr was a terminal before `filter_native_logs` made it a pipe.
+_stderr_terminal = []  # Whether stderr was a terminal before `pipe_stderr` made it a pipe.
 
 
 def stderr_is_terminal(stream=None):
-    """Whether `stream` (default stderr) reaches a terminal, also once `filter_native_logs` pipes stderr."""
+    """Whether `stream` (default stderr) reaches a terminal, also once `pipe_stderr` made it a pipe."""
     stream = stream or sys.stderr
     if stream is sys.stderr and _stderr_terminal:
         return _stderr_terminal[0]
@@ -133,21 +166,40 @@ def filter_native_logs(verbose=False):
     """Hides TensorFlow's C++ chatter (`is_native_noise`) from this process's stderr; call before importing it.
 
     Unless `verbose`, or the user set TF_CPP_MIN_LOG_LEVEL (then nothing is
-    hidden): file descriptor 2 becomes a pipe that a thread reads and forwards
-    to the real stderr as it comes, less those lines. Progress bars and our
-    own lines pass at once; fatal-error reports (faulthandler) go straight to
-    the real stderr. At exit the pipe is drained and stderr restored.
+    hidden): stderr becomes `pipe_stderr`'s pipe, which forwards everything
+    else as it comes.
 
     Returns:
       whether the filter was installed.
     """
     if verbose or NATIVE_LOG_LEVEL_ENV in os.environ:
         return False
+    os.environ[NATIVE_LOG_LEVEL_ENV] = "1"  # TensorFlow's later INFO lines are not even formatted.
+    return pipe_stderr(drop_native_noise=True)
+
+
+_pipe = {}  # What `pipe_stderr` installed: the real stderr's descriptor, the forwarding thread, the mute switch.
+
+
+def pipe_stderr(drop_native_noise=False):
+    """Makes file descriptor 2 a pipe that a thread forwards to the real stderr as it comes; child processes
+    inherit the pipe.
+
+    Progress bars and our own lines pass at once (less TensorFlow's chatter with
+    `drop_native_noise`); fatal-error reports (faulthandler) go straight to the
+    real stderr. `detach_children_stderr` gives this process the real stderr back
+    and drops what its children still write. At exit the pipe is drained and
+    stderr restored. Idempotent.
+
+    Returns:
+      whether the pipe was installed now.
+    """
+    if _pipe:
+        return False
     import atexit
     import faulthandler
     import threading
 
-    os.environ[NATIVE_LOG_LEVEL_ENV] = "1"  # TensorFlow's later INFO lines are not even formatted.
     sys.stderr.flush()
     _stderr_terminal.append(os.isatty(2))  # Fd 2 becomes a pipe: progress bars must still know.
     original = os.dup(2)
@@ -156,16 +208,20 @@ def filter_native_logs(verbose=False):
     os.close(write_end)
     fatal = os.fdopen(os.dup(original), "w")
     faulthandler.enable(file=fatal)
+    muted = threading.Event()
 
     def forward():
         pending = b""
         while chunk := os.read(read_end, 1 << 16):
+            if muted.is_set():
+                continue
             pending += chunk
-            kept, pending = _drop_native_noise(pending)
+            kept, pending = _drop_native_noise(pending) if drop_native_noise else (pending, b"")
             os.write(original, kept)
-        os.write(original, _drop_native_noise(pending + b"\n")[0][:-1] if pending else b"")
+        if pending and not muted.is_set():
+            os.write(original, _drop_native_noise(pending + b"\n")[0][:-1] if drop_native_noise else pending)
 
-    thread = threading.Thread(target=forward, name="native-log-filter", daemon=True)
+    thread = threading.Thread(target=forward, name="stderr-forwarder", daemon=True)
     thread.start()
 
     def restore():
@@ -174,8 +230,19 @@ def filter_native_logs(verbose=False):
         thread.join(timeout=5)
 
     atexit.register(restore)
-    filter_native_logs.fatal_file = fatal  # Kept open for faulthandler.
+    _pipe.update(original=original, muted=muted, fatal_file=fatal)  # The file is kept open for faulthandler.
     return True
+
+
+def detach_children_stderr():
+    """This process writes to the real stderr again; what its child processes still write (they hold the pipe
+    of `pipe_stderr`) is dropped: for a command that stops its workers and then says why in one line.
+    Does nothing without the pipe."""
+    if not _pipe:
+        return
+    sys.stderr.flush()
+    _pipe["muted"].set()
+    os.dup2(_pipe["original"], 2)
 
 
 def _drop_native_noise(data):

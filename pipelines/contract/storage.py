@@ -39,7 +39,7 @@ from pipelines.contract import compat
 from pipelines.contract.commands import CommandError
 
 # Set by a process that found no Google credentials (or runs against an emulator); the pipeline's local
-# worker processes inherit it, so they connect anonymously at once too (`beam_plugin_module`).
+# worker processes inherit it, so they connect anonymously at once too (`pipelines.workers`).
 ANONYMOUS_GOOGLE_ENV = "WAVENET_GCS_ANONYMOUS"
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 CONNECT_TIMEOUT_SECS = 5.0
@@ -182,16 +182,6 @@ def ensure_configured():
     """The settings in force, configuring the environment's defaults if no program did."""
     settings = _state["settings"]
     return settings if settings is not None else configure()
-
-
-def beam_plugin_module():
-    """This module's import path: given to Beam as a plugin, its worker processes import it when they start.
-
-    On import (below), a worker gets what `configure` gave its parent: Beam's S3 filesystem able to
-    write empty files and reusing its clients, and, where the parent found no Google credentials or
-    runs against an emulator, anonymous connections at once (`ANONYMOUS_GOOGLE_ENV`).
-    """
-    return __name__
 
 
 def bucket_of(path):
@@ -497,6 +487,7 @@ def _first_line(error):
     return text[0][:200] if text else type(error).__name__
 
 
-# A Beam worker process imports this module at start (`beam_plugin_module`): what the parent prepared holds there.
+# A Beam worker process imports this module at start (through `pipelines.workers`, a Beam plugin): what `configure`
+# prepared in its parent holds there too (Beam's S3 filesystem fixed, Google credentials skipped where none were).
 if "apache_beam.runners.worker.sdk_worker" in sys.modules:
     _prepare_beam()
