@@ -37,7 +37,7 @@ import shutil
 import socket
 import time
 
-from pipelines import contract
+from pipelines import cards, contract
 from pipelines.contract import storage
 
 LEASE_FILE = "lease.json"
@@ -260,7 +260,8 @@ def commit(output, run_id, update):
 
     Under the commit lock, reads the committed description (None when there is
     none), calls `update(current)` for the new one, and writes it in one piece
-    (`contract.write_description`). Batch runs and streams both commit here.
+    (`contract.write_description`), then the dataset card and attribution.csv
+    that describe it (`cards.write_cards`). Batch runs and streams both commit here.
 
     Args:
       output: the output directory.
@@ -279,6 +280,7 @@ def commit(output, run_id, update):
         description = update(current_description(output))
         if description is not None:
             contract.write_description(output, description)
+            cards.write_cards(output, description, list(committed_tracks(output, description)))
         return description
 
 
@@ -350,21 +352,25 @@ def committed_files(output, name, run_id):
     return [p for p in paths if contract.run_file_owner(posixpath.basename(p)) in (None, run_id)]
 
 
-def committed_track_ids(output, description):
-    """The track ids in the track indexes of every run dataset.json names (a missing index holds none).
+def committed_tracks(output, description):
+    """The track records in the track indexes of every run dataset.json names, in run order (dicts).
 
-    Yields:
-      str track ids, in run order.
+    A missing index holds none (a stream's window not written yet; verify reports an index that is missing).
     """
     for run in description.runs:
         for path in committed_files(output, run.tracks_file, run.run_id):
             try:
                 text = contract.read_bytes(path).decode("utf-8")
             except FileNotFoundError:
-                continue  # A stream's window not written yet; verify reports an index that is missing.
+                continue
             for line in text.splitlines():
                 if line.strip():
-                    yield json.loads(line)["track_id"]
+                    yield json.loads(line)
+
+
+def committed_track_ids(output, description):
+    """The ids of `committed_tracks`."""
+    return (track["track_id"] for track in committed_tracks(output, description))
 
 
 def leftovers(output, description, live_run_ids=(), writer_active=False):

@@ -673,3 +673,42 @@ def _suggestion(key):
 def _did_you_mean(word, choices):
     close = difflib.get_close_matches(word, choices, n=1)
     return f" (did you mean {close[0]}?)" if close else ""
+
+
+@dataclasses.dataclass(frozen=True)
+class LicenceRules:
+    """How a run finds each track's licence, and which licences it keeps.
+
+    A track's licence is, in this order: the one the user stated for every
+    input of the run (`stated`); what a listing site said of it (scraped
+    tracks: known before its audio is downloaded, an empty statement reading as
+    UNKNOWN); what its file's tags say (`licence_from_tags`); else UNKNOWN.
+
+    Attributes:
+      stated: the Licence the user gave for every input (--licence), or None.
+      filter: the LicenceFilter tracks must pass, or None to keep every one.
+    """
+
+    stated: Licence = None
+    filter: LicenceFilter = None
+
+    def before_reading(self, source):
+        """The licence known before a track is read, or None when its tags must tell.
+
+        Args:
+          source: the track's source record; a scraped one carries the site's text in "licence".
+        """
+        if self.stated is not None:
+            return self.stated
+        if "licence" in source:
+            return normalize(source["licence"] or "")
+        return None
+
+    @staticmethod
+    def from_tags(tags):
+        """The licence a file's tags give (`licence_from_tags`), UNKNOWN with no text when they give none."""
+        return licence_from_tags(tags) or Licence(UNKNOWN, "")
+
+    def exclusion(self, licence):
+        """None when a track of this licence is kept, else the reason it is not (`LicenceFilter.check`)."""
+        return None if self.filter is None else self.filter.check(licence)

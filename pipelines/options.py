@@ -14,7 +14,7 @@ import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import audio, commit, compat, contract, fetch, labels
+from pipelines import audio, commit, compat, contract, fetch, labels, licences
 from pipelines.sources import PACKAGE_DATA_DIR
 
 # The bundled clips processed when no --input is given.
@@ -86,6 +86,39 @@ class PreprocessOptions(PipelineOptions):
             help="Labels file (local, gs://, s3://): CSV with a uri,kind,value header, or JSON lines of "
             '{"uri": ..., "kind": ..., "value": ...}; any spelling of a track\'s path or URL names it. Wins over '
             "--label_from and the scrape. Default: none.",
+        )
+        group.add_argument(
+            "--licence",
+            default=None,
+            metavar="SPDX",
+            help="The licence of every input of this run, as an SPDX id or expression (CC-BY-4.0, "
+            "'CC-BY-SA-3.0 OR MIT'); it wins over what files' tags and sites say. Default: each track's own, from "
+            "what a scraped site says, else the file's tags (ID3 TCOP/WCOP, Vorbis and FLAC LICENSE/COPYRIGHT, MP4 "
+            "cprt), else unknown.",
+        )
+        group.add_argument(
+            "--licence_filter",
+            default=None,
+            choices=licences.POLICIES,
+            help="Keep only tracks whose licence allows it: commercial-derivatives (commercial use and derived "
+            "works: CC BY, CC BY-SA, CC0, Free Art License, ...), permissive (the same without share-alike), "
+            "noncommercial (derived works, commercial or not: adds CC BY-NC and BY-NC-SA). A track kept out is a "
+            "line of the failures file at stage 'licence' with the reason, counted in the summary and dataset.json "
+            "(tracks_excluded); a scraped one is never downloaded. Default: keep every licence.",
+        )
+        group.add_argument(
+            "--licence_allow",
+            action="append",
+            default=None,
+            metavar="SPDX_OR_PATTERN",
+            help="Also keep tracks of these licences: SPDX ids or shell patterns (CC-BY-*, CC0-1.0), repeatable or "
+            "comma-separated; alone, keep only these. Default: none.",
+        )
+        group.add_argument(
+            "--licence_allow_unknown",
+            action="store_true",
+            help="With --licence_filter or --licence_allow, also keep tracks whose licence is unknown. Default: off "
+            "(every filter keeps unknown licences out).",
         )
         add_scrape_limits(group)
         add_fetch_arguments(group)
@@ -214,6 +247,18 @@ class PreprocessOptions(PipelineOptions):
     def fetch_config(self):
         """The `fetch.FetchConfig` these options describe."""
         return fetch_config(self)
+
+    def licence_rules(self):
+        """The `licences.LicenceRules` these options describe.
+
+        Raises:
+          ValueError: a --licence that is not an SPDX id or expression, or an allow list that names none.
+        """
+        stated = licences.parse_user_licence(self.licence) if self.licence else None
+        return licences.LicenceRules(
+            stated=stated,
+            filter=licences.parse_filter(self.licence_filter, self.licence_allow or (), self.licence_allow_unknown),
+        )
 
     def audio_config(self):
         """The `AudioConfig` these options describe; raises ValueError when inconsistent."""

@@ -48,7 +48,7 @@ class PreprocessError(contract.CommandError):
         self.description = description
 
 
-def build_pipeline(pipeline, options, run_id, previous=None):
+def build_pipeline(pipeline, options, run_id, previous=None, command=()):
     """Adds every step of the preprocess job to `pipeline`.
 
     Args:
@@ -57,6 +57,7 @@ def build_pipeline(pipeline, options, run_id, previous=None):
       run_id: this run's id (`commit.new_run_id`), in the name of every file it writes.
       previous: the output's committed `contract.DatasetDescription` whose
         tracks are skipped and to which this run adds, or None to start afresh.
+      command: the command line, credentials left out (`contract.redact_command`), recorded in dataset.json.
 
     Returns:
       PCollection holding the path of dataset.json once it is written (the commit).
@@ -97,7 +98,7 @@ def build_pipeline(pipeline, options, run_id, previous=None):
         found | "FlattenSources" >> beam.Flatten() | "SelectSources" >> transforms.SelectSources(existing_ids)
     )
     processed = to_process | "ProcessTracks" >> transforms.ProcessTracks(
-        config, options.validation_fraction, fetch_config, options.label_rules()
+        config, options.validation_fraction, fetch_config, options.label_rules(), options.licence_rules()
     )
     tracks = processed[transforms.TRACKS]
     failures.append(processed[transforms.FAILED])
@@ -118,17 +119,18 @@ def build_pipeline(pipeline, options, run_id, previous=None):
     return {
         "stats": tracks | "DatasetStats" >> beam.CombineGlobally(transforms.DatasetStatsFn()),
         "tracks_input": (to_process, skipped, *unusable_inputs) | "CountInputs" >> transforms.CountInputs(),
-        "tracks_failed": all_failures | "CountFailures" >> beam.combiners.Count.Globally(),
+        **(all_failures | "CountFailures" >> transforms.CountFailures()),
         "tracks_skipped_existing": skipped | "CountSkipped" >> beam.combiners.Count.Globally(),
         "written_files": written,
         **shards,
     } | "Commit" >> transforms.WriteDatasetDescription(
-        output, config, options.validation_fraction, run_id, merge=previous is not None
+        output, config, options.validation_fraction, run_id, merge=previous is not None, command=command
     )
 
 
 def local_runner(options, argv):
-    """The runner for a job started without --runner: Beam's FnApiRunner, one process per core.
+    """The runner for a job started without --runner: Beam's FnApiRunner, one process per CPU this process may use
+    (`contract.usable_cpus`: affinity, cgroup quota, the Slurm allocation).
 
     The FnApiRunner is the engine behind Beam's DirectRunner. Naming it keeps
     local runs predictable: Beam 2.77's DirectRunner first tries to download
@@ -143,7 +145,7 @@ def local_runner(options, argv):
         return None
     direct = options.view_as(DirectOptions)
     if not any(arg.startswith("--direct_num_workers") for arg in argv):
-        direct.direct_num_workers = 0  # 0 = one per core.
+        direct.direct_num_workers = contract.usable_cpus()  # Not 0: Beam's 0 counts the node's cores.
     if not any(arg.startswith("--direct_running_mode") for arg in argv):
         direct.direct_running_mode = "multi_processing"
     return compat.fn_api_runner(options)
@@ -158,16 +160,20 @@ def check_description(description, max_failure_fraction):
     """
     accounting = description.accounting
     ok, failed, total = accounting.tracks_ok, accounting.tracks_failed, accounting.tracks_input
+    excluded = accounting.tracks_excluded
     skipped = accounting.tracks_skipped_existing
     failures_file = description.runs[-1].failures_file
     if accounting.unaccounted():
         raise PreprocessError(
-            f"accounting does not hold: {ok} ok + {failed} failed + {skipped} skipped != {total} inputs",
+            f"accounting does not hold: {ok} ok + {failed} failed + {excluded} excluded + {skipped} skipped "
+            f"!= {total} inputs",
             description,
         )
     if ok == 0 and skipped == 0:
         raise PreprocessError(
-            f"no track succeeded ({failed} of {total} inputs failed; reasons in {failures_file})",
+            f"no track succeeded ({failed} of {total} inputs failed"
+            + (f", {excluded} were excluded by the licence filter" if excluded else "")
+            + f"; reasons in {failures_file})",
             description,
         )
     if total and failed / total > max_failure_fraction:
@@ -245,8 +251,9 @@ def _run(argv, save_main_session):
     # Inputs are matched by the job: checked here only when this process runs it (a cluster's workers have
     # their own credentials). Every fault is then one line before any work, not a minute of retries later.
     contract.check_access([output, *(_store_patterns(preprocess.input) if local else [])])
+    preprocess.licence_rules()  # Fail on a bad --licence or allow list before any work.
     if options.view_as(StandardOptions).streaming:
-        return _run_streaming(options, preprocess)
+        return _run_streaming(options, preprocess, contract.redact_command(argv))
     run_id = commit.new_run_id()
     _, stale = commit.acquire_lease(output, run_id, local, preprocess.stale_lease_hours * 3600)
     if stale is not None:
@@ -269,7 +276,7 @@ def _run(argv, save_main_session):
 
         started = time.monotonic()
         pipeline = beam.Pipeline(runner=runner, options=options)
-        build_pipeline(pipeline, preprocess, run_id, previous)
+        build_pipeline(pipeline, preprocess, run_id, previous, contract.redact_command(argv))
         if os.environ.get(FLEX_TEMPLATE_ENV):
             # Launched from a Dataflow Flex Template: the launcher must return once the job is submitted.
             pipeline.run()
@@ -322,9 +329,12 @@ def _nothing_committed(output, run_id):
     # The failures file stays, as the record of why (the next run removes it); the rest of the run goes now.
     mine = [n for n, _ in commit.top_level_entries(output) if commit.run_owner(n) == run_id and n != failures_file]
     commit.remove(output, mine)
+    excluded = sum(f["stage"] == contract.STAGE_LICENCE for f in failures)
+    outcome = f"{len(failures) - excluded} of {len(failures)} inputs failed" + (
+        f", {excluded} were excluded by the licence filter" if excluded else ""
+    )
     return PreprocessError(
-        f"no track succeeded ({len(failures)} of {len(failures)} inputs failed; reasons above and in {path}); "
-        f"nothing was committed to {output}"
+        f"no track succeeded ({outcome}; reasons above and in {path}); nothing was committed to {output}"
     )
 
 
@@ -401,7 +411,7 @@ def _what_is_committed(output):
     )
 
 
-def _run_streaming(options, preprocess):
+def _run_streaming(options, preprocess, command):
     """Submits the streaming job (it runs until cancelled) and returns None."""
     from pipelines import streaming
 
@@ -410,7 +420,7 @@ def _run_streaming(options, preprocess):
     messages = pipeline | "ReadPubSub" >> beam.io.ReadFromPubSub(
         subscription=preprocess.input_subscription, with_attributes=True
     )
-    streaming.build_streaming_pipeline(messages, preprocess)
+    streaming.build_streaming_pipeline(messages, preprocess, command)
     pipeline.run()
     logging.warning(
         "Streaming job submitted; it writes into %s every %d s.", preprocess.output, preprocess.streaming_window_secs

@@ -155,7 +155,7 @@ def stream_run_files(run_id):
     )
 
 
-def start_stream(output, config, validation_fraction, run_id):
+def start_stream(output, config, validation_fraction, run_id, command=()):
     """Adds a stream to the output before it reads a message: checked against what is committed, then registered.
 
     The stream's run is committed at once, with nothing in it yet (`commit.commit`,
@@ -171,7 +171,7 @@ def start_stream(output, config, validation_fraction, run_id):
       contract.ContractError: its dataset.json cannot be read.
     """
     empty = transforms.DatasetStatsFn().create_accumulator()
-    counts = {"tracks_input": 0, "tracks_failed": 0, "tracks_skipped_existing": 0}
+    counts = {"tracks_input": 0, "tracks_failed": 0, "tracks_excluded": 0, "tracks_skipped_existing": 0}
     no_shards = {split: [] for split in contract.SPLITS}
     committed_ids = []
 
@@ -180,7 +180,9 @@ def start_stream(output, config, validation_fraction, run_id):
             transforms.check_same_settings(current, config)
             committed_ids.extend(commit.committed_track_ids(output, current))
         files = stream_run_files(run_id)
-        return transforms.describe_run(config, validation_fraction, empty, no_shards, counts, files, current)
+        return transforms.describe_run(
+            config, validation_fraction, empty, no_shards, counts, files, current, command=command
+        )
 
     commit.commit(output, run_id, register)
     return frozenset(committed_ids)
@@ -193,18 +195,19 @@ class MergeDescriptionFn(beam.DoFn):
     each commit re-reads what the other wrote.
     """
 
-    def __init__(self, output_dir, config, validation_fraction, run_id):
+    def __init__(self, output_dir, config, validation_fraction, run_id, command=()):
         self._output_dir = output_dir
         self._config = config
         self._validation_fraction = validation_fraction
         self._run_id = run_id
+        self._command = tuple(command)
 
     def process(self, keyed):
         _, parts = keyed
         stats_fn = transforms.DatasetStatsFn()
         stats = stats_fn.create_accumulator()
         shard_names = {split: [] for split in contract.SPLITS}
-        counts = {"tracks_input": 0, "tracks_failed": 0, "tracks_skipped_existing": 0}
+        counts = {"tracks_input": 0, "tracks_failed": 0, "tracks_excluded": 0, "tracks_skipped_existing": 0}
         for kind, value in parts:
             if kind == "stats":
                 stats = stats_fn.merge_accumulators([stats, value])
@@ -217,13 +220,13 @@ class MergeDescriptionFn(beam.DoFn):
         def add_window(current):
             return transforms.describe_run(
                 self._config, self._validation_fraction, stats, shard_names, counts,
-                stream_run_files(self._run_id), current, continued=True,
+                stream_run_files(self._run_id), current, continued=True, command=self._command,
             )  # fmt: skip
 
         yield commit.commit(self._output_dir, self._run_id, add_window)
 
 
-def build_streaming_pipeline(messages, options):
+def build_streaming_pipeline(messages, options, command=()):
     """Adds the streaming steps after a PCollection of Pub/Sub messages.
 
     Args:
@@ -239,7 +242,7 @@ def build_streaming_pipeline(messages, options):
     validation_fraction = (
         DEFAULT_VALIDATION_FRACTION if options.validation_fraction is None else options.validation_fraction
     )
-    committed_ids = start_stream(output, config, validation_fraction, run_id)
+    committed_ids = start_stream(output, config, validation_fraction, run_id, command)
     fetch_config = options.fetch_config()
     parsed = messages | "ParseMessages" >> beam.ParDo(ParseMessagesFn()).with_outputs(transforms.FAILED, main="sources")
     first_seen = (
@@ -250,7 +253,7 @@ def build_streaming_pipeline(messages, options):
     fixed = beam_window.FixedWindows(options.streaming_window_secs)
     sources = first_seen.sources | "WindowSources" >> beam.WindowInto(fixed)
     processed = sources | "ProcessTracks" >> transforms.ProcessTracks(
-        config, validation_fraction, fetch_config, options.label_rules()
+        config, validation_fraction, fetch_config, options.label_rules(), options.licence_rules()
     )
 
     message_failures = parsed[transforms.FAILED] | "WindowMessageFailures" >> beam.WindowInto(fixed)
@@ -289,7 +292,7 @@ def build_streaming_pipeline(messages, options):
         | "TagStats" >> beam.Map(lambda stats: ("stats", stats))
     )
     counts = {
-        "tracks_failed": failures | "CountFailures" >> beam.combiners.Count.Globally().without_defaults(),
+        **(failures | "CountFailures" >> transforms.CountFailures(windowed=True)),
         "tracks_skipped_existing": skipped | "CountSkipped" >> beam.combiners.Count.Globally().without_defaults(),
         "tracks_input": (sources, skipped, message_failures) | "CountInputs" >> transforms.CountInputs(windowed=True),
     }
@@ -301,7 +304,7 @@ def build_streaming_pipeline(messages, options):
         | "KeyParts" >> beam.Map(lambda part: (_KEY, part))
         | "GroupWindowParts" >> beam.GroupByKey()
         | "GlobalWindow" >> beam.WindowInto(beam_window.GlobalWindows())
-        | "MergeDescription" >> beam.ParDo(MergeDescriptionFn(output, config, validation_fraction, run_id))
+        | "MergeDescription" >> beam.ParDo(MergeDescriptionFn(output, config, validation_fraction, run_id, command))
     )
 
 

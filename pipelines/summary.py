@@ -44,8 +44,10 @@ def format_summary(description, output, wall_secs, new_secs, failures=()):
     accounting = description.accounting
     seconds = description.seconds
     skipped = accounting.tracks_skipped_existing
+    excluded = accounting.tracks_excluded
     lines = [
         f"Tracks: {accounting.tracks_ok} ok, {accounting.tracks_failed} failed "
+        + (f"{excluded} excluded by the licence filter " if excluded else "")
         + (f"({skipped} already in the output) " if skipped else "")
         + f"of {accounting.tracks_input} inputs"
         + (
@@ -68,10 +70,33 @@ def format_summary(description, output, wall_secs, new_secs, failures=()):
     for name, split in description.splits.items():
         if split.tracks == 0 and description.windows:
             lines.append(empty_split_warning(name, description))
-    if failures:
-        path = FileSystems.join(output, description.runs[-1].failures_file)
-        lines += [f"Failures ({len(failures)}, all in {path}):", *format_failures(failures, path)]
+    lines += _licence_lines(output)
+    path = FileSystems.join(output, description.runs[-1].failures_file)
+    kept_out = [f for f in failures if f["stage"] == contract.STAGE_LICENCE]
+    failed = [f for f in failures if f["stage"] != contract.STAGE_LICENCE]
+    if failed:
+        lines += [f"Failures ({len(failed)}, all in {path}):", *format_failures(failed, path)]
+    if kept_out:
+        lines += [f"Excluded by the licence filter ({len(kept_out)}, all in {path}):", *format_failures(kept_out, path)]
     return "\n".join(lines)
+
+
+def _licence_lines(output, shown=4):
+    """The licences in the dataset, by tracks, and where its card and attribution.csv are."""
+    from pipelines import cards
+
+    try:
+        rows = contract.read_attribution(output)
+    except (FileNotFoundError, contract.ContractError):
+        return []
+    counts = {}
+    for row in rows:
+        counts[row.licence] = counts.get(row.licence, 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    text = ", ".join(f"{licence} {_count(n, 'track')}" for licence, n in ranked[:shown])
+    more = f", ... ({len(ranked)} licences)" if len(ranked) > shown else ""
+    card = FileSystems.join(output, cards.card_file(output))
+    return [f"Licences: {text}{more} (card: {card}; {contract.ATTRIBUTION_FILE} beside it)"]
 
 
 def empty_split_warning(split, description):

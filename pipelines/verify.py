@@ -6,7 +6,9 @@ Checks the output against its dataset.json (the commit point): every listed
 shard exists, its records pass their CRC32C checksums and their count is the
 split's window count; every committed run's track index and failures file
 exists; every record holds window_samples codes; the track index lists each
-split's tracks, each track once; every run's accounting adds up. Lists the
+split's tracks, each track once; every run's accounting adds up; the dataset
+card and attribution.csv describe exactly what is committed (--write_cards
+writes them again when stale). Lists the
 leftovers of runs that never committed (shards, track and failure files and
 beam-temp-* directories of the exact names a run writes, that no committed run
 owns) and, with --clean, removes them. --clean never removes a file that
@@ -21,7 +23,7 @@ import json
 import os
 import sys
 
-from pipelines import commit, compat, contract, examples
+from pipelines import cards, commit, compat, contract, examples
 from pipelines.contract import storage
 
 
@@ -37,6 +39,8 @@ class Report:
       tracks: committed track records read.
       unreadable: dataset.json exists but cannot be read or does not validate;
         then nothing is a leftover and --clean refuses.
+      stale: what is out of date in the dataset card and attribution.csv (derived from
+        dataset.json: the data can be sound with them stale; --write_cards rewrites them).
     """
 
     problems: list
@@ -45,19 +49,7 @@ class Report:
     windows: int = 0
     tracks: int = 0
     unreadable: bool = False
-
-
-def committed_tracks(output, description):
-    """The track records of every committed run, in run order (dicts)."""
-    for run in description.runs:
-        for path in commit.committed_files(output, run.tracks_file, run.run_id):
-            yield from _json_lines(path)
-
-
-def _json_lines(path):
-    for line in contract.read_bytes(path).decode("utf-8").splitlines():
-        if line.strip():
-            yield json.loads(line)
+    stale: list = dataclasses.field(default_factory=list)
 
 
 def _check_shard(path, window_samples, decoder, batch=256):
@@ -137,7 +129,8 @@ def check(output, stale_lease_hours=commit.DEFAULT_STALE_LEASE_HOURS):
         for name in (run.tracks_file, run.failures_file):
             if "*" not in name and not contract.exists(contract.join(output, name)):
                 problems.append(f"run {run.run_id}: {name} is listed but missing")
-    for track in committed_tracks(output, description) if not problems else ():
+    tracks = list(commit.committed_tracks(output, description)) if not problems else []
+    for track in tracks:
         count += 1
         if track["track_id"] in seen:
             problems.append(f"track {track['track_id']} ({track['uri']}) is in the dataset twice")
@@ -153,9 +146,11 @@ def check(output, stale_lease_hours=commit.DEFAULT_STALE_LEASE_HOURS):
         labelled = sum(count.windows for count in values.values())
         if labelled != description.windows:
             problems.append(f"labels: {kind} values count {labelled} windows, the splits {description.windows}")
+    stale = cards.stale_cards(output, description, tracks) if not problems else []
     return Report(
-        problems, commit.leftovers(output, description, live, writer_active=bool(live)), lease, windows, count
-    )
+        problems, commit.leftovers(output, description, live, writer_active=bool(live)), lease, windows, count,
+        stale=stale,
+    )  # fmt: skip
 
 
 def build_parser():
@@ -187,6 +182,13 @@ def build_parser():
         default=commit.DEFAULT_STALE_LEASE_HOURS,
         help="A lease older than this no longer protects its run's files. Default: %(default)s.",
     )
+    parser.add_argument(
+        "--write_cards",
+        action="store_true",
+        help="Write the dataset card (README.md, or DATASET_CARD.md beside a README.md of yours) and attribution.csv "
+        "for what dataset.json commits: for an output committed before cards were written, or when verify calls "
+        "them stale. Default: off.",
+    )
     storage.add_arguments(parser)
     return parser
 
@@ -206,8 +208,16 @@ def main(argv=None):
         contract.delete([contract.join(args.output, commit.LEASE_FILE)])
         print(f"Broke the lease of {report.lease.describe()}")
         report = check(args.output, args.stale_lease_hours)
+    committed = not report.unreadable and contract.exists(contract.join(args.output, contract.DATASET_FILE))
+    if args.write_cards and committed:
+        description = contract.read_description(args.output)
+        run_id = commit.new_run_id()
+        with commit.commit_lock(args.output, run_id):  # As a commit writes them: never beside another commit.
+            paths = cards.write_cards(args.output, description, list(commit.committed_tracks(args.output, description)))
+        print(f"Wrote {', '.join(paths)}")
+        report = check(args.output, args.stale_lease_hours)
     if args.tracks and not report.problems:
-        for track in committed_tracks(args.output, contract.read_description(args.output)):
+        for track in commit.committed_tracks(args.output, contract.read_description(args.output)):
             print(json.dumps(track, sort_keys=True))
         return 0
     if report.lease is not None:
@@ -221,10 +231,13 @@ def main(argv=None):
         print(f"{verb}: {len(report.leftovers)}")
         for name in report.leftovers:
             print(f"  {name}")
+    for stale in report.stale:
+        print(f"stale: {stale} (--write_cards writes the cards again)")
     if report.problems:
         print(f"{args.output}: NOT sound ({len(report.problems)} problems)")
         return 1
-    print(f"{args.output}: sound ({report.windows} windows, {report.tracks} tracks)")
+    cards_note = "; its cards are stale" if report.stale else ""
+    print(f"{args.output}: sound ({report.windows} windows, {report.tracks} tracks){cards_note}")
     return 0
 
 

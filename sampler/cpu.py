@@ -13,18 +13,18 @@ other within a chunk, and BLAS is held to one thread so that the groups do not
 oversubscribe the cores.
 
 Sampling is by inversion: one uniform number per clip and step, drawn by numpy
-from a stream keyed by (seed, clip, block of steps), so a clip does not depend
-on the thread count, the chunk size or the other clips in the batch.
+from a stream keyed by (seed, clip, block of steps) (`engine.uniforms`), so a clip
+does not depend on the thread count, the chunk size or the other clips in the batch.
 """
 
 import concurrent.futures
 import dataclasses
-import os
 
 import numba
 import numba.extending
 import numpy as np
 
+from pipelines import contract
 from sampler import compat
 from sampler.engine import CachedWaveNet
 
@@ -33,8 +33,6 @@ from sampler.engine import CachedWaveNet
 # The kernel takes it as an argument: numba can cache a kernel that receives a function pointer, not one
 # that embeds it.
 SGEMM, BLAS_INT = compat.blas_sgemm()
-# Steps whose uniform numbers come from one numpy stream: any chunking gives the same numbers.
-RANDOM_BLOCK = 1024
 
 
 @numba.njit(inline="always")
@@ -268,13 +266,6 @@ def run_steps(
         codes[b] = current[b]
 
 
-def usable_cores():
-    """Cores this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 @dataclasses.dataclass
 class _Group:
     """The caches of one group of clips (rows `clips` of the batch), and its clips' gate biases [L, B, 2 * D]."""
@@ -296,7 +287,7 @@ class CpuWaveNet(CachedWaveNet):
 
     def __init__(self, keras_model, config, threads=None):
         super().__init__(keras_model, config)
-        self.threads = max(1, threads or usable_cores())
+        self.threads = max(1, threads or contract.usable_cpus())
         w, channels = self.weights, self.residual_channels
         causal_taps = w.causal_kernel.reshape(self.filter_width, channels, channels)
         self._code_taps = np.ascontiguousarray(np.einsum("qi,kio->kqo", w.embedding, causal_taps), np.float32)
@@ -348,14 +339,16 @@ class CpuWaveNet(CachedWaveNet):
                 group.rings[group.ring_offsets[i] : group.ring_offsets[i + 1]] = ring.ravel()
         return state
 
-    def _run(self, state, codes, t, n, forced, inputs, temperature, seed):
-        """Runs every group over n steps, in parallel; returns (codes [B, n] or logits [B, n, Q])."""
+    def _run(self, state, codes, t, n, forced, inputs, temperature, uniforms):
+        """Runs every group over n steps, in parallel; returns (codes [B, n] or logits [B, n, Q]).
+
+        uniforms: float64 [n, B] (`engine.uniforms`) when sampling, [0, B] when forced.
+        """
         from threadpoolctl import threadpool_limits
 
         batch = codes.shape[0]
         out_codes = np.zeros((batch, n if not forced else 0), np.int32)
         out_logits = np.zeros((batch, n if forced else 0, self.quantization_channels), np.float32)
-        uniforms = np.zeros((0, batch)) if forced else self._uniforms(seed, batch, t, n)
 
         def one(group):
             rows = slice(group.clips.start, group.clips.stop)
@@ -380,24 +373,14 @@ class CpuWaveNet(CachedWaveNet):
                 list(self._pool.map(one, state))
         return out_logits if forced else out_codes
 
-    @staticmethod
-    def _uniforms(seed, batch, t, n):
-        """float64 [n, batch] uniforms for steps t .. t + n - 1: block b of clip j comes from seed (seed, j, b)."""
-        first, last = t // RANDOM_BLOCK, (t + n - 1) // RANDOM_BLOCK
-        columns = []
-        for clip in range(batch):
-            blocks = [np.random.default_rng([seed, clip, b]).random(RANDOM_BLOCK) for b in range(first, last + 1)]
-            start = t - first * RANDOM_BLOCK
-            columns.append(np.concatenate(blocks)[start : start + n])
-        return np.stack(columns, axis=1)
-
-    def _sample(self, state, codes, t, n, temperature, seed):
+    def _sample(self, state, codes, t, temperature, uniforms):
         codes = np.array(codes, np.int32)
         inputs = np.zeros((codes.shape[0], 0), np.int32)
-        new = self._run(state, codes, t, n, False, inputs, temperature, seed)
+        new = self._run(state, codes, t, len(uniforms), False, inputs, temperature, uniforms)
         return state, codes, new
 
     def _forced(self, state, inputs, t):
         inputs = np.ascontiguousarray(inputs, np.int32)
-        logits = self._run(state, inputs[:, 0].copy(), t, inputs.shape[1], True, inputs, 1.0, 0)
+        no_uniforms = np.zeros((0, inputs.shape[0]))
+        logits = self._run(state, inputs[:, 0].copy(), t, inputs.shape[1], True, inputs, 1.0, no_uniforms)
         return state, logits

@@ -15,6 +15,9 @@ import numpy as np
 from pipelines import contract
 from sampler import weights
 
+# Steps whose uniform numbers come from one numpy stream: any chunking gives the same numbers.
+RANDOM_BLOCK = 1024
+
 
 class WeightsMismatchError(ValueError):
     """An export's config.json describes other shapes than its model.keras holds."""
@@ -102,9 +105,10 @@ class CachedWaveNet:
 
     Engines implement `_initial_state(conditions)`, `_state_from(history, activations,
     conditions)` (caches after the codes `history`, whose layer inputs are `activations`;
-    None when history is empty), `_sample(state, codes, t, n, temperature, seed)` ->
-    (state, next codes, sampled codes [batch, n]) and `_forced(state, inputs, t)` ->
-    (state, logits [batch, n, quantization_channels]). `conditions` is int32 [batch]: each
+    None when history is empty), `_sample(state, codes, t, temperature, uniforms)` ->
+    (state, next codes, sampled codes [batch, n]) for float64 [n, batch] `uniforms` (one per
+    step and clip, from `uniforms`), and `_forced(state, inputs, t)` -> (state, logits
+    [batch, n, quantization_channels]). `conditions` is int32 [batch]: each
     clip's label index (all 0 for an unconditioned model, which ignores them); the state
     holds what they add to each layer's filter and gate (`condition_biases`).
 
@@ -296,6 +300,7 @@ class CachedWaveNet:
         chunk=4000,
         progress=None,
         conditions=None,
+        first_clip=0,
     ):
         """Samples new codes one chunk at a time: memory holds one chunk of output, whatever num_samples is.
 
@@ -311,6 +316,9 @@ class CachedWaveNet:
           conditions: for a conditioned model, each clip's label index: an int
             for every clip or int [batch] (`contract.ModelConfig.condition_indices`
             turns names into indices); None for an unconditioned one.
+          first_clip: int >= 0, the index of the batch's first clip among all the clips of a run:
+            clip j of the batch samples with the random numbers of clip first_clip + j (`uniforms`),
+            so clip i is the same whatever batch, process or machine generates it.
 
         Returns:
           an iterator of int32 [batch, n] codes in [0, quantization_channels), n <= chunk,
@@ -318,12 +326,15 @@ class CachedWaveNet:
 
         Raises (before the first chunk is computed):
           ValueError: a temperature that is not finite and positive, a seed outside
-            [0, 2^63), caches that would not fit in memory, or conditions that do not fit the model.
+            [0, 2^63), a negative first_clip, caches that would not fit in memory, or conditions
+            that do not fit the model.
         """
         if not (math.isfinite(float(temperature)) and temperature > 0):
             raise ValueError(f"temperature must be a finite number above 0, got {temperature}")
         if not 0 <= seed < 2**63:
             raise ValueError(f"seed must be non-negative and below 2^63, got {seed}")
+        if first_clip < 0:
+            raise ValueError(f"first_clip must be >= 0, got {first_clip}")
         if num_samples < 0 or chunk < 1:
             raise ValueError(f"num_samples must be >= 0 and chunk >= 1, got {num_samples} and {chunk}")
         if primer_codes is None:
@@ -333,17 +344,43 @@ class CachedWaveNet:
             t = 0
         else:
             state, codes, t = self.prime(primer_codes, conditions)
-        return self._chunks(state, codes, t, num_samples, chunk, float(temperature), int(seed), progress)
+        clips = range(int(first_clip), int(first_clip) + len(codes))
+        return self._chunks(state, codes, t, num_samples, chunk, float(temperature), int(seed), clips, progress)
 
-    def _chunks(self, state, codes, t, num_samples, chunk, temperature, seed, progress):
+    def _chunks(self, state, codes, t, num_samples, chunk, temperature, seed, clips, progress):
         done = 0
         while done < num_samples:
             n = min(chunk, num_samples - done)
-            state, codes, new = self._sample(state, codes, t + done, n, temperature, seed)
+            state, codes, new = self._sample(state, codes, t + done, temperature, uniforms(seed, clips, t + done, n))
             done += n
             if progress is not None:
                 progress(n)
             yield new
+
+
+def uniforms(seed, clips, t, n):
+    """The uniform numbers that sample steps t .. t + n - 1 of the given clips, by inversion.
+
+    Block b of RANDOM_BLOCK steps of clip i comes from numpy's generator seeded
+    with (seed, i, b): a clip's numbers depend on neither the chunking nor the
+    batch, process or engine that generates it.
+
+    Args:
+      seed: int in [0, 2^63).
+      clips: the clips' indices among all the clips of a run (a range or list of int >= 0).
+      t: int >= 0, the time index of the first step.
+      n: int >= 1, steps.
+
+    Returns:
+      float64 [n, len(clips)] in [0, 1).
+    """
+    first, last = t // RANDOM_BLOCK, (t + n - 1) // RANDOM_BLOCK
+    start = t - first * RANDOM_BLOCK
+    columns = [
+        np.concatenate([np.random.default_rng([seed, clip, b]).random(RANDOM_BLOCK) for b in range(first, last + 1)])
+        for clip in clips
+    ]
+    return np.stack(columns, axis=1)[start : start + n] if columns else np.zeros((n, 0))
 
 
 def _physical_memory_bytes():

@@ -1,8 +1,10 @@
 """The XLA engine: the cached generation loop as one XLA-compiled `tf.while_loop` per chunk.
 
 The GPU default (every op of a step is one kernel launch for the whole batch).
-Sampling uses the Gumbel-max trick because XLA has no categorical sampling
-kernel on CPU.
+Sampling is by inversion, as in the CPU engine and with the same uniform
+numbers (`engine.uniforms`, one per clip and step, keyed by the seed and the
+clip's index): XLA has no categorical sampling kernel on CPU, and a clip's
+random numbers must not depend on the batch it is generated in.
 """
 
 import numpy as np
@@ -120,18 +122,18 @@ class XlaWaveNet(CachedWaveNet):
         if self._compiled is not None:
             return self._compiled
 
-        def body(sampling, state, code, t, n, inputs, temperature, seed, out):
+        def body(sampling, state, code, t, n, inputs, temperature, uniforms, out):
             def one(i, state, code, out):
                 logits, state = self.step(state, code, t + i)
                 if sampling:
-                    # Gumbel-max: argmax(logits / T + Gumbel noise) is an exact sample of
-                    # softmax(logits / T) (E. J. Gumbel, 1954; Maddison et al., "A* Sampling",
-                    # 2014), and compiles with XLA where categorical sampling does not.
-                    uniform = tf.random.stateless_uniform(
-                        tf.shape(logits), seed=tf.stack([seed, tf.cast(t + i, tf.int64)]), minval=1e-20, maxval=1.0
-                    )
-                    gumbel = -tf.math.log(-tf.math.log(uniform))
-                    next_code = tf.argmax(logits / temperature + gumbel, axis=-1, output_type=tf.int32)
+                    # Inversion: the first code whose cumulative weight exceeds u times the total,
+                    # for weights exp((logits - max) / T), as the CPU kernel samples.
+                    scaled = logits / temperature
+                    weights = tf.exp(scaled - tf.reduce_max(scaled, axis=-1, keepdims=True))
+                    cumulative = tf.cumsum(weights, axis=-1)
+                    threshold = uniforms[i][:, None] * cumulative[:, -1:]
+                    below = tf.reduce_sum(tf.cast(cumulative <= threshold, tf.int32), axis=-1)
+                    next_code = tf.minimum(below, self.quantization_channels - 1)
                     out = out.write(i, next_code)
                 else:
                     next_code = inputs[:, tf.minimum(i + 1, tf.shape(inputs)[1] - 1)]
@@ -143,28 +145,29 @@ class XlaWaveNet(CachedWaveNet):
             )
             return state, code, out.stack()
 
-        # n is a Python int (XLA needs the TensorArray's size at compile time):
-        # at most two traces, for the chunk size and the last, shorter chunk.
+        # The steps n are the uniforms' static first dimension (XLA needs the TensorArray's size at
+        # compile time): at most two traces, for the chunk size and the last, shorter chunk.
         @tf.function(jit_compile=True)
-        def sample(state, code, t, n, temperature, seed):
+        def sample(state, code, t, temperature, uniforms):
+            n = uniforms.shape[0]
             out = tf.TensorArray(tf.int32, size=n)
-            return body(True, state, code, t, n, code[:, None], temperature, seed, out)
+            return body(True, state, code, t, n, code[:, None], temperature, uniforms, out)
 
         @tf.function(jit_compile=True)
         def forced(state, inputs, t):
             n = tf.shape(inputs)[1]
             out = tf.TensorArray(tf.float32, size=n)
-            return body(False, state, inputs[:, 0], t, n, inputs, 1.0, tf.constant(0, tf.int64), out)
+            return body(False, state, inputs[:, 0], t, n, inputs, 1.0, None, out)
 
         self._compiled = {"sample": sample, "forced": forced}
         return self._compiled
 
-    def _sample(self, state, codes, t, n, temperature, seed):
+    def _sample(self, state, codes, t, temperature, uniforms):
         import tensorflow as tf
 
         state, code, new = self._loops()["sample"](
-            state, tf.constant(codes, tf.int32), tf.constant(t), n, tf.constant(temperature, tf.float32),
-            tf.constant(seed, tf.int64),
+            state, tf.constant(codes, tf.int32), tf.constant(t), tf.constant(temperature, tf.float32),
+            tf.constant(uniforms, tf.float32),
         )  # fmt: skip
         return state, code.numpy(), new.numpy().T
 

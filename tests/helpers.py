@@ -147,9 +147,9 @@ class MusicSite:
 
 def committed_tracks(output):
     """The track records of every run committed in a preprocess output, as the pipeline's verifier reads them."""
-    from pipelines import contract, verify
+    from pipelines import commit, contract
 
-    return list(verify.committed_tracks(str(output), contract.read_description(str(output))))
+    return list(commit.committed_tracks(str(output), contract.read_description(str(output))))
 
 
 def last_failures(output):

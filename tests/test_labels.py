@@ -98,8 +98,8 @@ def labelled_tree(tmp_path_factory):
         (CLIPS["flac_44k"], root / "drone" / "tagged.flac", "Drone", "Tagged Two"),
     ):
         subprocess.run(
-            ["ffmpeg", "-loglevel", "error", "-y", "-i", source, "-t", "3", "-metadata", f"genre={genre}",
-             "-metadata", f"artist={artist}", str(target)],
+            ["ffmpeg", "-loglevel", "error", "-y", "-i", source, "-t", "3", "-map_metadata", "-1",
+             "-metadata", f"genre={genre}", "-metadata", f"artist={artist}", str(target)],
             check=True,
         )  # fmt: skip
     shutil.copy(CLIPS["mp3_44k"], root / "ambient")  # Its ID3 tags name no genre.
@@ -141,7 +141,7 @@ def test_labels_from_directories_tags_and_a_file_reach_every_window_and_dataset_
     assert description.vocabulary("genre") == ("unknown", "Chosen", "ambient")
     with open(output / contract.DATASET_FILE) as f:
         raw = json.load(f)
-    assert raw["format_version"] == 3 and raw["labels"]["genre"]["Chosen"] == {
+    assert raw["format_version"] == contract.DATASET_FORMAT_VERSION and raw["labels"]["genre"]["Chosen"] == {
         "windows": tracks["tagged.flac"]["windows"],
         "tracks": 1,
     }

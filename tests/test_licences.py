@@ -526,3 +526,167 @@ def test_licence_from_the_tags_of_a_real_file_as_the_pipeline_reads_them(name, e
 )
 def test_licence_from_tags_prefers_a_url_then_a_named_licence_then_a_notice(tags, expected):
     assert licences.licence_from_tags(tags) == expected
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The pipeline: a licence for every track, the filter, the dataset card and attribution.csv at every commit.
+
+LOCAL = ["--sample_rate=8000", "--window_samples=4000", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
+# A listing of seven tracks: six licences as the FMA writes them (a URL, a name), and one with no licence at all.
+LISTED = {
+    "by": ("http://creativecommons.org/licenses/by/4.0/", "CC-BY-4.0"),
+    "by-sa": ("Attribution-ShareAlike 3.0 International", "CC-BY-SA-3.0"),
+    "by-nc": ("http://creativecommons.org/licenses/by-nc/4.0/", "CC-BY-NC-4.0"),
+    "by-nc-sa": ("Attribution-NonCommercial-ShareAlike 3.0 International", "CC-BY-NC-SA-3.0"),
+    "by-nd": ("https://creativecommons.org/licenses/by-nd/4.0/", "CC-BY-ND-4.0"),
+    "cc0": ("https://creativecommons.org/publicdomain/zero/1.0/", "CC0-1.0"),
+    "none": ("", "unknown"),
+}
+
+
+@pytest.fixture()
+def licensed_site():
+    """A loopback site laid out like the FMA listing LISTED, each track's audio a real clip; requests are logged."""
+    import html
+    import http.server
+    import json
+    import threading
+
+    from tests.conftest import QuietServer
+    from tests.helpers import CLIPS
+
+    with open(CLIPS["mp3_22k_mono"], "rb") as f:
+        audio = f.read()
+    requests = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            requests.append(self.path)
+            if self.path == "/robots.txt":
+                body, kind = b"User-agent: *\n", "text/plain"
+            elif self.path == "/genre/Mixed/":
+                base = f"http://127.0.0.1:{self.server.server_address[1]}"
+                items = []
+                for name, (licence, _) in LISTED.items():
+                    info = {"title": f"Track {name}", "artistName": "Max McCracken", "url": f"{base}/music/{name}/",
+                            "fileUrl": f"{base}/files/{name}.mp3", **({"licenseTitle": licence} if licence else {})}
+                    items.append(f"<div class=\"play-item\" data-track-info='{html.escape(json.dumps(info))}'></div>")
+                body, kind = f"<html><body>{''.join(items)}</body></html>".encode(), "text/html"
+            elif self.path.startswith("/files/"):
+                body, kind = audio, "audio/mpeg"
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = QuietServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_filter_keeps_exactly_the_allowed_licences_and_downloads_none_of_the_others(
+    licensed_site, tmp_path, capsys
+):
+    from pipelines import contract, preprocess, verify
+    from tests.helpers import committed_tracks, last_failures
+
+    base, requests = licensed_site
+    output = tmp_path / "out"
+    description = preprocess.run([f"--scrape_url={base}/genre/Mixed/", f"--output={output}", "--validation_fraction=0",
+                                  "--licence_filter=commercial-derivatives", *LOCAL])  # fmt: skip
+    kept = {"by", "by-sa", "cc0"}
+    accounting = description.accounting
+    assert (accounting.tracks_ok, accounting.tracks_excluded, accounting.tracks_failed) == (3, 4, 0)
+    assert sorted(t["licence"] for t in committed_tracks(output)) == sorted(LISTED[n][1] for n in kept)
+    assert sorted(p for p in requests if p.startswith("/files/")) == sorted(f"/files/{n}.mp3" for n in kept)
+    excluded = {f["uri"].rsplit("/", 1)[1][: -len(".mp3")]: f for f in last_failures(output)}
+    assert set(excluded) == set(LISTED) - kept and all(f["stage"] == "licence" for f in excluded.values())
+    reason = "CC-BY-NC-4.0 does not allow commercial use (--licence_filter commercial-derivatives)"
+    assert excluded["by-nc"]["error"] == reason
+    assert excluded["none"]["error"].startswith("licence unknown (none was found)")
+    printed = capsys.readouterr().out
+    assert "3 ok, 0 failed 4 excluded by the licence filter of 7 inputs" in printed
+    assert "Excluded by the licence filter (4, all in" in printed
+    rows = contract.read_attribution(str(output))
+    assert sorted((r.title, r.licence, r.source_page.rsplit("/", 2)[-2]) for r in rows) == sorted(
+        (f"Track {n}", LISTED[n][1], n) for n in kept
+    )
+    assert all(r.attribution == "yes" or r.licence == "CC0-1.0" for r in rows)
+    report = verify.check(str(output))
+    assert report.problems == [] and report.stale == []
+
+
+@pytest.mark.parametrize("stated", [None, "CC-BY-4.0"], ids=["from-tags", "stated"])
+def test_each_file_gets_its_licence_from_its_tags_unless_the_run_states_one(stated, tmp_path):
+    from pipelines import preprocess
+    from tests.helpers import committed_tracks
+
+    output = tmp_path / "out"
+    inputs = [os.path.join(TESTS_DATA_DIR, f"licence-tagged.{ext}") for ext in ("mp3", "ogg", "flac", "m4a")]
+    preprocess.run([f"--output={output}", *(f"--input={p}" for p in inputs), *LOCAL, "--window_samples=800",
+                    *([f"--licence={stated}"] if stated else [])])  # fmt: skip
+    found = {os.path.basename(t["uri"]): (t["licence"], t["licence_raw"]) for t in committed_tracks(output)}
+    if stated:
+        assert found == {os.path.basename(p): ("CC-BY-4.0", "CC-BY-4.0") for p in inputs}
+    else:
+        expected = {name: licence.spdx for name, licence in TAGGED.values()}
+        assert {name: spdx for name, (spdx, _) in found.items()} == expected
+        assert found["licence-tagged.m4a"][1]  # Unknown, with the tag's text kept.
+
+
+def test_a_bad_stated_licence_is_refused_before_any_work(tmp_path):
+    from pipelines import preprocess
+
+    with pytest.raises(ValueError, match="did you mean CC-BY-4.0"):
+        preprocess.run([f"--output={tmp_path / 'out'}", "--licence=CC-BY-40", *LOCAL])
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_card_and_attribution_describe_every_commit_and_a_readme_of_the_users_survives(tmp_path):
+    import subprocess
+    import sys
+
+    from pipelines import cards, commit, contract, preprocess, verify
+    from tests.helpers import CLIPS
+
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "README.md").write_text("# My notes on this dataset\n")
+    preprocess.run([f"--output={output}", f"--input={CLIPS['mp3_44k']}", f"--input={CLIPS['ogg_48k']}", *LOCAL])
+    preprocess.run([f"--output={output}", f"--input={CLIPS['mp3_22k_mono']}", *LOCAL])
+    again = preprocess.run([f"--output={output}", f"--input={CLIPS['mp3_22k_mono']}", *LOCAL])  # Skips it.
+    assert (output / "README.md").read_text() == "# My notes on this dataset\n"
+    card = (output / cards.CARD_FALLBACK_FILE).read_text()
+    committed = {t["track_id"] for t in commit.committed_tracks(str(output), again)}
+    assert {row.track_id for row in contract.read_attribution(str(output))} == committed and len(committed) == 3
+    assert card.startswith("---\nlicense:\n- CC-BY-SA-3.0\npretty_name: \"out: 3 tracks")
+    assert all(f"run `{run.run_id}`" in card for run in again.runs) and "| train |" in card
+    assert f"--input {CLIPS['mp3_22k_mono']}" not in card and f"--input={CLIPS['mp3_22k_mono']}" in card
+    assert verify.check(str(output)).stale == []
+    attribution = output / contract.ATTRIBUTION_FILE
+    attribution.write_text(attribution.read_text().rsplit("\n", 2)[0])  # A row lost: the file no longer matches.
+    assert "stale" in verify.check(str(output)).stale[0]
+    # The card's tf.data snippet works as written, run in the dataset's directory.
+    snippet = card.split("```python\n", 1)[1].split("```", 1)[0]
+    result = subprocess.run([sys.executable, "-c", snippet], cwd=output, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "(16, 4000) <dtype: 'uint8'>" in result.stdout, result.stderr[-2000:]
+
+
+def test_commands_in_records_leave_credentials_out():
+    from pipelines import contract
+
+    command = ["--input=https://user:pw@host/a.mp3?X-Amz-Signature=abc&part=1", "--s3_secret_access_key", "s3cr3t",
+               "--s3_session_token=tok", "--output", "s3://b/windows"]  # fmt: skip
+    assert contract.redact_command(command) == (
+        "--input=https://host/a.mp3?part=1", "--s3_secret_access_key", "<redacted>",
+        "--s3_session_token=<redacted>", "--output", "s3://b/windows",
+    )  # fmt: skip

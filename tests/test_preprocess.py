@@ -158,6 +158,7 @@ def test_embedded_default_processes_bundled_clips_into_output(tmp_path, monkeypa
         "tracks_input": 4,
         "tracks_ok": 4,
         "tracks_failed": 0,
+        "tracks_excluded": 0,
         "tracks_skipped_existing": 0,
         "tracks_silent": 0,
         "tracks_truncated": 0,

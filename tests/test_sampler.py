@@ -324,3 +324,115 @@ def test_long_clips_stream_to_disk_a_chunk_at_a_time(trained_job, tmp_path):
     with wave.open(path) as f:
         assert f.getnframes() == 10_000 and len(f.readframes(20_000)) == 20_000
     assert os.listdir(tmp_path) == ["x.wav"]  # No temporary left beside it.
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Several processes sharing --num_clips (--shard K/N, or Slurm's tasks): every clip once, each the same as alone.
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_clip_samples_the_same_in_any_batch(engine):
+    """Clip i's random numbers derive from the seed and i alone: a batch starting at clip 2 continues the same clips."""
+    _, fast_wavenet, _ = _random_wavenet(2, engine=engine)
+    whole = fast_wavenet.generate(300, batch_size=5, seed=3)
+    first = fast_wavenet.generate(300, batch_size=2, seed=3)
+    rest = fast_wavenet.generate(300, batch_size=3, seed=3, first_clip=2)
+    assert np.array_equal(np.concatenate([first, rest]), whole)
+    assert not np.array_equal(rest[0], whole[0])  # Clip 2, not clip 0 again.
+    with pytest.raises(ValueError, match="first_clip must be >= 0"):
+        fast_wavenet.generate(10, first_clip=-1)
+
+
+def test_shards_together_write_exactly_the_clips_of_one_run_byte_for_byte(trained_job, tmp_path, capsys):
+    common = [f"--model={trained_job}", "--seconds=0.1", "--num_clips=5", "--seed=3", "--engine=cpu"]
+    whole = generate.run([*common, f"--output={tmp_path / 'whole' / 'take.wav'}"])
+    capsys.readouterr()
+    shards = [generate.run([*common, f"--output={tmp_path / 'shards' / 'take.wav'}", f"--shard={k}/2"]) for k in (0, 1)]
+    out = capsys.readouterr().out
+    assert "Generated 3 clip(s) of 0.1 s at 8000 Hz (clips 0-2 of 5: shard 0/2 from --shard)" in out
+    assert "Generated 2 clip(s) of 0.1 s at 8000 Hz (clips 3-4 of 5: shard 1/2 from --shard)" in out
+    names = [os.path.basename(p) for p in shards[0] + shards[1]]
+    assert names == [os.path.basename(p) for p in whole] == [f"take-{i:03d}.wav" for i in range(5)]
+    assert sorted(os.listdir(tmp_path / "shards")) == names  # No clip twice, none left out.
+    contents = [(tmp_path / "whole" / name).read_bytes() for name in names]
+    assert [(tmp_path / "shards" / name).read_bytes() for name in names] == contents
+    assert len(set(contents)) == 5
+
+
+def test_a_shard_with_no_clips_writes_nothing(trained_job, tmp_path, capsys):
+    args = [f"--model={trained_job}", "--seconds=0.1", f"--output={tmp_path / 'x.wav'}", "--shard=1/2", "--num_clips=1"]
+    assert generate.run(args) == []
+    assert os.listdir(tmp_path) == []
+    assert "Generated no clips: shard 1/2 (from --shard) gets none of --num_clips 1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "shard", ["2/2", "-1/2", "0/0", "1", "a/b"], ids=["k-equals-n", "k-negative", "n-zero", "no-slash", "not-numbers"]
+)
+def test_a_shard_outside_its_range_is_refused_by_the_parser(shard, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        generate.run(["--model=unused", "--seconds=1", f"--output={tmp_path / 'x.wav'}", f"--shard={shard}"])
+    assert "argument --shard:" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+STEP = {"SLURM_JOB_ID": "7", "SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_TASKS_PER_NODE": "2"}
+
+
+@pytest.mark.parametrize(
+    "environ, shard, expected",
+    [
+        ({}, None, (range(0, 5), 0, 1)),
+        ({**STEP, "SLURM_PROCID": "1", "SLURM_LOCALID": "1"}, None, (range(3, 5), 1, 2)),
+        ({**STEP, "SLURM_PROCID": "1", "SLURM_LOCALID": "1"}, (0, 5), (range(0, 1), 0, 5)),
+        ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "4"}, None,
+         (range(3, 4), 2, 4)),
+        ({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "6",
+          "SLURM_ARRAY_TASK_STEP": "2", "SLURM_ARRAY_TASK_COUNT": "4"}, None, (range(3, 4), 2, 4)),
+        ({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "1", **STEP,
+          "SLURM_PROCID": "0"}, None, (range(3, 4), 2, 4)),
+        ({"SLURM_NTASKS": "4", "SLURM_PROCID": "0"}, None, (range(0, 5), 0, 1)),
+    ],
+    ids=["alone", "srun-task-1-of-2", "shard-option-wins", "array-1-to-4", "array-with-step", "array-times-step",
+         "batch-script"],
+)  # fmt: skip
+def test_the_shard_comes_from_the_option_else_from_slurm(environ, shard, expected):
+    clips, index, count, _ = generate.clip_shard(5, shard, environ)
+    assert (clips, index, count) == expected
+
+
+def test_a_job_array_that_is_not_one_range_needs_shard():
+    # --array=1,5,7
+    environ = {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "7",
+               "SLURM_ARRAY_TASK_COUNT": "3"}  # fmt: skip
+    with pytest.raises(ValueError, match="not one evenly spaced range .*pass --shard K/N"):
+        generate.clip_shard(4, None, environ)
+
+
+@pytest.mark.parametrize(
+    "environ, expected",
+    [
+        ({**STEP, "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "CUDA_VISIBLE_DEVICES": "0,1,2,3"}, "2,3"),
+        ({**STEP, "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "CUDA_VISIBLE_DEVICES": "5"}, None),
+        ({**STEP, "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "CUDA_VISIBLE_DEVICES": "0,1",
+          "SLURM_GPUS_PER_TASK": "2"}, None),
+        ({**STEP, "SLURM_STEP_NUM_TASKS": "3", "SLURM_STEP_TASKS_PER_NODE": "3", "SLURM_PROCID": "2",
+          "SLURM_LOCALID": "2", "CUDA_VISIBLE_DEVICES": "0,1"}, "0"),
+        ({"CUDA_VISIBLE_DEVICES": "0,1"}, None),
+    ],
+    ids=["half-of-four", "slurm-bound-one", "gpus-per-task", "fewer-gpus-than-tasks", "not-under-slurm"],
+)  # fmt: skip
+def test_each_task_of_a_slurm_step_gets_its_own_gpus(environ, expected):
+    before = dict(environ)
+    assert generate.bind_gpus(environ) == expected
+    assert environ["CUDA_VISIBLE_DEVICES"] == (expected or before["CUDA_VISIBLE_DEVICES"])
+
+
+def test_each_clip_says_in_its_riff_info_what_made_it_and_where_the_model_card_is(trained_job, tmp_path):
+    path = tmp_path / "clip.wav"
+    generate.run(["--model", str(trained_job), "--seconds=0.05", f"--output={path}"])
+    info = generate.read_info(str(path))
+    assert info["ISFT"].startswith("wavenet-music-toolkit ") and info["INAM"] == "clip"
+    assert str(trained_job) in info["ICMT"] and "MODEL_CARD.md" in info["ICMT"] and "step 40" in info["ICMT"]
+    with wave.open(str(path)) as f:  # Still a plain WAV to every reader.
+        assert f.getnframes() == 400 and len(f.readframes(400)) == 800

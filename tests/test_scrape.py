@@ -74,7 +74,8 @@ def test_pipeline_scrapes_downloads_and_processes_each_track_once(music_site, tm
 
     tracks = committed_tracks(output)
     assert sorted(t["title"] for t in tracks) == ["Awakening", "Coherence", "Deprecation", "Media Threat", "Nebula"]
-    assert all(t["licence"].startswith("https://creativecommons.org/") and t["page_url"] for t in tracks)
+    assert all(t["licence"] == "CC-BY-SA-3.0" and t["page_url"] for t in tracks)  # Normalized from the site's URL.
+    assert all(t["licence_raw"].startswith("https://creativecommons.org/") for t in tracks)
     failures = {os.path.basename(f["uri"]): f for f in last_failures(output)}
     assert failures["missing.mp3"]["status"] == 404 and "HTTP 404" in failures["missing.mp3"]["error"]
     assert "not audio" in failures["error-page.mp3"]["error"]

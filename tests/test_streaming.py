@@ -10,7 +10,7 @@ from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.testing import test_stream as beam_test_stream
 from apache_beam.transforms.window import TimestampedValue
 
-from pipelines import contract, streaming, verify
+from pipelines import cards, commit, contract, streaming, verify
 from pipelines.options import PreprocessOptions
 from tests.helpers import CLIPS, read_jsonl
 
@@ -88,7 +88,8 @@ def test_stream_writes_windows_failures_and_a_description(tmp_path):
     assert len(track_files) == 2 and run.tracks_file == f"tracks-{run.run_id}-*.jsonl"
     # Every file and staging directory the stream wrote is named for its run; none is a leftover.
     names = sorted(os.listdir(output))
-    owners = {contract.run_file_owner(n) or contract.run_temp_directory_owner(n) for n in names if n != "dataset.json"}
+    committed = {contract.DATASET_FILE, contract.ATTRIBUTION_FILE, cards.CARD_FILE}  # Of the output, not of a run.
+    owners = {contract.run_file_owner(n) or contract.run_temp_directory_owner(n) for n in names if n not in committed}
     assert owners == {run.run_id}, names
     assert verify.check(str(output)).leftovers == []
 
@@ -177,7 +178,7 @@ def _batch(output, *paths):
 
 
 def _committed_uris(output):
-    return sorted(t["uri"] for t in verify.committed_tracks(str(output), contract.read_description(str(output))))
+    return sorted(t["uri"] for t in commit.committed_tracks(str(output), contract.read_description(str(output))))
 
 
 def _assert_sound(output):

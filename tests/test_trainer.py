@@ -212,30 +212,14 @@ def _free_ports(n):
 
 
 @pytest.mark.slow
-def test_multi_worker_training_agrees_on_the_weights(clips_dataset, tmp_path):
-    import keras
-
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    processes = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "trainer.task", *_args(clips_dataset, tmp_path, "--steps=3", "--strategy=auto")],
-                env={**os.environ, "TF_CONFIG": json.dumps(tf_config), "CUDA_VISIBLE_DEVICES": ""},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    outputs = [p.communicate(timeout=300)[0] for p in processes]
-    assert [p.returncode for p in processes] == [0, 0], outputs
-    chief = keras.saving.load_model(tmp_path / "export" / "model.keras")
-    other = keras.saving.load_model(tmp_path / "workers" / "worker_1" / "export" / "model.keras")
-    for a, b in zip(chief.weights, other.weights, strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
-    assert contract.read_model_config(str(tmp_path / "export")).step == 3
-    shutil.rmtree(tmp_path / "workers")
+def test_multi_worker_training_is_one_job_with_one_export(two_worker_job):
+    """Two TF_CONFIG workers train in step: one loss, the chief's export named by both, the other's files removed."""
+    job_dir, output = two_worker_job.job_dir, two_worker_job.output
+    losses = re.findall(r"Trained to step 3: train loss ([\d.]+)", output)
+    assert len(losses) == 2 and losses[0] == losses[1], output
+    assert output.count(f"Exported to {job_dir / contract.EXPORT_DIR}\n") == 2
+    assert contract.read_model_config(str(job_dir / contract.EXPORT_DIR)).step == 3
+    assert sorted(os.listdir(job_dir)) == ["checkpoints", "export", "job.json", "logs"]  # No workers/ left.
 
 
 def test_sagemaker_train_argument_becomes_flags(tmp_path):
@@ -649,3 +633,19 @@ def test_the_readmes_cpu_recipe_is_the_benchmarks_best_configuration():
     }
     assert differing == {}
     assert heldout.CONFIGS[heldout.CPU_RECIPE].count("--shuffle_buffer_windows=4096") == 1
+
+
+def test_the_export_carries_a_model_card_with_the_terms_of_its_training_data(trained_job, clips_dataset):
+    from trainer import card
+
+    export_dir = trained_job / contract.EXPORT_DIR
+    text = (export_dir / card.MODEL_CARD_FILE).read_text()
+    assert text.startswith("---\nlibrary_name: keras\n")
+    # The bundled clips: four tracks under CC BY-SA 3.0 (their tags say so), one held out.
+    assert "| CC-BY-SA-3.0 | 4 |" in text and "Of the 4 tracks" in text
+    assert "- 4 tracks (0.009 h) ask for share-alike" in text and "- 0 tracks (0.000 h) ask for non-commercial" in text
+    assert "Steps: 40." in text and "Held-out loss (the validation split" in text and "nats (" in text
+    assert "receptive field" in text.lower() and "Preset `tiny`" in text
+    assert "claims no licence for the model's outputs" in text and "for you to judge" in text
+    # The attribution the licences ask for travels with the model.
+    assert contract.read_attribution(str(export_dir)) == contract.read_attribution(str(clips_dataset))

@@ -249,7 +249,11 @@ def make_dataset(
             return tf.ensure_shape(codes, shape)
         return tf.ensure_shape(codes, shape), tf.ensure_shape(labels, shape[:1])
 
-    return dataset.batch(batch_size, drop_remainder=True).map(static).prefetch(tf.data.AUTOTUNE)
+    # AUTOTUNE's threads: the CPUs this process may use (TensorFlow counts its affinity mask only, not a
+    # cgroup quota or Slurm's --cpus-per-task).
+    threads = tf.data.Options()
+    threads.threading.private_threadpool_size = contract.usable_cpus()
+    return dataset.batch(batch_size, drop_remainder=True).map(static).prefetch(tf.data.AUTOTUNE).with_options(threads)
 
 
 # Memory of the default shuffle buffer (per input pipeline: one per worker): a dataset of up to 16,777 windows

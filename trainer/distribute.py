@@ -1,39 +1,58 @@
 """The one place tf.distribute strategies are made, and what the rest needs to know about them."""
 
+import contextlib
 import json
 import os
 import posixpath
+import re
+import shutil
+import subprocess
 
+from pipelines import contract
 from trainer import compat
+
+# Without ports reserved by Slurm for the step (SLURM_STEP_RESV_PORTS), a step's workers listen from a port
+# derived from its job and step ids: PORT_BASE + PORT_STRIDE * ((16 * job + step) mod PORT_SLOTS) + local task.
+PORT_BASE, PORT_STRIDE, PORT_SLOTS = 20000, 32, 1000
 
 
 def get_strategy(name="auto", tpu=None):
     """The one place strategies are made.
 
-    auto: TPU when --tpu is given; several GPUs -> MirroredStrategy; TF_CONFIG
-    naming several workers -> MultiWorkerMirroredStrategy; else one device
-    (OneDeviceStrategy on the first GPU; TensorFlow's default strategy on a CPU).
+    auto: TPU when --tpu is given; TF_CONFIG naming several workers, or a Slurm
+    job step of several tasks (`srun -n N`), -> MultiWorkerMirroredStrategy;
+    several GPUs -> MirroredStrategy; else one device (OneDeviceStrategy on the
+    first GPU; TensorFlow's default strategy on a CPU). Under Slurm without
+    TF_CONFIG the cluster comes from TensorFlow's SlurmClusterResolver
+    (`slurm_cluster_resolver`).
+
+    Raises:
+      ValueError: several copies of the command would train separate models into
+        one job dir (`check_single_copy`), or Slurm's variables form no cluster.
     """
     import tensorflow as tf
 
+    check_single_copy(name)
+    step = contract.slurm_step()
+    slurm_cluster = step is not None and step.tasks > 1 and "TF_CONFIG" not in os.environ
     if name == "auto":
-        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-        workers = sum(len(cluster.get(role, [])) for role in ("chief", "worker"))
         if tpu:
             name = "tpu"
-        elif workers > 1:
+        elif _tf_config_workers() > 1 or slurm_cluster:
             name = "multi_worker"
         elif len(tf.config.list_logical_devices("GPU")) > 1:
             name = "mirrored"
         else:
             name = "one_device"
+        check_single_copy(name)  # --tpu in each of N tasks would still be N copies.
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
     if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        resolver = slurm_cluster_resolver() if slurm_cluster else None
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     if name == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
         return compat.mirrored_strategy([d.name for d in (gpus or tf.config.list_logical_devices("CPU"))])
@@ -43,6 +62,148 @@ def get_strategy(name="auto", tpu=None):
     # On a CPU, TensorFlow's default strategy: OneDeviceStrategy ran every kernel slower there
     # (BENCHMARKS.md, "Training", "OneDeviceStrategy on a CPU").
     return tf.distribute.get_strategy()
+
+
+def check_single_copy(strategy_name, environ=None):
+    """Refuses to run as one of several copies that would each train their own model into one job dir.
+
+    `srun -n N python -m trainer.task ...` starts N copies of the command (the
+    tasks of one Slurm job step). They train one model together only under a
+    multi-worker strategy spanning all N (`--strategy auto` or `multi_worker`,
+    with the cluster from Slurm, or from a TF_CONFIG naming N workers); any
+    other strategy would make N independent trainings that all write
+    checkpoints and an export into the same --job_dir. A batch script
+    (`sbatch -n N`) runs once and is not refused.
+
+    Args:
+      strategy_name: --strategy.
+      environ: the environment to read (default os.environ).
+
+    Raises:
+      ValueError: one line naming the step, the strategy and the fix.
+    """
+    environ = os.environ if environ is None else environ
+    step = contract.slurm_step(environ)
+    if step is None or step.tasks == 1:
+        return
+    copies = f"{step.tasks} copies of this command run as the tasks of Slurm step {step.step} (srun -n {step.tasks})"
+    if strategy_name not in ("auto", "multi_worker"):
+        raise ValueError(
+            f"{copies}, and --strategy {strategy_name} would train {step.tasks} separate models into one --job_dir: "
+            "use --strategy auto (one multi-worker training across the tasks), or srun -n 1"
+        )
+    workers = _tf_config_workers(environ)
+    if "TF_CONFIG" in environ and workers != step.tasks:
+        raise ValueError(
+            f"{copies}, but TF_CONFIG names {workers} worker(s): they would not train as one job; "
+            "unset TF_CONFIG to take the cluster from Slurm, or start one task per worker it names"
+        )
+
+
+def slurm_cluster_resolver(environ=None):
+    """TensorFlow's SlurmClusterResolver for this Slurm job step, set up for its GPUs (or none).
+
+    The cluster: one worker per task of the step, on the step's nodes
+    (SLURM_STEP_NODELIST, SLURM_STEP_TASKS_PER_NODE), ranked by SLURM_PROCID,
+    worker k of a node listening on port base + k: the first port Slurm reserved
+    for the step (SLURM_STEP_RESV_PORTS: `srun --resv-ports`, or a cluster with
+    `MpiParams=ports=...`), else one derived from the job and step ids
+    (`slurm_port_base`).
+
+    GPUs, read before TensorFlow initialises them: a task that sees none
+    (CUDA_VISIBLE_DEVICES empty or unset and no `nvidia-smi`) trains on its CPUs;
+    a task Slurm bound to its own GPUs (`--gpus-per-task`, SLURM_GPUS_PER_TASK)
+    uses those; otherwise the tasks of a node share the GPUs it sees evenly, the
+    resolver setting each one's CUDA_VISIBLE_DEVICES.
+
+    Args:
+      environ: the environment to read (default os.environ); the resolver itself reads os.environ.
+
+    Returns:
+      a tf.distribute.cluster_resolver.ClusterResolver: the SlurmClusterResolver, or on
+      CPU-only tasks a SimpleClusterResolver of its cluster with no GPUs.
+
+    Raises:
+      ValueError: Slurm's variables form no cluster, or a node has fewer GPUs than tasks.
+    """
+    import tensorflow as tf
+
+    environ = os.environ if environ is None else environ
+    step = contract.slurm_step(environ)
+    if step is None:
+        raise ValueError("not a task of a Slurm job step: SLURM_STEP_NUM_TASKS and SLURM_PROCID are not set")
+    port = slurm_port_base(environ)
+    gpus = _visible_gpus(environ)
+    slurm = tf.distribute.cluster_resolver.SlurmClusterResolver
+    try:
+        if not gpus:
+            # The resolver cannot give a task 0 GPUs (its cluster_spec steps through a node's GPUs by
+            # gpus_per_task): it is built with one per task, sets none, and its cluster is handed on with none.
+            resolver = slurm(port_base=port, gpus_per_node=step.tasks, gpus_per_task=1, auto_set_gpu=False)
+            cluster = resolver.cluster_spec()
+            return tf.distribute.cluster_resolver.SimpleClusterResolver(
+                cluster, task_type=resolver.task_type, task_id=resolver.task_id, num_accelerators={"GPU": 0},
+                rpc_layer=resolver.rpc_layer,
+            )  # fmt: skip
+        if "SLURM_GPUS_PER_TASK" in environ:  # Slurm gave each task its own GPUs: this task sees only its own.
+            resolver = slurm(port_base=port, gpus_per_node=gpus * step.tasks, gpus_per_task=gpus, auto_set_gpu=False)
+        else:
+            resolver = slurm(port_base=port, gpus_per_node=gpus)
+            if not resolver.num_accelerators()["GPU"]:
+                raise ValueError(
+                    f"{step.node_tasks} tasks of Slurm step {step.step} share {gpus} GPU(s) on a node: "
+                    "start at most one task per GPU (srun --ntasks-per-node)"
+                )
+        resolver.cluster_spec()  # Sets task_type, task_id and CUDA_VISIBLE_DEVICES now, before TensorFlow starts.
+        return resolver
+    except (RuntimeError, KeyError) as e:
+        raise ValueError(
+            f"Slurm says {step.tasks} tasks in step {step.step}, but TensorFlow's SlurmClusterResolver formed no "
+            f"cluster from its variables ({e}): run under srun, or with --strategy one_device in a single task"
+        ) from None
+
+
+def slurm_port_base(environ=None):
+    """The port the first worker of a node listens on, for a Slurm job step.
+
+    The first port of SLURM_STEP_RESV_PORTS ("12000-12003"), which Slurm reserves
+    for the step on every node (`srun --resv-ports`, or `MpiParams=ports=...` in
+    slurm.conf) when it holds one per task of the node; else PORT_BASE +
+    PORT_STRIDE x ((16 x job id + step id) mod PORT_SLOTS), distinct for the
+    steps running at one time unless their ids collide modulo PORT_SLOTS.
+
+    Returns:
+      int port.
+    """
+    environ = os.environ if environ is None else environ
+    step = contract.slurm_step(environ)
+    node_tasks = step.node_tasks if step else 1
+    reserved = re.match(r"(\d+)(?:-(\d+))?", environ.get("SLURM_STEP_RESV_PORTS", ""))
+    if reserved and int(reserved.group(2) or reserved.group(1)) - int(reserved.group(1)) + 1 >= node_tasks:
+        return int(reserved.group(1))
+    job, step_id = (int(environ.get(name, "0") or 0) for name in ("SLURM_JOB_ID", "SLURM_STEP_ID"))
+    return PORT_BASE + PORT_STRIDE * ((16 * job + step_id) % PORT_SLOTS)
+
+
+def _visible_gpus(environ):
+    """GPUs this process would see, without initialising TensorFlow.
+
+    CUDA_VISIBLE_DEVICES where set (Slurm sets it for allocated GPUs), else the
+    GPUs `nvidia-smi --list-gpus` lists (as SlurmClusterResolver counts them),
+    else none.
+    """
+    if "CUDA_VISIBLE_DEVICES" in environ:
+        return len([d for d in environ["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()])
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    listing = subprocess.run(["nvidia-smi", "--list-gpus"], capture_output=True, text=True, check=False).stdout
+    return sum(line.startswith("GPU ") for line in listing.splitlines())
+
+
+def _tf_config_workers(environ=None):
+    environ = os.environ if environ is None else environ
+    cluster = json.loads(environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    return sum(len(cluster.get(role, [])) for role in ("chief", "worker"))
 
 
 def is_chief(strategy):
@@ -60,6 +221,25 @@ def write_dir(job_dir, strategy):
     return posixpath.join(job_dir, "workers", f"{resolver.task_type}_{resolver.task_id}")
 
 
+def remove_worker_files(job_dir, strategy):
+    """Removes what a worker other than the chief wrote (its `write_dir`), and job_dir/workers/ once empty.
+
+    Called by every worker when training has ended: what those workers save
+    (in step with the chief, as TensorFlow's collectives require) is scratch.
+    Does nothing on the chief. Local paths and gs:// (through tf.io.gfile).
+    """
+    import tensorflow as tf
+
+    if is_chief(strategy):
+        return
+    own = write_dir(job_dir, strategy)
+    if tf.io.gfile.exists(own):
+        tf.io.gfile.rmtree(own)
+    if not contract.is_remote(job_dir):  # An object store has no empty directories.
+        with contextlib.suppress(OSError):  # Not empty while other workers' files are there: the last one removes it.
+            os.rmdir(posixpath.dirname(own))
+
+
 def is_tpu(strategy):
     import tensorflow as tf
 
@@ -72,3 +252,23 @@ def device_kind(strategy):
     if is_tpu(strategy):
         return "TPU"
     return "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+
+
+def describe_hardware(strategy):
+    """What trained, in words, for the model card: "2 replicas on GPU (NVIDIA H100 80GB HBM3)"."""
+    import tensorflow as tf
+
+    kind = device_kind(strategy)
+    names = []
+    if kind == "GPU":
+        for gpu in tf.config.list_physical_devices("GPU"):
+            details = tf.config.experimental.get_device_details(gpu)
+            names.append(details.get("device_name", gpu.name))
+    replicas = strategy.num_replicas_in_sync
+    resolver = getattr(strategy, "cluster_resolver", None)
+    jobs = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    workers = sum(len(jobs.get(job, [])) for job in ("chief", "worker"))
+    where = f" over {workers} workers" if workers > 1 else ""
+    return f"{replicas} replica{'s' if replicas != 1 else ''} on {kind}{where}" + (
+        f" ({', '.join(dict.fromkeys(names))})" if names else ""
+    )

@@ -20,13 +20,14 @@ _LOGGER = logging.getLogger(__name__)
 JOB_FILE = "job.json"
 
 
-def job_preset(job_dir, asked, has_checkpoint):
+def job_preset(job_dir, asked, has_checkpoint, write=True):
     """The model preset a job trains: the one it was started with, which a resumed run must not change.
 
     Args:
       job_dir: the job's directory (local or gs://).
       asked: --preset, or None for the job's own (a new job: presets.DEFAULT_PRESET).
       has_checkpoint: whether job_dir already holds checkpoints.
+      write: record a new job's preset (False: a worker other than the chief, which only reads).
 
     Returns:
       the preset's name (a key of presets.PRESETS).
@@ -51,7 +52,7 @@ def job_preset(job_dir, asked, has_checkpoint):
             )
         return name
     name = asked or presets.DEFAULT_PRESET
-    if not has_checkpoint:  # A job started before job.json existed cannot say; its checkpoints will.
+    if write and not has_checkpoint:  # A job started before job.json existed cannot say; its checkpoints will.
         contract.write_text(path, json.dumps({"preset": name, "model": presets.PRESETS[name].to_dict()}, indent=2))
     return name
 
@@ -59,7 +60,7 @@ def job_preset(job_dir, asked, has_checkpoint):
 CONDITION_FILE = "condition.json"  # In the job_dir: the label kind and vocabulary its first start chose.
 
 
-def job_condition(job_dir, kind, description, has_checkpoint):
+def job_condition(job_dir, kind, description, has_checkpoint, write=True):
     """The label kind and vocabulary a job trains with, fixed at its first start.
 
     A resumed run indexes labels exactly as its checkpoints do, even when the
@@ -118,7 +119,8 @@ def job_condition(job_dir, kind, description, has_checkpoint):
         raise contract.DatasetMismatchError(
             f"{job_dir} holds checkpoints of an unconditioned model: --condition_on needs a new --job_dir"
         )
-    contract.write_text(path, json.dumps({"kind": kind, "vocabulary": list(vocabulary)}, indent=2))
+    if write:
+        contract.write_text(path, json.dumps({"kind": kind, "vocabulary": list(vocabulary)}, indent=2))
     return kind, tuple(vocabulary)
 
 

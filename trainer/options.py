@@ -203,6 +203,7 @@ def parse_args(argv, environ=None):
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command = contract.redact_command(argv)  # For the model card: how it was trained, credentials left out.
     if args.model is not None:
         _LOGGER.warning("--model is deprecated in trainer.task: it names a preset, now --preset %s", args.model)
         args.preset = args.preset or args.model

@@ -134,7 +134,7 @@ class WorkingDirs:
             mirror.push()
 
 
-def working_dirs(data, job_dir, tensorboard_dir, export_dir):
+def working_dirs(data, job_dir, tensorboard_dir, export_dir, clean=True):
     """Stages s3:// data, mirrors an s3:// job_dir and TensorBoard directory, and cleans local ones.
 
     A TensorBoard directory inside a mirrored job_dir (the default, JOB_DIR/logs)
@@ -142,6 +142,8 @@ def working_dirs(data, job_dir, tensorboard_dir, export_dir):
 
     Args:
       data, job_dir, tensorboard_dir, export_dir: as the user gave them (local, gs://, s3://).
+      clean: remove what killed writes left in a local job_dir (False on workers other than the chief,
+        which would remove the chief's writes in flight).
 
     Returns:
       WorkingDirs.
@@ -160,7 +162,7 @@ def working_dirs(data, job_dir, tensorboard_dir, export_dir):
             mirrors.append(mirror)
             path = mirror.local
         local[name] = path
-    if not contract.is_remote(local["job_dir"]):
+    if clean and not contract.is_remote(local["job_dir"]):
         local_export = None if contract.is_remote(export_dir) else export_dir
         for path in jobdir.remove_killed_writes(local["job_dir"], local_export):
             _LOGGER.warning("Removed %s, left by a write that was killed", path)

@@ -24,7 +24,7 @@ import sys
 import threading
 
 from pipelines import contract
-from trainer import distribute, export, jobdir, optimization, options, presets, storage
+from trainer import card, distribute, export, jobdir, optimization, options, presets, storage
 from trainer.loop import TrainingError  # noqa: F401 (what run raises; the loop imports TensorFlow lazily)
 from trainer.options import parse_args, sagemaker_argv  # noqa: F401 (the command line, re-exported)
 
@@ -56,6 +56,7 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
 
 def run_parsed(args, dataset_override=None, strategy_override=None, stop_after_steps=None):
     """`run` for parsed options (`options.parse_args`): the wiring, one step after another."""
+    distribute.check_single_copy(args.strategy)  # Slurm wiring (trainer/distribute.py): refused before any write.
     import keras
     import tensorflow as tf
 
@@ -63,26 +64,30 @@ def run_parsed(args, dataset_override=None, strategy_override=None, stop_after_s
 
     contract.configure_storage(contract.StorageSettings.from_options(args))
     contract.check_access([args.data, args.job_dir, args.export_dir, args.tensorboard_dir])
-    work = storage.working_dirs(args.data, args.job_dir, args.tensorboard_dir, args.export_dir)
+    keras.utils.set_random_seed(args.seed)
+    strategy = strategy_override or distribute.get_strategy(args.strategy, args.tpu)
+    chief = distribute.is_chief(strategy)  # Only the chief writes the job_dir; the other workers read it.
+    work = storage.working_dirs(args.data, args.job_dir, args.tensorboard_dir, args.export_dir, clean=chief)
+    push = work.push if chief else lambda: None
     description = contract.read_description(work.data)
     for warning in data.check_shard_files(work.data, description):
         _LOGGER.warning("%s", warning)
+    # The chief's latest checkpoint: every worker resumes from it, at the same step.
     checkpoints = tf.train.latest_checkpoint(posixpath.join(work.job_dir, "checkpoints"))
-    preset = jobdir.job_preset(work.job_dir, args.preset, checkpoints)
-    condition_kind, vocabulary = jobdir.job_condition(work.job_dir, args.condition_on, description, checkpoints)
+    preset = jobdir.job_preset(work.job_dir, args.preset, checkpoints, write=chief)
+    condition_kind, vocabulary = jobdir.job_condition(
+        work.job_dir, args.condition_on, description, checkpoints, write=chief
+    )
     config = _model_config(args, description, preset, len(vocabulary))
     crop = args.crop_samples or description.window_samples
 
-    keras.utils.set_random_seed(args.seed)
-    strategy = strategy_override or distribute.get_strategy(args.strategy, args.tpu)
     if args.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"--batch_size={args.batch_size} must divide by {strategy.num_replicas_in_sync} replicas")
-    chief = distribute.is_chief(strategy)
     write_dir = distribute.write_dir(work.job_dir, strategy)
     # Workers other than the chief save in step with it, into a directory of their own.
     tensorboard_dir = work.tensorboard_dir if chief else posixpath.join(write_dir, "logs")
     export_dir = args.export_dir if chief else posixpath.join(write_dir, contract.EXPORT_DIR)
-    wavenet, optimizer, step, manager = _build(args, strategy, config, write_dir, preset)
+    wavenet, optimizer, step, manager = _build(args, strategy, config, write_dir, preset, checkpoints)
 
     inputs = data.TrainingInputs(
         work.data, description, args.batch_size, crop, args.seed,
@@ -115,12 +120,12 @@ def run_parsed(args, dataset_override=None, strategy_override=None, stop_after_s
     )
     # SIGTERM (a preemption) saves a checkpoint first; signal handlers live in the main thread only.
     in_main_thread = threading.current_thread() is threading.main_thread()
-    preemption = loop.PreemptionCheckpoints(strategy, manager, on_saved=work.push) if in_main_thread else None
+    preemption = loop.PreemptionCheckpoints(strategy, manager, on_saved=push) if in_main_thread else None
     try:
         result = loop.train(
             settings, strategy, wavenet, config, optimizer, step, manager,
             iter(strategy.distribute_datasets_from_function(train_input)), validation, tensorboard_dir,
-            chief=chief, on_checkpoint=work.push, stop_after_steps=stop_after_steps, preemption=preemption,
+            chief=chief, on_checkpoint=push, stop_after_steps=stop_after_steps, preemption=preemption,
         )  # fmt: skip
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
         bad = inputs.find_bad_shard() if dataset_override is None else None
@@ -143,8 +148,26 @@ def run_parsed(args, dataset_override=None, strategy_override=None, stop_after_s
         condition_vocabulary=vocabulary,
     )
     result.export_dir = export.export(wavenet, model_config, export_dir)
-    work.push()
+    if chief:
+        rows = _attribution(args.data)
+        text = card.model_card(
+            model_config, preset, wavenet.count_params(), description, rows, result,
+            distribute.describe_hardware(strategy), args.data, args.command,
+        )  # fmt: skip
+        card.write_model_card(export_dir, text, rows)
+    push()
+    if not chief:  # Slurm wiring (trainer/distribute.py): a worker's files are scratch; the job's export is the chief's
+        distribute.remove_worker_files(work.job_dir, strategy)
+        result.export_dir = args.export_dir
     return result
+
+
+def _attribution(data_uri):
+    """The training data's attribution.csv rows, or None for a dataset made before licences were recorded."""
+    try:
+        return contract.read_attribution(data_uri)
+    except FileNotFoundError:
+        return None
 
 
 def _model_config(args, description, preset, condition_values):
@@ -177,8 +200,9 @@ def _model_config(args, description, preset, condition_values):
     return config
 
 
-def _build(args, strategy, config, write_dir, preset):
-    """Model, optimizer and step made in the strategy's scope, restored from the latest checkpoint if any.
+def _build(args, strategy, config, write_dir, preset, restore_from):
+    """Model, optimizer and step made in the strategy's scope, restored from `restore_from` (the chief's latest
+    checkpoint, or None), saved by the returned manager under write_dir.
 
     Returns:
       (keras.Model, optimizer, int64 step tf.Variable, tf.train.CheckpointManager).
@@ -204,15 +228,16 @@ def _build(args, strategy, config, write_dir, preset):
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     checkpoint = tf.train.Checkpoint(model=wavenet, optimizer=optimizer, step=step)
     manager = tf.train.CheckpointManager(checkpoint, posixpath.join(write_dir, "checkpoints"), max_to_keep=3)
-    if manager.latest_checkpoint:
+    if restore_from:
         try:
-            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            # Values only the preemption handler reads (its run counter) are restored by it: expected here.
+            checkpoint.restore(restore_from).assert_existing_objects_matched().expect_partial()
         except (ValueError, AssertionError) as e:  # A job dir started before job.json named its preset.
             raise contract.DatasetMismatchError(
                 f"{args.job_dir}'s checkpoints hold another model than the {presets.describe(preset)} "
                 f"({str(e).splitlines()[0][:160]}): pass the --preset it was started with, or use another --job_dir"
             ) from None
-        _LOGGER.warning("Resumed from %s at step %d", manager.latest_checkpoint, int(step.numpy()))
+        _LOGGER.warning("Resumed from %s at step %d", restore_from, int(step.numpy()))
     return wavenet, optimizer, step, manager
 
 

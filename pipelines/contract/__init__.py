@@ -24,6 +24,12 @@ It imports numpy only at module level (Beam is imported when first used), so
 Beam workers, the trainer and the sampler all import it cheaply.
 """
 
+from pipelines.contract.attribution import (  # noqa: F401
+    ATTRIBUTION_FILE,
+    AttributionRow,
+    read_attribution,
+    write_attribution,
+)
 from pipelines.contract.checks import (  # noqa: F401
     ContractError,
     DatasetMismatchError,
@@ -45,7 +51,14 @@ from pipelines.contract.commands import (  # noqa: F401
     pipe_stderr,
     progress_bar,
     raise_interrupted_on_sigterm,
+    redact_command,
     run_command,
+)
+from pipelines.contract.cpus import (  # noqa: F401
+    SlurmStep,
+    cgroup_cpu_limit,
+    slurm_step,
+    usable_cpus,
 )
 from pipelines.contract.dataset import (  # noqa: F401
     DATASET_FORMAT_VERSION,
@@ -62,6 +75,7 @@ from pipelines.contract.dataset import (  # noqa: F401
 )
 from pipelines.contract.failures import (  # noqa: F401
     STAGE_DECODE,
+    STAGE_LICENCE,
     STAGE_MATCH,
     STAGE_MESSAGE,
     STAGE_PROCESS,

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import sys
+import urllib.parse
 
 from pipelines.contract.failures import TrackError
 
@@ -334,3 +335,53 @@ def format_duration(secs):
     if secs >= 3600:
         return f"{secs / 3600:.1f} h"
     return f"{secs / 60:.0f} min" if secs >= 60 else f"{secs:.0f} s"
+
+
+# Option names whose values are never written into a card (credentials).
+_SECRET_OPTION = re.compile(r"secret|token|password|passwd|credential|access_key|api_key", re.IGNORECASE)
+_SECRET_QUERY = re.compile(r"signature|token|key|sig|credential|password", re.IGNORECASE)
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s,]+")
+REDACTED = "<redacted>"
+
+
+def redact_command(argv):
+    """A command line with its credentials left out, for records others read (dataset.json, the cards).
+
+    The values of options whose names say they hold secrets (--s3_secret_access_key,
+    --s3_session_token, ...) become "<redacted>", and in every URL the user and
+    password, and query parameters that carry signatures or tokens (presigned
+    URLs), are dropped.
+
+    Args:
+      argv: list of str.
+
+    Returns:
+      tuple of str.
+    """
+    out, hide_next = [], False
+    for arg in argv:
+        if hide_next:
+            out.append(REDACTED)
+            hide_next = False
+            continue
+        name, equals, _ = arg.partition("=")
+        if name.startswith("--") and _SECRET_OPTION.search(name):
+            if equals:
+                out.append(f"{name}={REDACTED}")
+            else:
+                out.append(arg)
+                hide_next = True
+            continue
+        out.append(_URL.sub(lambda m: _redact_url(m.group(0)), arg))
+    return tuple(out)
+
+
+def _redact_url(url):
+    try:
+        parts = urllib.parse.urlsplit(url)
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        query = urllib.parse.urlencode([(k, v) for k, v in pairs if not _SECRET_QUERY.search(k)])
+        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return url

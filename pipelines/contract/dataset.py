@@ -18,7 +18,7 @@ from pipelines.contract.names import DATASET_FILE, FEATURES, LABEL_KINDS, SPLITS
 
 # 3: each window carries its track's labels (label/KIND features), dataset.json each kind's vocabulary.
 # 2: per-run track index and failures files, named in `runs` (1: one tracks.jsonl, `runs` a count).
-DATASET_FORMAT_VERSION = 3
+DATASET_FORMAT_VERSION = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,12 +89,14 @@ def add_label_counts(into, other):
 
 @dataclasses.dataclass(frozen=True)
 class Accounting:
-    """What became of a run's inputs: tracks_ok + tracks_failed + tracks_skipped_existing == tracks_input.
+    """What became of a run's inputs: tracks_ok + tracks_failed + tracks_excluded + tracks_skipped_existing ==
+    tracks_input.
 
     Attributes:
       tracks_input: distinct tracks found, plus patterns and listing pages that yielded none.
       tracks_ok: tracks processed into the dataset (silent ones included).
-      tracks_failed: lines of the failures file.
+      tracks_failed: lines of the failures file but those of tracks_excluded.
+      tracks_excluded: tracks the licence filter kept out (lines of the failures file at stage 'licence').
       tracks_skipped_existing: tracks already in the output, not processed again.
       tracks_silent: tracks whose every window was digital silence.
       tracks_truncated: tracks kept in part: up to corrupt data, or without their non-finite samples
@@ -105,6 +107,7 @@ class Accounting:
     tracks_input: int = 0
     tracks_ok: int = 0
     tracks_failed: int = 0
+    tracks_excluded: int = 0
     tracks_skipped_existing: int = 0
     tracks_silent: int = 0
     tracks_truncated: int = 0
@@ -119,8 +122,9 @@ class Accounting:
         return Accounting(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)})
 
     def unaccounted(self):
-        """Inputs neither ok, failed nor skipped (0 when nothing was lost; negative if counted twice)."""
-        return self.tracks_input - self.tracks_ok - self.tracks_failed - self.tracks_skipped_existing
+        """Inputs neither ok, failed, excluded nor skipped (0 when nothing was lost; negative if counted twice)."""
+        used = self.tracks_ok + self.tracks_failed + self.tracks_excluded + self.tracks_skipped_existing
+        return self.tracks_input - used
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,18 +136,27 @@ class RunRecord:
       tracks_file: its track index, a plain name in the dataset directory (a glob for a stream's windows).
       failures_file: its failures file, likewise.
       accounting: its Accounting.
+      command: the run's command-line arguments, credentials left out (empty for runs before format 4).
+      software: the package and version that made it ('' before format 4).
     """
 
     run_id: str
     tracks_file: str
     failures_file: str
     accounting: Accounting
+    command: tuple = ()
+    software: str = ""
 
     def __post_init__(self):
         check(isinstance(self.run_id, str), f"a run_id must be a string, got {self.run_id!r}")
         check(isinstance(self.accounting, Accounting), "a run's accounting is malformed")
         check_plain_name(self.tracks_file)
         check_plain_name(self.failures_file)
+        check(
+            isinstance(self.command, tuple) and all(isinstance(a, str) for a in self.command),
+            "a run's command must be a list of strings",
+        )
+        check(isinstance(self.software, str), "a run's software must be a string")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,7 +286,7 @@ class DatasetDescription:
     def to_dict(self):
         """The JSON object written as dataset.json."""
         out = dataclasses.asdict(self)
-        out["runs"] = [dataclasses.asdict(run) for run in self.runs]
+        out["runs"] = [{**dataclasses.asdict(run), "command": list(run.command)} for run in self.runs]
         out["accounting"] = dataclasses.asdict(self.accounting)  # The last run's, for readers at a glance.
         out["splits"] = {
             name: {**dataclasses.asdict(s), "files": list(s.files), "seconds": round(s.seconds, 3)}
@@ -310,8 +323,17 @@ class DatasetDescription:
                 )
             else:
                 values["runs"] = tuple(
-                    RunRecord(**{**run, "accounting": Accounting(**run["accounting"])}) for run in raw["runs"]
+                    RunRecord(
+                        **{
+                            **run,
+                            "accounting": Accounting(**run["accounting"]),
+                            "command": tuple(run.get("command", ())),
+                        }
+                    )
+                    for run in raw["runs"]
                 )
+            if raw.get("format_version") == 3:
+                values["format_version"] = DATASET_FORMAT_VERSION  # 4 adds fields with defaults: it reads as is.
             if raw.get("format_version") in (1, 2):
                 # Windows written before labels carry none: every one reads as UNKNOWN_LABEL.
                 values["format_version"] = DATASET_FORMAT_VERSION

@@ -18,6 +18,7 @@ from pipelines.transforms.describing import (  # noqa: F401
     describe_run,
 )
 from pipelines.transforms.inputs import (  # noqa: F401
+    CountFailures,
     CountInputs,
     ExpandInputs,
     FetchingDoFn,

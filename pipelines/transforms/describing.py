@@ -7,7 +7,7 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import commit, contract
+from pipelines import cards, commit, contract
 from pipelines.contract import Accounting, LabelCount, SplitSummary
 
 
@@ -52,7 +52,9 @@ class DatasetStatsFn(beam.CombineFn):
         return accumulator
 
 
-def describe_run(config, validation_fraction, stats, shard_names, counts, run_files, previous=None, continued=False):
+def describe_run(
+    config, validation_fraction, stats, shard_names, counts, run_files, previous=None, continued=False, command=()
+):
     """The dataset description after a run (or a streaming window), built in one place.
 
     Args:
@@ -61,12 +63,13 @@ def describe_run(config, validation_fraction, stats, shard_names, counts, run_fi
       stats: output of `DatasetStatsFn` for the run's tracks.
       shard_names: dict split -> shard names (or paths) the run wrote.
       counts: dict with the run's tracks_input (distinct tracks plus unusable
-        patterns and listing pages, counted before processing), tracks_failed
-        (lines of the failures file) and tracks_skipped_existing.
+        patterns and listing pages, counted before processing), tracks_failed and
+        tracks_excluded (lines of the failures file) and tracks_skipped_existing.
       run_files: (run_id, tracks file name, failures file name) of the run.
       previous: the DatasetDescription the run adds to, or None.
       continued: the run may be in `previous` already (a stream's next window): its
         accounting then adds up (`DatasetDescription.with_run`).
+      command: the run's command line, credentials left out (`contract.redact_command`).
 
     Returns:
       contract.DatasetDescription: splits describe the union with `previous`,
@@ -79,7 +82,8 @@ def describe_run(config, validation_fraction, stats, shard_names, counts, run_fi
         )
         for split in contract.SPLITS
     }
-    run = contract.RunRecord(*run_files, accounting=dataclasses.replace(outcomes, **counts))
+    accounting = dataclasses.replace(outcomes, **counts)
+    run = contract.RunRecord(*run_files, accounting=accounting, command=tuple(command), software=cards.software())
     if previous is not None:
         return previous.with_run(run_splits, run, label_counts, continued=continued)
     return contract.DatasetDescription(
@@ -131,8 +135,9 @@ class WriteDatasetDescription(beam.PTransform):
     then releases the lease.
     """
 
-    def __init__(self, output_dir, config, validation_fraction, run_id, merge):
+    def __init__(self, output_dir, config, validation_fraction, run_id, merge, command=()):
         super().__init__()
+        self._command = tuple(command)
         self._output_dir = output_dir
         self._config = config
         self._validation_fraction = validation_fraction
@@ -140,7 +145,9 @@ class WriteDatasetDescription(beam.PTransform):
         self._merge = merge
 
     def expand(self, inputs):
-        def write(stats, train, validation, tracks_input, tracks_failed, tracks_skipped_existing, written_files):
+        def write(
+            stats, train, validation, tracks_input, tracks_failed, tracks_excluded, tracks_skipped_existing, files
+        ):
             shard_paths = {contract.TRAIN: train, contract.VALIDATION: validation}
             for split, paths in shard_paths.items():
                 if stats[0][split].windows == 0 and paths:
@@ -150,6 +157,7 @@ class WriteDatasetDescription(beam.PTransform):
             counts = {
                 "tracks_input": tracks_input,
                 "tracks_failed": tracks_failed,
+                "tracks_excluded": tracks_excluded,
                 "tracks_skipped_existing": tracks_skipped_existing,
             }
             output, run_id, config = self._output_dir, self._run_id, self._config
@@ -163,7 +171,9 @@ class WriteDatasetDescription(beam.PTransform):
                 if current is not None:
                     check_same_settings(current, config)
                 fraction = self._validation_fraction
-                return describe_run(config, fraction, stats, shard_paths, counts, run_files, current)
+                return describe_run(
+                    config, fraction, stats, shard_paths, counts, run_files, current, command=self._command
+                )
 
             committed = commit.commit(output, run_id, update)
             commit.release_lease(output, run_id)
@@ -177,6 +187,7 @@ class WriteDatasetDescription(beam.PTransform):
             pvalue.AsList(inputs[contract.VALIDATION]),
             pvalue.AsSingleton(inputs["tracks_input"]),
             pvalue.AsSingleton(inputs["tracks_failed"]),
+            pvalue.AsSingleton(inputs["tracks_excluded"]),
             pvalue.AsSingleton(inputs["tracks_skipped_existing"]),
             pvalue.AsList(inputs["written_files"]),
         )

@@ -201,3 +201,25 @@ class CountInputs(beam.PTransform):
     def expand(self, pcolls):
         count = beam.combiners.Count.Globally()
         return pcolls | "Flatten" >> beam.Flatten() | "Count" >> (count.without_defaults() if self._windowed else count)
+
+
+class CountFailures(beam.PTransform):
+    """Failure records -> {"tracks_failed": count, "tracks_excluded": count}: the failures file's lines of tracks that
+    failed, and of tracks the licence filter kept out (stage 'licence'), for batch and streaming jobs alike.
+
+    Each value is a PCollection of one int (per window with `windowed`, none for an empty window).
+    """
+
+    def __init__(self, windowed=False):
+        super().__init__()
+        self._windowed = windowed
+
+    def expand(self, failures):
+        count = beam.combiners.Count.Globally()
+        count = count.without_defaults() if self._windowed else count
+        excluded = failures | "Excluded" >> beam.Filter(lambda r: r["stage"] == contract.STAGE_LICENCE)
+        failed = failures | "Failed" >> beam.Filter(lambda r: r["stage"] != contract.STAGE_LICENCE)
+        return {
+            "tracks_failed": failed | "CountFailed" >> count,
+            "tracks_excluded": excluded | "CountExcluded" >> count,
+        }

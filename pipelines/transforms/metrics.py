@@ -8,6 +8,7 @@ PATTERNS_UNMATCHED = "patterns_unmatched"
 TRACKS_STARTED = "tracks_started"  # tracks that entered processing (not the accounting's tracks_input)
 TRACKS_OK = "tracks_ok"
 TRACKS_FAILED_PROCESSING = "tracks_failed_processing"  # a part of the accounting's tracks_failed
+TRACKS_EXCLUDED_LICENCE = "tracks_excluded"  # kept out by the licence filter: the accounting's tracks_excluded
 TRACKS_SILENT = "tracks_silent"
 TRACKS_TRUNCATED = "tracks_truncated"
 TRACKS_SKIPPED_EXISTING = "tracks_skipped_existing"

@@ -7,7 +7,7 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from pipelines import audio, contract, examples, fetch, labels, progress, sources
+from pipelines import audio, contract, examples, fetch, labels, licences, progress, sources
 from pipelines.transforms.inputs import FetchingDoFn, source_location, track_fields
 from pipelines.transforms.metrics import (
     BYTES_READ,
@@ -15,6 +15,7 @@ from pipelines.transforms.metrics import (
     NAMESPACE,
     SAMPLES_OUT,
     TRACKS,
+    TRACKS_EXCLUDED_LICENCE,
     TRACKS_FAILED_PROCESSING,
     TRACKS_MAX_TRACK_SECS_REACHED,
     TRACKS_OK,
@@ -51,22 +52,29 @@ class ProcessTrackFn(FetchingDoFn):
     the file is open (its tags) and before the first window is out.
     """
 
-    def __init__(self, config, validation_fraction, fetch_config, label_rules=None):
+    def __init__(self, config, validation_fraction, fetch_config, label_rules=None, licence_rules=None):
         super().__init__(fetch_config)
         self._config = config
         self._validation_fraction = validation_fraction
         self._label_rules = label_rules or labels.LabelRules()
+        self._licence_rules = licence_rules or licences.LicenceRules()
         self._counters = {
             name: Metrics.counter(NAMESPACE, name)
             for name in (
-                TRACKS_STARTED, TRACKS_OK, TRACKS_FAILED_PROCESSING, TRACKS_SILENT, TRACKS_TRUNCATED,
-                TRACKS_MAX_TRACK_SECS_REACHED, BYTES_READ, SAMPLES_OUT, WINDOWS_KEPT, WINDOWS_SILENT_DROPPED,
+                TRACKS_STARTED, TRACKS_OK, TRACKS_FAILED_PROCESSING, TRACKS_EXCLUDED_LICENCE, TRACKS_SILENT,
+                TRACKS_TRUNCATED, TRACKS_MAX_TRACK_SECS_REACHED, BYTES_READ, SAMPLES_OUT, WINDOWS_KEPT,
+                WINDOWS_SILENT_DROPPED,
             )
         }  # fmt: skip
 
     def process(self, source):
         self._counters[TRACKS_STARTED].inc()
         uri, track_id = source["uri"], source["track_id"]
+        # Stated by the user or by the site that listed it: a track kept out is never downloaded.
+        licence = self._licence_rules.before_reading(source)
+        if licence is not None and self._licence_rules.exclusion(licence):
+            yield self._excluded(uri, licence)
+            return
         started = time.monotonic()
         windows = 0
         # Sources without a zone were named by the user (--input, a stream message): theirs to allow.
@@ -79,8 +87,11 @@ class ProcessTrackFn(FetchingDoFn):
             with fileobj:
                 track = audio.Track(fileobj, self._config)
                 for offset, codes in track:
-                    if track_labels is None:
+                    if track_labels is None:  # The first window: the file's tags are known, no window is out.
                         track_labels = self._labels(source, track)
+                        licence = licence or self._licence_rules.from_tags(track.tags)
+                        if self._licence_rules.exclusion(licence):
+                            break
                     windows += 1
                     window = examples.Window(track_id, offset, codes.tobytes(), track_labels)
                     yield pvalue.TaggedOutput(split, window)
@@ -93,6 +104,11 @@ class ProcessTrackFn(FetchingDoFn):
             self._counters[TRACKS_FAILED_PROCESSING].inc()
             progress.track_done(0.0)
             yield pvalue.TaggedOutput(FAILED, contract.failure_record(uri, e))
+            return
+        licence = licence or self._licence_rules.from_tags(track.tags)
+        if not windows and self._licence_rules.exclusion(licence):
+            progress.track_done(0.0)
+            yield self._excluded(uri, licence)
             return
         stats = track.stats
         track_labels = track_labels or self._labels(source, track)
@@ -131,9 +147,25 @@ class ProcessTrackFn(FetchingDoFn):
                 "clipped_samples": stats.clipped_samples,
                 "max_track_secs_reached": stats.max_track_secs_reached,
                 "labels": dict(zip(contract.LABEL_KINDS, track_labels, strict=True)),
+                **self._credits(source, track.tags),
+                "licence": licence.spdx,
+                "licence_raw": contract.printable(licence.raw),
+                "licence_url": licence.url or "",
                 **({"final_url": final_uri} if final_uri != location else {}),
             },
         )
+
+    @staticmethod
+    def _credits(source, tags):
+        """The track's title and artist: what a listing site said, else the file's tags ('' when neither says)."""
+        tags = {str(key).casefold(): str(value).strip() for key, value in tags.items()}
+        return {key: source.get(key) or contract.printable(tags.get(key, "")) for key in ("title", "artist")}
+
+    def _excluded(self, uri, licence):
+        """The failure record (stage 'licence') of a track the licence filter keeps out."""
+        self._counters[TRACKS_EXCLUDED_LICENCE].inc()
+        error = contract.TrackError(contract.STAGE_LICENCE, self._licence_rules.exclusion(licence))
+        return pvalue.TaggedOutput(FAILED, {**contract.failure_record(uri, error), "licence": licence.spdx})
 
     def _labels(self, source, track):
         """The track's label values, in the order of contract.LABEL_KINDS."""
@@ -153,9 +185,9 @@ class ProcessTracks(beam.PTransform):
       `examples.Window`; TRACKS -> track records; FAILED -> failure records.
     """
 
-    def __init__(self, config, validation_fraction, fetch_config, label_rules=None):
+    def __init__(self, config, validation_fraction, fetch_config, label_rules=None, licence_rules=None):
         super().__init__()
-        self._fn = ProcessTrackFn(config, validation_fraction, fetch_config, label_rules)
+        self._fn = ProcessTrackFn(config, validation_fraction, fetch_config, label_rules, licence_rules)
 
     def expand(self, sources_pcoll):
         processed = sources_pcoll | "ProcessTrack" >> beam.ParDo(self._fn).with_outputs(

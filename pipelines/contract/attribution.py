@@ -1,0 +1,90 @@
+"""attribution.csv: one row per committed track with its licence, what CC BY and BY-SA require of whoever uses it.
+
+Written by the pipeline at every commit beside the dataset card (README.md),
+read by the trainer for the model card; both through this module, so its
+columns have one home.
+"""
+
+import csv
+import dataclasses
+import io
+
+from pipelines.contract import fs
+from pipelines.contract.checks import ContractError
+
+ATTRIBUTION_FILE = "attribution.csv"
+# Terms of a licence as the cards count them: "yes", "no", or "unknown" (a licence we cannot read).
+YES, NO, UNKNOWN_TERM = "yes", "no", "unknown"
+TERMS = ("attribution", "share_alike", "non_commercial", "no_derivatives")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttributionRow:
+    """One committed track and the terms it is used under.
+
+    Attributes:
+      track_id: the track's id in the dataset (16 hex digits).
+      title, artist: as the source states them ('' when it says nothing).
+      licence: SPDX id or expression, a LicenseRef- id, or 'unknown'.
+      licence_url: the licence's deed, '' when none is known.
+      source_page: the track's page (scraped tracks), else where it was read from.
+      duration_secs: seconds of its audio in the dataset.
+      attribution, share_alike, non_commercial, no_derivatives: the licence's terms, YES, NO or UNKNOWN_TERM.
+      licence_text: the licence as the source wrote it (a tag, a site's string), '' when none.
+    """
+
+    track_id: str
+    title: str
+    artist: str
+    licence: str
+    licence_url: str
+    source_page: str
+    duration_secs: float
+    attribution: str = UNKNOWN_TERM
+    share_alike: str = UNKNOWN_TERM
+    non_commercial: str = UNKNOWN_TERM
+    no_derivatives: str = UNKNOWN_TERM
+    licence_text: str = ""
+
+
+COLUMNS = tuple(field.name for field in dataclasses.fields(AttributionRow))
+
+
+def attribution_csv(rows):
+    """The CSV text of rows (a header of COLUMNS, one line per row, sorted by artist, title and track id)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in sorted(rows, key=lambda r: (r.artist.casefold(), r.title.casefold(), r.track_id)):
+        values = dataclasses.asdict(row)
+        values["duration_secs"] = f"{row.duration_secs:.3f}"
+        writer.writerow(values[name] for name in COLUMNS)
+    return out.getvalue()
+
+
+def write_attribution(directory, rows):
+    """Replaces DIRECTORY/attribution.csv atomically (`fs.write_text`); returns its path."""
+    path = fs.join(directory, ATTRIBUTION_FILE)
+    fs.write_text(path, attribution_csv(rows), mime_type="text/csv")
+    return path
+
+
+def read_attribution(directory):
+    """The rows of DIRECTORY/attribution.csv.
+
+    Raises:
+      FileNotFoundError: none there (a dataset committed before cards were written).
+      ContractError: not the columns this module writes, or a malformed row.
+    """
+    path = fs.join(directory, ATTRIBUTION_FILE)
+    text = fs.read_bytes(path).decode("utf-8")
+    reader = csv.DictReader(io.StringIO(text))
+    if tuple(reader.fieldnames or ()) != COLUMNS:
+        raise ContractError(f"{path}: expected the columns {', '.join(COLUMNS)}")
+    rows = []
+    for number, values in enumerate(reader, start=2):
+        try:
+            rows.append(AttributionRow(**{**values, "duration_secs": float(values["duration_secs"])}))
+        except (TypeError, ValueError) as e:
+            raise ContractError(f"{path} line {number}: {e}") from None
+    return rows
