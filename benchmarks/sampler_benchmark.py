@@ -25,7 +25,7 @@ sys.path.insert(0, REPO)
 CHUNK = 4000
 
 
-def generate_naive(wavenet, wavenet_config, num_samples, seed):
+def generate_naive(model, wavenet_config, num_samples, seed):
     """A clip by the plain algorithm (a full pass per sample over the receptive field): the reference here.
 
     Returns:
@@ -41,7 +41,7 @@ def generate_naive(wavenet, wavenet_config, num_samples, seed):
     def loop(context):
         out = tf.TensorArray(tf.int32, size=num_samples)
         for i in tf.range(num_samples):
-            logits = wavenet(context, training=False)[:, -1, :]
+            logits = model(context, training=False)[:, -1, :]
             code = tf.random.stateless_categorical(tf.cast(logits, tf.float32), 1, seed=[seed, i], dtype=tf.int32)
             context = tf.concat([context[:, 1:], code], axis=1)
             out = out.write(i, code[0, 0])
@@ -59,16 +59,16 @@ def measure(preset, engine, cores, batch, seconds, naive_samples, condition_valu
 
     from pipelines import contract
     from sampler import loading
-    from trainer import model
+    from trainer.model import PRESETS, build_wavenet
 
-    config = dataclasses.replace(model.PRESETS[preset], condition_values=condition_values)
-    wavenet = model.build_wavenet(config)
+    wavenet_config = dataclasses.replace(PRESETS[preset], condition_values=condition_values)
+    model = build_wavenet(wavenet_config)
     vocabulary = tuple(f"label {i}" for i in range(condition_values))
-    exported = contract.ModelConfig(
-        wavenet=config, sample_rate=16000, condition_kind="genre" if condition_values else None,
+    model_config = contract.ModelConfig(
+        wavenet_config=wavenet_config, sample_rate=16000, condition_kind="genre" if condition_values else None,
         condition_vocabulary=vocabulary,
     )  # fmt: skip
-    generator = loading.make(wavenet, exported, engine=engine, threads=cores)
+    generator = loading.make(model, model_config, engine=engine, threads=cores)
     conditions = np.arange(batch) % condition_values if condition_values else None
     n = int(seconds * 16000)
     # Compile (and for XLA trace both chunk sizes used below) before timing.
@@ -80,9 +80,9 @@ def measure(preset, engine, cores, batch, seconds, naive_samples, condition_valu
     assert codes.shape == (batch, n) and len(np.unique(codes)) > 1
     result = {"engine": engine, "cores": cores, "batch": batch, "fast_samples_per_sec": fast_rate}
     if naive_samples and not condition_values:
-        generate_naive(wavenet, config, 8, 0)  # Trace once.
+        generate_naive(model, wavenet_config, 8, 0)  # Trace once.
         started = time.perf_counter()
-        generate_naive(wavenet, config, naive_samples, 0)
+        generate_naive(model, wavenet_config, naive_samples, 0)
         result["naive_samples_per_sec"] = naive_samples / (time.perf_counter() - started)
         assert np.isfinite(result["naive_samples_per_sec"])
     return result

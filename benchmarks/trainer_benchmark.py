@@ -54,15 +54,15 @@ def main():
         for crop in args.compare_crops.split(",")
     }
     with tempfile.TemporaryDirectory() as workdir:
-        dataset_dir = os.path.join(workdir, "data")
-        preprocess.run([f"--output={dataset_dir}", "--direct_num_workers=1", "--direct_running_mode=in_memory"])
-        description = contract.read_description(dataset_dir)
+        data_dir = os.path.join(workdir, "data")
+        preprocess.run([f"--output={data_dir}", "--direct_num_workers=1", "--direct_running_mode=in_memory"])
+        description = contract.read_description(data_dir)
         window = description.window_samples
         crop = args.crop_samples or window
         rates = {}
         for steps_per_loop in [int(n) for n in args.steps_per_loop.split(",")]:
             flags = [
-                f"--data={dataset_dir}", f"--job_dir={os.path.join(workdir, f'job-{steps_per_loop}')}",
+                f"--data={data_dir}", f"--job_dir={os.path.join(workdir, f'job-{steps_per_loop}')}",
                 f"--preset={args.model}", f"--steps={args.steps}", f"--batch_size={args.batch_size}",
                 "--eval_every=1000000", "--checkpoint_every=1000000", "--summary_audio_secs=0",
                 f"--steps_per_loop={steps_per_loop}",
@@ -73,7 +73,7 @@ def main():
         base = next(iter(rates))
         model_rate = rates[base]
 
-        paths = data.split_paths(dataset_dir, description, contract.TRAIN)
+        paths = data.split_paths(data_dir, description, contract.TRAIN)
         dataset = data.make_dataset(paths, window, args.batch_size, crop_samples=crop, seed=0)
         iterator = iter(dataset)
         next(iterator)
@@ -105,20 +105,22 @@ def compare_formulations(preset, batch_size, crop, steps):
     import numpy as np
     import tensorflow as tf
 
-    from trainer import model
+    from trainer.model import PRESETS, build_wavenet, scored_logits
 
-    config = model.PRESETS[preset]
-    rf = config.receptive_field
+    wavenet_config = PRESETS[preset]
+    rf = wavenet_config.receptive_field
     keras.utils.set_random_seed(0)
-    wavenet = model.build_wavenet(config)
-    codes = tf.constant(np.random.default_rng(0).integers(0, config.quantization_channels, (batch_size, crop + 1)))
+    model = build_wavenet(wavenet_config)
+    codes = tf.constant(
+        np.random.default_rng(0).integers(0, wavenet_config.quantization_channels, (batch_size, crop + 1))
+    )
     codes = tf.cast(codes, tf.int32)
 
     def keras_logits(inputs):
-        return wavenet(inputs, training=True)[:, rf - 1 :]
+        return model(inputs, training=True)[:, rf - 1 :]
 
     def scored(inputs):
-        return model.scored_logits(wavenet, config, inputs)
+        return scored_logits(model, wavenet_config, inputs)
 
     rates = []
     for logits_of in (keras_logits, scored):
@@ -131,7 +133,7 @@ def compare_formulations(preset, batch_size, crop, steps):
                 loss = tf.reduce_mean(
                     keras.losses.sparse_categorical_crossentropy(codes[:, rf:], logits, from_logits=True)
                 )
-            optimizer.apply(tape.gradient(loss, wavenet.trainable_variables), wavenet.trainable_variables)
+            optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
             return loss
 
         train_step(codes).numpy()  # Tracing and the first run.

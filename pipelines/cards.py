@@ -34,15 +34,15 @@ def software():
 
 
 def track_licence(track):
-    """The Licence of a committed track record; records before licences were normalized carry a site's text."""
-    if "licence_raw" in track:
-        spdx = track.get("licence") or licences.UNKNOWN
-        return licences.Licence(spdx, track["licence_raw"], track.get("licence_url") or None)
-    return licences.normalize(track.get("licence") or "")
+    """The Licence of a committed `contract.TrackRecord`; records before licences were normalized (no
+    licence_raw) carry a site's text, or nothing, in `licence`."""
+    if track.licence_raw is not None:
+        return licences.Licence(track.licence or licences.UNKNOWN, track.licence_raw, track.licence_url or None)
+    return licences.normalize(track.licence or "")
 
 
 def attribution_rows(tracks):
-    """One `contract.AttributionRow` per committed track record."""
+    """One `contract.AttributionRow` per committed `contract.TrackRecord`."""
     rows = []
     for track in tracks:
         licence = track_licence(track)
@@ -53,13 +53,13 @@ def attribution_rows(tracks):
 
         rows.append(
             contract.AttributionRow(
-                track_id=track["track_id"],
-                title=track.get("title") or "",
-                artist=track.get("artist") or "",
+                track_id=track.track_id,
+                title=track.title or "",
+                artist=track.artist or "",
                 licence=licence.spdx,
                 licence_url=licence.url or "",
-                source_page=track.get("page_url") or track.get("final_url") or track["uri"],
-                duration_secs=float(track.get("duration_secs") or 0.0),
+                source_page=track.page_url or track.final_url or track.uri,
+                duration_secs=float(track.duration_secs or 0.0),
                 attribution=term(terms.attribution),
                 share_alike=term(terms.share_alike),
                 non_commercial=term(terms.non_commercial),
@@ -312,7 +312,7 @@ def stale_cards(output, description, tracks):
       list of str.
     """
     problems = []
-    committed = {track["track_id"] for track in tracks}
+    committed = {track.track_id for track in tracks}
     try:
         listed = [row.track_id for row in contract.read_attribution(output)]
     except FileNotFoundError:

@@ -169,7 +169,7 @@ def _take(output, name, lease, stale):
     if not contract.is_remote(output):
         if os.path.lexists(output) and not os.path.isdir(output):
             raise NotADirectoryError(errno.ENOTDIR, "--output must be a directory, this is a file", output)
-        os.makedirs(output, exist_ok=True)
+        contract.commands.make_directories(output)
         if stale is not None:
             _remove_if_held_by(path, stale.run_id)
         try:
@@ -353,24 +353,21 @@ def committed_files(output, name, run_id):
 
 
 def committed_tracks(output, description):
-    """The track records in the track indexes of every run dataset.json names, in run order (dicts).
+    """The `contract.TrackRecord`s in the track indexes of every run dataset.json names, in run order.
 
     A missing index holds none (a stream's window not written yet; verify reports an index that is missing).
     """
     for run in description.runs:
         for path in committed_files(output, run.tracks_file, run.run_id):
             try:
-                text = contract.read_bytes(path).decode("utf-8")
+                yield from contract.read_records(path, contract.TrackRecord)
             except FileNotFoundError:
                 continue
-            for line in text.splitlines():
-                if line.strip():
-                    yield json.loads(line)
 
 
 def committed_track_ids(output, description):
     """The ids of `committed_tracks`."""
-    return (track["track_id"] for track in committed_tracks(output, description))
+    return (track.track_id for track in committed_tracks(output, description))
 
 
 def leftovers(output, description, live_run_ids=(), writer_active=False):

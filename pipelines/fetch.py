@@ -484,3 +484,73 @@ def check_audio_response(response):
     head = response.head().lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")):
         raise FetchError(response.url, "not audio: the body is an HTML page", response.status)
+
+
+def add_arguments(parser, downloads=True):
+    """The fetch options (politeness, trust, limits): the pipeline's and, without downloads, the scrape CLI's.
+
+    Args:
+      parser: an argparse parser or group.
+      downloads: also --max_download_bytes (the scrape CLI downloads no audio: its pages have their own cap).
+    """
+    defaults = FetchConfig()
+    parser.add_argument(
+        "--requests_per_second",
+        type=float,
+        default=defaults.requests_per_second,
+        help="Requests per second to each host, shared by all requests in a worker. Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--max_retries",
+        type=int,
+        default=defaults.max_retries,
+        help="Retries on timeouts, connection errors, 429 and 5xx, with exponential backoff and "
+        "jitter, honouring Retry-After. Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--http_user_agent",
+        default=defaults.user_agent,
+        help="User-Agent header of our HTTP requests, also the agent matched in robots.txt. Default: %(default)r.",
+    )
+    parser.add_argument(
+        "--allow_private_addresses",
+        action="store_true",
+        help="Let scraped URLs and redirects reach loopback and private addresses even when the listing is on a "
+        "public one (never link-local or cloud metadata addresses). Without it, only tracks of a listing that "
+        "is itself on such an address, and URLs given with --input, may. Default: off.",
+    )
+    parser.add_argument(
+        "--download_deadline_secs",
+        type=float,
+        default=defaults.deadline_secs,
+        help="Longest one download may take, end to end. Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--min_download_bytes_per_sec",
+        type=float,
+        default=defaults.min_bytes_per_sec,
+        help=f"A download whose average rate over the last {defaults.min_rate_window_secs:g} s is below this is cut "
+        "(a server trickling bytes cannot stall a worker). Default: %(default)s.",
+    )
+    if downloads:
+        parser.add_argument(
+            "--max_download_bytes",
+            type=int,
+            default=defaults.max_bytes,
+            help="Largest accepted download for http(s) inputs and scraped tracks, in bytes. "
+            f"Default: {defaults.max_bytes / 2**30:g} GiB.",
+        )
+
+
+def config_from_options(args):
+    """The FetchConfig of parsed options (`add_arguments`)."""
+    return dataclasses.replace(
+        FetchConfig(),
+        requests_per_second=args.requests_per_second,
+        max_retries=args.max_retries,
+        user_agent=args.http_user_agent,
+        allow_private_addresses=args.allow_private_addresses,
+        deadline_secs=args.download_deadline_secs,
+        min_bytes_per_sec=args.min_download_bytes_per_sec,
+        **({"max_bytes": args.max_download_bytes} if getattr(args, "max_download_bytes", None) else {}),
+    )

@@ -5,16 +5,12 @@ A `PipelineOptions` subclass, so every Beam option (--runner,
 and a Dataflow Flex Template's metadata.json can mirror them.
 """
 
-import contextlib
-import dataclasses
-import difflib
-import io
 import math
 import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import audio, commit, compat, contract, fetch, labels, licences
+from pipelines import audio, commit, compat, contract, fetch, labels, licences, listings
 from pipelines.sources import PACKAGE_DATA_DIR
 
 # The bundled clips processed when no --input is given.
@@ -120,8 +116,8 @@ class PreprocessOptions(PipelineOptions):
             help="With --licence_filter or --licence_allow, also keep tracks whose licence is unknown. Default: off "
             "(every filter keeps unknown licences out).",
         )
-        add_scrape_limits(group)
-        add_fetch_arguments(group)
+        listings.add_limits(group)
+        fetch.add_arguments(group)
         group.add_argument(
             "--skip_existing",
             type=_bool,
@@ -184,14 +180,15 @@ class PreprocessOptions(PipelineOptions):
             "--decoder",
             choices=audio.DECODERS,
             default=_AUDIO_DEFAULTS.decoder,
-            help="pyav: in-process FFmpeg, streams from the file, no temporary files (default). "
-            "pydub: runs the ffmpeg and ffprobe executables, which must be on PATH.",
+            help="pyav: in-process FFmpeg, streams from the file, no temporary files. pydub: runs the ffmpeg and "
+            "ffprobe executables, which must be on PATH. Default: %(default)s.",
         )
         group.add_argument(
             "--resampler",
             choices=audio.RESAMPLERS,
             default=_AUDIO_DEFAULTS.resampler,
-            help="soxr_hq (default) or soxr_vhq: libsoxr. kaiser_best, kaiser_fast: resampy's filters (much slower).",
+            help="soxr_hq or soxr_vhq: libsoxr. kaiser_best, kaiser_fast: resampy's filters (much slower). "
+            "Default: %(default)s.",
         )
         group.add_argument(
             "--silence_threshold_db",
@@ -246,7 +243,7 @@ class PreprocessOptions(PipelineOptions):
 
     def fetch_config(self):
         """The `fetch.FetchConfig` these options describe."""
-        return fetch_config(self)
+        return fetch.config_from_options(self)
 
     def licence_rules(self):
         """The `licences.LicenceRules` these options describe.
@@ -274,82 +271,48 @@ class PreprocessOptions(PipelineOptions):
         )
 
 
-def add_fetch_arguments(parser, downloads=True):
-    """The fetch options (politeness, trust, limits): the pipeline's and, without downloads, the scrape CLI's.
+def settings(options, argv=()):
+    """The one `settings.Settings` of a job: its options parsed once, validated, frozen.
 
     Args:
-      parser: an argparse parser or group.
-      downloads: also --max_download_bytes (the scrape CLI downloads no audio: its pages have their own cap).
+      options: PipelineOptions (any view) of the command line.
+      argv: the command line, recorded with the run (credentials left out).
+
+    Raises:
+      ValueError: inconsistent options, a bad --licence or licence allow list.
+      labels.LabelsError: a malformed --label_from or labels file; FileNotFoundError: a missing labels file.
     """
-    defaults = fetch.FetchConfig()
-    parser.add_argument(
-        "--requests_per_second",
-        type=float,
-        default=defaults.requests_per_second,
-        help="Requests per second to each host, shared by all requests in a worker. Default: %(default)s.",
-    )
-    parser.add_argument(
-        "--max_retries",
-        type=int,
-        default=defaults.max_retries,
-        help="Retries on timeouts, connection errors, 429 and 5xx, with exponential backoff and "
-        "jitter, honouring Retry-After. Default: %(default)s.",
-    )
-    parser.add_argument(
-        "--http_user_agent",
-        default=defaults.user_agent,
-        help="User-Agent header of our HTTP requests, also the agent matched in robots.txt. Default: %(default)r.",
-    )
-    parser.add_argument(
-        "--allow_private_addresses",
-        action="store_true",
-        help="Let scraped URLs and redirects reach loopback and private addresses even when the listing is on a "
-        "public one (never link-local or cloud metadata addresses). Without it, only tracks of a listing that "
-        "is itself on such an address, and URLs given with --input, may.",
-    )
-    parser.add_argument(
-        "--download_deadline_secs",
-        type=float,
-        default=defaults.deadline_secs,
-        help="Longest one download may take, end to end. Default: %(default)s.",
-    )
-    parser.add_argument(
-        "--min_download_bytes_per_sec",
-        type=float,
-        default=defaults.min_bytes_per_sec,
-        help=f"A download whose average rate over the last {defaults.min_rate_window_secs:g} s is below this is cut "
-        "(a server trickling bytes cannot stall a worker). Default: %(default)s.",
-    )
-    if downloads:
-        parser.add_argument(
-            "--max_download_bytes",
-            type=int,
-            default=defaults.max_bytes,
-            help="Largest accepted download for http(s) inputs and scraped tracks, in bytes. "
-            f"Default: {defaults.max_bytes / 2**30:g} GiB.",
-        )
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
+    from pipelines.settings import Settings
 
-def add_scrape_limits(parser):
-    parser.add_argument(
-        "--max_pages", type=int, default=100, help="Listing pages to follow per start URL. Default: %(default)s."
-    )
-    parser.add_argument(
-        "--max_tracks", type=int, default=10000, help="Distinct tracks to take in all. Default: %(default)s."
-    )
-
-
-def fetch_config(args):
-    """The `fetch.FetchConfig` of parsed options (`add_fetch_arguments`); the option names are the fields'."""
-    return dataclasses.replace(
-        fetch.FetchConfig(),
-        requests_per_second=args.requests_per_second,
-        max_retries=args.max_retries,
-        user_agent=args.http_user_agent,
-        allow_private_addresses=args.allow_private_addresses,
-        deadline_secs=args.download_deadline_secs,
-        min_bytes_per_sec=args.min_download_bytes_per_sec,
-        **({"max_bytes": args.max_download_bytes} if getattr(args, "max_download_bytes", None) else {}),
+    ours = options.view_as(PreprocessOptions)
+    streaming = bool(options.view_as(StandardOptions).streaming)
+    bundled = not ours.input and not ours.scrape_url and not streaming
+    fraction = ours.validation_fraction
+    if fraction is None:
+        fraction = BUNDLED_VALIDATION_FRACTION if bundled else DEFAULT_VALIDATION_FRACTION
+    return Settings(
+        output=ours.output,
+        inputs=DEFAULT_INPUTS if bundled else tuple(ours.input or ()),
+        scrape_urls=tuple(ours.scrape_url or ()),
+        audio=ours.audio_config(),
+        fetch=ours.fetch_config(),
+        labels=ours.label_rules(),
+        licences=ours.licence_rules(),
+        validation_fraction=fraction,
+        skip_existing=ours.skip_existing,
+        num_shards=ours.num_shards,
+        max_pages=ours.max_pages,
+        max_tracks=ours.max_tracks,
+        max_failure_fraction=ours.max_failure_fraction,
+        stale_lease_hours=ours.stale_lease_hours,
+        storage=contract.StorageSettings.from_options(options),
+        workers=options.view_as(DirectOptions).direct_num_workers or contract.usable_cpus(),
+        streaming=streaming,
+        input_subscription=ours.input_subscription,
+        streaming_window_secs=ours.streaming_window_secs,
+        command=contract.redact_command(list(argv)),
     )
 
 
@@ -361,15 +324,25 @@ DESCRIPTION = (
 
 
 def help_text():
-    """--help as users type the command: our options, then a pointer to Beam's."""
-    return compat.options_parser(PreprocessOptions, prog=PROG, description=DESCRIPTION).format_help()
+    """--help as users type the command: our options, and the Beam options they name."""
+    parser = compat.options_parser(PreprocessOptions, prog=PROG, description=DESCRIPTION)
+    beam = parser.add_argument_group("Beam's options that the ones above name")
+    beam.add_argument(
+        "--streaming",
+        action="store_true",
+        help="Run as a streaming job: the tracks the messages of --input_subscription name, committed every "
+        "--streaming_window_secs into the dataset found in --output (docs/running-at-scale.md). Default: off (a "
+        "batch job over --input).",
+    )
+    return parser.format_help()
 
 
 def unknown_flags(argv):
     """The arguments no option of ours or of Beam defines, each with a "did you mean" suggestion.
 
     Beam discards arguments it cannot parse; a mistyped --ouput would then
-    write to the default output. This tells the user before the job starts.
+    write to the default output. This tells the user before the job starts, as
+    every command does (`contract.commands.unknown_options`).
 
     Args:
       argv: the command line.
@@ -377,18 +350,6 @@ def unknown_flags(argv):
     Returns:
       list of str messages, empty when every argument is known.
     """
-    parser = compat.beam_option_parser()
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            _, unknown = parser.parse_known_args(argv)
-    except SystemExit:
-        return []  # A known option with a bad value: Beam's own parsing reports it.
-    known = [option for action in compat.parser_options(parser) for option in action.option_strings]
-    messages = []
-    for arg in unknown:
-        if not arg.startswith("-"):
-            continue  # The value of an unknown flag, or a stray word: reported with its flag, or harmless.
-        flag = arg.split("=", 1)[0]
-        close = difflib.get_close_matches(flag, known, n=1, cutoff=0.75)
-        messages.append(f"unknown option {flag}" + (f" (did you mean {close[0]}?)" if close else ""))
-    return messages
+    actions = compat.parser_options(compat.beam_option_parser())
+    known = [option for action in actions for option in action.option_strings]
+    return contract.commands.unknown_options(argv, known)

@@ -25,16 +25,9 @@ from apache_beam.options.pipeline_options import DirectOptions, SetupOptions, St
 from apache_beam.runners.runner import PipelineState
 
 from pipelines import commit, compat, contract, progress, sources, summary, transforms
+from pipelines import options as options_module
 from pipelines.contract import storage
-from pipelines.options import (
-    BUNDLED_VALIDATION_FRACTION,
-    DEFAULT_INPUTS,
-    DEFAULT_VALIDATION_FRACTION,
-    PROG,
-    PreprocessOptions,
-    help_text,
-    unknown_flags,
-)
+from pipelines.options import PROG, PreprocessOptions, help_text, unknown_flags
 
 # Set in the Flex Template launcher image (templates/Dockerfile), never on workers or laptops.
 FLEX_TEMPLATE_ENV = "FLEX_TEMPLATE_PYTHON_PY_FILE"
@@ -48,35 +41,32 @@ class PreprocessError(contract.CommandError):
         self.description = description
 
 
-def build_pipeline(pipeline, options, run_id, previous=None, command=()):
+def build_pipeline(pipeline, settings, run_id, previous=None):
     """Adds every step of the preprocess job to `pipeline`.
 
     Args:
       pipeline: a beam.Pipeline.
-      options: PreprocessOptions.
+      settings: the job's `settings.Settings`.
       run_id: this run's id (`commit.new_run_id`), in the name of every file it writes.
       previous: the output's committed `contract.DatasetDescription` whose
         tracks are skipped and to which this run adds, or None to start afresh.
-      command: the command line, credentials left out (`contract.redact_command`), recorded in dataset.json.
 
     Returns:
       PCollection holding the path of dataset.json once it is written (the commit).
     """
-    config = options.audio_config()
-    output = options.output
-    fetch_config = options.fetch_config()
+    audio_config, output = settings.audio, settings.output
 
     found, failures = [], []
-    if options.input or not options.scrape_url:
-        patterns = sources.expand_input_arguments(options.input or DEFAULT_INPUTS)
+    if settings.inputs:
+        patterns = sources.expand_input_arguments(settings.inputs)
         if not patterns:
             raise ValueError("--input names no file: every argument was empty or an empty @list")
         matched, match_failures = pipeline | "ExpandInputs" >> transforms.ExpandInputs(patterns)
         found.append(matched)
         failures.append(match_failures)
-    if options.scrape_url:
+    if settings.scrape_urls:
         scraped, scrape_failures = pipeline | "ScrapeTracks" >> transforms.ScrapeTracks(
-            options.scrape_url, fetch_config, options.max_pages, options.max_tracks
+            settings.scrape_urls, settings.fetch, settings.max_pages, settings.max_tracks
         )
         found.append(scraped)
         failures.append(scrape_failures)
@@ -91,20 +81,20 @@ def build_pipeline(pipeline, options, run_id, previous=None, command=()):
         pipeline
         | "CommittedTrackIndexes" >> beam.Create(index_paths)
         | "ReadTrackIndexes" >> beam.io.ReadAllFromText()
-        | "ExistingIds" >> beam.Map(lambda line: (json.loads(line)["track_id"], True))
+        | "ExistingIds" >> beam.Map(lambda line: (contract.TrackRecord.from_dict(json.loads(line)).track_id, True))
     )
 
     to_process, skipped = (
         found | "FlattenSources" >> beam.Flatten() | "SelectSources" >> transforms.SelectSources(existing_ids)
     )
     processed = to_process | "ProcessTracks" >> transforms.ProcessTracks(
-        config, options.validation_fraction, fetch_config, options.label_rules(), options.licence_rules()
+        audio_config, settings.validation_fraction, settings.fetch, settings.labels, settings.licences
     )
     tracks = processed[transforms.TRACKS]
     failures.append(processed[transforms.FAILED])
     shards = {
         split: processed[split]
-        | f"Write{split.capitalize()}" >> transforms.WriteSplit(output, split, run_id, options.num_shards)
+        | f"Write{split.capitalize()}" >> transforms.WriteSplit(output, split, run_id, settings.num_shards)
         for split in contract.SPLITS
     }
 
@@ -115,16 +105,20 @@ def build_pipeline(pipeline, options, run_id, previous=None, command=()):
         tracks | "WriteTrackIndex" >> transforms.WriteJsonLines(FileSystems.join(output, contract.tracks_file(run_id))),
     ) | "FlattenWrittenFiles" >> beam.Flatten()
 
-    unusable_inputs = failures[:-1]  # Of patterns and listing pages (processing's failures are tracks').
+    unusable_inputs = tuple(failures[:-1])  # Of patterns and listing pages (processing's failures are tracks').
+    stats = {
+        transforms.TRACK: tracks,
+        transforms.FAILURE: all_failures,
+        transforms.SELECTED: to_process,
+        transforms.SKIPPED_TRACK: skipped,
+        transforms.UNUSABLE: unusable_inputs,
+    } | "RunStats" >> transforms.RunStats()
     return {
-        "stats": tracks | "DatasetStats" >> beam.CombineGlobally(transforms.DatasetStatsFn()),
-        "tracks_input": (to_process, skipped, *unusable_inputs) | "CountInputs" >> transforms.CountInputs(),
-        **(all_failures | "CountFailures" >> transforms.CountFailures()),
-        "tracks_skipped_existing": skipped | "CountSkipped" >> beam.combiners.Count.Globally(),
+        "stats": stats,
         "written_files": written,
         **shards,
     } | "Commit" >> transforms.WriteDatasetDescription(
-        output, config, options.validation_fraction, run_id, merge=previous is not None, command=command
+        output, audio_config, settings.validation_fraction, run_id, merge=previous is not None, command=settings.command
     )
 
 
@@ -228,34 +222,27 @@ def _run(argv, save_main_session):
         print(help_text())
         return None
     unknown = unknown_flags(argv)
-    if unknown:
-        raise ValueError("; ".join(unknown) + f". `{PROG} --help` lists our options; Beam's are accepted too.")
+    if unknown:  # Refused as every command refuses one: the usage, the option meant, exit status 2.
+        compat.options_parser(PreprocessOptions, prog=PROG).error("; ".join(unknown))
     options = PreprocessOptions(argv)
     setup = options.view_as(SetupOptions)
     setup.save_main_session = save_main_session
     # Local worker processes import pipelines.workers at start: they reach stores as this process does, and leave
     # Ctrl-C to it.
     setup.beam_plugins = sorted({*(setup.beam_plugins or []), "pipelines.workers"})
-    storage.configure(contract.StorageSettings.from_options(options))
     runner = local_runner(options, argv)
-    preprocess = options.view_as(PreprocessOptions)
-    preprocess.audio_config()  # Fail on bad options before any work.
-    preprocess.label_rules()
-    if preprocess.validation_fraction is None:
-        bundled = not preprocess.input and not preprocess.scrape_url
-        preprocess.validation_fraction = BUNDLED_VALIDATION_FRACTION if bundled else DEFAULT_VALIDATION_FRACTION
-    if not 0.0 <= preprocess.validation_fraction <= 1.0:
-        raise ValueError(f"--validation_fraction must be in [0, 1], got {preprocess.validation_fraction}")
-    output = preprocess.output
+    settings = options_module.settings(options, argv)  # Every option parsed and checked, once, before any work.
+    contract.commands.check_directory_path(settings.output)
+    storage.configure(settings.storage)
+    output = settings.output
     local = runner is not None or options.view_as(StandardOptions).runner == "DirectRunner"
     # Inputs are matched by the job: checked here only when this process runs it (a cluster's workers have
     # their own credentials). Every fault is then one line before any work, not a minute of retries later.
-    contract.check_access([output, *(_store_patterns(preprocess.input) if local else [])])
-    preprocess.licence_rules()  # Fail on a bad --licence or allow list before any work.
-    if options.view_as(StandardOptions).streaming:
-        return _run_streaming(options, preprocess, contract.redact_command(argv))
+    contract.check_access([output, *(_store_patterns(settings.inputs) if local else [])])
+    if settings.streaming:
+        return _run_streaming(options, settings)
     run_id = commit.new_run_id()
-    _, stale = commit.acquire_lease(output, run_id, local, preprocess.stale_lease_hours * 3600)
+    _, stale = commit.acquire_lease(output, run_id, local, settings.stale_lease_hours * 3600)
     if stale is not None:
         logging.warning("Took over the stale lease of %s on %s.", stale.describe(), output)
     try:
@@ -265,18 +252,18 @@ def _run(argv, save_main_session):
             raise contract.ContractError(
                 f"{e}. Nothing was changed: restore {contract.DATASET_FILE}, or use another --output"
             ) from None
-        if committed is not None and preprocess.skip_existing:
-            transforms.check_same_settings(committed, preprocess.audio_config())
+        if committed is not None and settings.skip_existing:
+            transforms.check_same_settings(committed, settings.audio)
         left = commit.leftovers(output, committed, live_run_ids=[run_id])
         if left:
             commit.remove(output, left)
             logging.warning("Removed %d leftovers of runs that did not commit: %s", len(left), ", ".join(left[:5]))
-        previous = committed if preprocess.skip_existing else None
+        previous = committed if settings.skip_existing else None
         previous_secs = previous.seconds if previous else 0.0
 
         started = time.monotonic()
         pipeline = beam.Pipeline(runner=runner, options=options)
-        build_pipeline(pipeline, preprocess, run_id, previous, contract.redact_command(argv))
+        build_pipeline(pipeline, settings, run_id, previous)
         if os.environ.get(FLEX_TEMPLATE_ENV):
             # Launched from a Dataflow Flex Template: the launcher must return once the job is submitted.
             pipeline.run()
@@ -308,9 +295,9 @@ def _run(argv, save_main_session):
         raise _nothing_committed(output, run_id)
     new_secs = description.seconds - previous_secs
     failures = summary.read_failures(output, description.runs[-1].failures_file)
-    print(summary.format_summary(description, preprocess.output, wall_secs, new_secs, failures))
+    print(summary.format_summary(description, output, wall_secs, new_secs, failures))
     _log_counters(result)
-    check_description(description, preprocess.max_failure_fraction)
+    check_description(description, settings.max_failure_fraction)
     return description
 
 
@@ -329,7 +316,7 @@ def _nothing_committed(output, run_id):
     # The failures file stays, as the record of why (the next run removes it); the rest of the run goes now.
     mine = [n for n, _ in commit.top_level_entries(output) if commit.run_owner(n) == run_id and n != failures_file]
     commit.remove(output, mine)
-    excluded = sum(f["stage"] == contract.STAGE_LICENCE for f in failures)
+    excluded = sum(f.excluded for f in failures)
     outcome = f"{len(failures) - excluded} of {len(failures)} inputs failed" + (
         f", {excluded} were excluded by the licence filter" if excluded else ""
     )
@@ -411,19 +398,18 @@ def _what_is_committed(output):
     )
 
 
-def _run_streaming(options, preprocess, command):
+def _run_streaming(options, settings):
     """Submits the streaming job (it runs until cancelled) and returns None."""
     from pipelines import streaming
 
-    streaming.assert_streaming_options(preprocess)
     pipeline = beam.Pipeline(options=options)
     messages = pipeline | "ReadPubSub" >> beam.io.ReadFromPubSub(
-        subscription=preprocess.input_subscription, with_attributes=True
+        subscription=settings.input_subscription, with_attributes=True
     )
-    streaming.build_streaming_pipeline(messages, preprocess, command)
+    streaming.build_streaming_pipeline(messages, settings)
     pipeline.run()
     logging.warning(
-        "Streaming job submitted; it writes into %s every %d s.", preprocess.output, preprocess.streaming_window_secs
+        "Streaming job submitted; it writes into %s every %d s.", settings.output, settings.streaming_window_secs
     )
     return None
 
@@ -445,6 +431,7 @@ def main():
     # warnings are Beam's start-up chatter, their errors still show.
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     contract.pipe_stderr()  # The local workers write into it too: an interruption can silence them.
+    sys.argv[0] = PROG  # Beam's option parser names the command after it in its errors, as users type it.
     sys.exit(contract.run_command(run))
 
 

@@ -29,7 +29,6 @@ from apache_beam.transforms import window as beam_window
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from pipelines import commit, compat, contract, transforms
-from pipelines.options import DEFAULT_VALIDATION_FRACTION
 
 MESSAGES_IGNORED = "messages_ignored"
 _KEY = "dataset"
@@ -81,7 +80,7 @@ class ParseMessagesFn(beam.DoFn):
             uri = track_uri_from_message(data, attributes)
         except ValueError as e:
             failure = contract.TrackError(contract.STAGE_MESSAGE, str(e))
-            yield pvalue.TaggedOutput(transforms.FAILED, contract.failure_record(repr(data[:200]), failure))
+            yield pvalue.TaggedOutput(transforms.FAILED, contract.FailureRecord.of(repr(data[:200]), failure))
             return
         if uri is None:
             self._ignored.inc()
@@ -155,7 +154,7 @@ def stream_run_files(run_id):
     )
 
 
-def start_stream(output, config, validation_fraction, run_id, command=()):
+def start_stream(output, audio_config, validation_fraction, run_id, command=()):
     """Adds a stream to the output before it reads a message: checked against what is committed, then registered.
 
     The stream's run is committed at once, with nothing in it yet (`commit.commit`,
@@ -170,18 +169,17 @@ def start_stream(output, config, validation_fraction, run_id, command=()):
       contract.DatasetMismatchError: the output holds a dataset of other settings (one line).
       contract.ContractError: its dataset.json cannot be read.
     """
-    empty = transforms.DatasetStatsFn().create_accumulator()
-    counts = {"tracks_input": 0, "tracks_failed": 0, "tracks_excluded": 0, "tracks_skipped_existing": 0}
+    empty = transforms.RunStatsFn().create_accumulator()
     no_shards = {split: [] for split in contract.SPLITS}
     committed_ids = []
 
     def register(current):
         if current is not None:
-            transforms.check_same_settings(current, config)
+            transforms.check_same_settings(current, audio_config)
             committed_ids.extend(commit.committed_track_ids(output, current))
         files = stream_run_files(run_id)
         return transforms.describe_run(
-            config, validation_fraction, empty, no_shards, counts, files, current, command=command
+            audio_config, validation_fraction, empty, no_shards, files, current, command=command
         )
 
     commit.commit(output, run_id, register)
@@ -195,65 +193,58 @@ class MergeDescriptionFn(beam.DoFn):
     each commit re-reads what the other wrote.
     """
 
-    def __init__(self, output_dir, config, validation_fraction, run_id, command=()):
-        self._output_dir = output_dir
-        self._config = config
+    def __init__(self, output, audio_config, validation_fraction, run_id, command=()):
+        self._output = output
+        self._audio_config = audio_config
         self._validation_fraction = validation_fraction
         self._run_id = run_id
         self._command = tuple(command)
 
     def process(self, keyed):
         _, parts = keyed
-        stats_fn = transforms.DatasetStatsFn()
+        stats_fn = transforms.RunStatsFn()
         stats = stats_fn.create_accumulator()
         shard_names = {split: [] for split in contract.SPLITS}
-        counts = {"tracks_input": 0, "tracks_failed": 0, "tracks_excluded": 0, "tracks_skipped_existing": 0}
         for kind, value in parts:
             if kind == "stats":
                 stats = stats_fn.merge_accumulators([stats, value])
             elif kind == "file":
                 shard_names[value[0]].append(value[1])
-            elif kind in counts:
-                counts[kind] += value
             # "written": the window's track index and failures file are final; nothing to count.
 
         def add_window(current):
             return transforms.describe_run(
-                self._config, self._validation_fraction, stats, shard_names, counts,
-                stream_run_files(self._run_id), current, continued=True, command=self._command,
+                self._audio_config, self._validation_fraction, stats, shard_names, stream_run_files(self._run_id),
+                current, continued=True, command=self._command,
             )  # fmt: skip
 
-        yield commit.commit(self._output_dir, self._run_id, add_window)
+        yield commit.commit(self._output, self._run_id, add_window)
 
 
-def build_streaming_pipeline(messages, options, command=()):
+def build_streaming_pipeline(messages, settings):
     """Adds the streaming steps after a PCollection of Pub/Sub messages.
 
     Args:
       messages: PCollection of PubsubMessage (or bytes bodies), timestamped.
-      options: PreprocessOptions.
+      settings: the job's `settings.Settings` (streaming).
 
     Returns:
       PCollection of dataset.json contents (dict), one per window written.
     """
-    config = options.audio_config()
-    output = options.output
+    audio_config, output, command = settings.audio, settings.output, settings.command
+    validation_fraction = settings.validation_fraction
     run_id = commit.new_run_id()
-    validation_fraction = (
-        DEFAULT_VALIDATION_FRACTION if options.validation_fraction is None else options.validation_fraction
-    )
-    committed_ids = start_stream(output, config, validation_fraction, run_id, command)
-    fetch_config = options.fetch_config()
+    committed_ids = start_stream(output, audio_config, validation_fraction, run_id, command)
     parsed = messages | "ParseMessages" >> beam.ParDo(ParseMessagesFn()).with_outputs(transforms.FAILED, main="sources")
     first_seen = (
         parsed.sources
         | "KeyByTrackId" >> beam.Map(lambda source: (source["track_id"], source))
         | "FirstSeen" >> beam.ParDo(FirstSeenFn(committed_ids)).with_outputs(transforms.SKIPPED, main="sources")
     )
-    fixed = beam_window.FixedWindows(options.streaming_window_secs)
+    fixed = beam_window.FixedWindows(settings.streaming_window_secs)
     sources = first_seen.sources | "WindowSources" >> beam.WindowInto(fixed)
     processed = sources | "ProcessTracks" >> transforms.ProcessTracks(
-        config, validation_fraction, fetch_config, options.label_rules(), options.licence_rules()
+        audio_config, validation_fraction, settings.fetch, settings.labels, settings.licences
     )
 
     message_failures = parsed[transforms.FAILED] | "WindowMessageFailures" >> beam.WindowInto(fixed)
@@ -280,39 +271,26 @@ def build_streaming_pipeline(messages, options, command=()):
     ):
         written = (
             pcoll
-            | f"Json{label}" >> beam.Map(json.dumps, sort_keys=True)
+            | f"Json{label}" >> beam.Map(lambda record: record.to_json())
             | f"Write{label}"
             >> WriteWindowed(output, contract.stream_prefix(kind, run_id), contract.JSONL_SUFFIX, fileio.TextSink)
         )
         # The window commits once these files are final too.
         parts.append(written | f"Written{label}" >> beam.Map(lambda r: ("written", posixpath.basename(r.file_name))))
-    parts.append(
-        tracks
-        | "WindowStats" >> beam.CombineGlobally(transforms.DatasetStatsFn()).without_defaults()
-        | "TagStats" >> beam.Map(lambda stats: ("stats", stats))
-    )
-    counts = {
-        **(failures | "CountFailures" >> transforms.CountFailures(windowed=True)),
-        "tracks_skipped_existing": skipped | "CountSkipped" >> beam.combiners.Count.Globally().without_defaults(),
-        "tracks_input": (sources, skipped, message_failures) | "CountInputs" >> transforms.CountInputs(windowed=True),
-    }
-    for kind, count in counts.items():
-        parts.append(count | f"Tag_{kind}" >> beam.Map(lambda n, kind=kind: (kind, n)))
+    stats = {
+        transforms.TRACK: tracks,
+        transforms.FAILURE: failures,
+        transforms.SELECTED: sources,
+        transforms.SKIPPED_TRACK: skipped,
+        transforms.UNUSABLE: message_failures,
+    } | "WindowStats" >> transforms.RunStats(windowed=True)
+    parts.append(stats | "TagStats" >> beam.Map(lambda stats: ("stats", stats)))
     return (
         parts
         | "FlattenParts" >> beam.Flatten()
         | "KeyParts" >> beam.Map(lambda part: (_KEY, part))
         | "GroupWindowParts" >> beam.GroupByKey()
         | "GlobalWindow" >> beam.WindowInto(beam_window.GlobalWindows())
-        | "MergeDescription" >> beam.ParDo(MergeDescriptionFn(output, config, validation_fraction, run_id, command))
+        | "MergeDescription"
+        >> beam.ParDo(MergeDescriptionFn(output, audio_config, validation_fraction, run_id, command))
     )
-
-
-def assert_streaming_options(options):
-    """Raises ValueError when streaming options are missing or inconsistent."""
-    if not options.input_subscription:
-        raise ValueError("--streaming needs --input_subscription (projects/PROJECT/subscriptions/NAME)")
-    if options.input or options.scrape_url:
-        raise ValueError("--streaming reads tracks from --input_subscription only, not --input or --scrape_url")
-    if options.streaming_window_secs <= 0:
-        raise ValueError(f"--streaming_window_secs must be positive, got {options.streaming_window_secs}")

@@ -1,7 +1,5 @@
 """What a local run prints when it ends: the summary of the dataset, the first failures, the warnings."""
 
-import json
-
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import contract
@@ -10,18 +8,16 @@ FAILURES_SHOWN = 5
 
 
 def read_failures(output, failures_file):
-    """The failure records of a run's failures file ([] when it has none)."""
-    path = contract.join(output, failures_file)
+    """The `contract.FailureRecord`s of a run's failures file ([] when it has none)."""
     try:
-        text = contract.read_bytes(path).decode("utf-8")
+        return contract.read_records(contract.join(output, failures_file), contract.FailureRecord)
     except FileNotFoundError:
         return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def format_failures(failures, failures_file, shown=FAILURES_SHOWN):
     """The first failures with their reasons, one line each, and how many more there are."""
-    lines = [f"  {f['uri']}: {f['stage']}: {f['error']}" for f in failures[:shown]]
+    lines = [f"  {f.uri}: {f.stage}: {f.error}" for f in failures[:shown]]
     if len(failures) > shown:
         lines.append(f"  ... and {len(failures) - shown} more in {failures_file}")
     return lines
@@ -68,12 +64,13 @@ def format_summary(description, output, wall_secs, new_secs, failures=()):
         f"Output: {FileSystems.join(output, contract.DATASET_FILE)}",
     ]
     for name, split in description.splits.items():
-        if split.tracks == 0 and description.windows:
-            lines.append(empty_split_warning(name, description))
+        warning = empty_split_warning(name, description) if split.tracks == 0 and description.windows else None
+        if warning:
+            lines.append(warning)
     lines += _licence_lines(output)
     path = FileSystems.join(output, description.runs[-1].failures_file)
-    kept_out = [f for f in failures if f["stage"] == contract.STAGE_LICENCE]
-    failed = [f for f in failures if f["stage"] != contract.STAGE_LICENCE]
+    kept_out = [f for f in failures if f.excluded]
+    failed = [f for f in failures if not f.excluded]
     if failed:
         lines += [f"Failures ({len(failed)}, all in {path}):", *format_failures(failed, path)]
     if kept_out:
@@ -100,9 +97,15 @@ def _licence_lines(output, shown=4):
 
 
 def empty_split_warning(split, description):
-    """What to pass when a split came out empty (the split of each track is a hash of its id)."""
+    """What to pass when a split came out empty by chance (the split of each track is a hash of its id).
+
+    Returns:
+      str, or None when the split is empty as asked: --validation_fraction 0 holds no track out, 1 all of them.
+    """
     tracks = sum(s.tracks for s in description.splits.values())
     fraction = description.validation_fraction
+    if fraction == (0.0 if split == contract.VALIDATION else 1.0):
+        return None
     if split == contract.VALIDATION:
         wanted = min(1.0, round(1.5 / tracks, 2)) if tracks else 1.0
         return (

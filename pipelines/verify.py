@@ -17,9 +17,7 @@ and removes nothing when dataset.json cannot be read or does not validate.
 Exit status 0 when the dataset is sound, 1 when not.
 """
 
-import argparse
 import dataclasses
-import json
 import os
 import sys
 
@@ -132,10 +130,10 @@ def check(output, stale_lease_hours=commit.DEFAULT_STALE_LEASE_HOURS):
     tracks = list(commit.committed_tracks(output, description)) if not problems else []
     for track in tracks:
         count += 1
-        if track["track_id"] in seen:
-            problems.append(f"track {track['track_id']} ({track['uri']}) is in the dataset twice")
-        seen.add(track["track_id"])
-        tracks_by_split[track["split"]] += 1
+        if track.track_id in seen:
+            problems.append(f"track {track.track_id} ({track.uri}) is in the dataset twice")
+        seen.add(track.track_id)
+        tracks_by_split[track.split] += 1
     if not problems:
         for split, summary in description.splits.items():
             if tracks_by_split[split] != summary.tracks:
@@ -155,23 +153,26 @@ def check(output, stale_lease_hours=commit.DEFAULT_STALE_LEASE_HOURS):
 
 def build_parser():
     """The parser of `python -m pipelines.verify`."""
-    parser = argparse.ArgumentParser(
+    parser = contract.commands.ArgumentParser(
         prog="python -m pipelines.verify",
         description="Check a preprocess output against its dataset.json; list (and remove) what dead runs left.",
     )
-    parser.add_argument("output", help="The --output of python -m pipelines.preprocess (local, gs:// or s3://).")
+    parser.add_argument(
+        "output", help="The --output of python -m pipelines.preprocess (local, gs:// or s3://). Required."
+    )
     parser.add_argument(
         "--clean",
         action="store_true",
         help="Remove the leftovers of runs that never committed: only files and beam-temp-* directories of the "
         "exact names a run writes that no committed or live run owns; never a file dataset.json names, never "
-        "anything else. Refused (nothing removed) when dataset.json cannot be read or does not validate.",
+        "anything else. Refused (nothing removed) when dataset.json cannot be read or does not validate. "
+        "Default: off (list them).",
     )
     parser.add_argument(
         "--break_lease",
         action="store_true",
         help="Remove the lease of a run believed alive (use only when it is dead), then clean as --clean does, "
-        "its files included.",
+        "its files included. Default: off.",
     )
     parser.add_argument(
         "--tracks", action="store_true", help="Print the committed track records as JSON lines. Default: off."
@@ -218,7 +219,7 @@ def main(argv=None):
         report = check(args.output, args.stale_lease_hours)
     if args.tracks and not report.problems:
         for track in commit.committed_tracks(args.output, contract.read_description(args.output)):
-            print(json.dumps(track, sort_keys=True))
+            print(track.to_json())
         return 0
     if report.lease is not None:
         print(f"Lease: held by {report.lease.describe()}")

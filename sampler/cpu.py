@@ -285,8 +285,8 @@ class CpuWaveNet(CachedWaveNet):
 
     engine = "cpu"
 
-    def __init__(self, keras_model, config, threads=None):
-        super().__init__(keras_model, config)
+    def __init__(self, model, model_config, threads=None):
+        super().__init__(model, model_config)
         self.threads = max(1, threads or contract.usable_cpus())
         w, channels = self.weights, self.residual_channels
         causal_taps = w.causal_kernel.reshape(self.filter_width, channels, channels)

@@ -23,7 +23,7 @@ class WeightsMismatchError(ValueError):
     """An export's config.json describes other shapes than its model.keras holds."""
 
 
-def check_weights(keras_model, wavenet):
+def check_weights(model, wavenet_config):
     """Checks every shape the engines index against the loaded weights, before any kernel runs.
 
     An export is a shared artifact: its config.json may have been edited, or
@@ -32,19 +32,19 @@ def check_weights(keras_model, wavenet):
     would read out of bounds (the CPU kernel) or generate wrong audio.
 
     Args:
-      keras_model: the loaded WaveNet.
-      wavenet: the config's contract.WaveNetConfig.
+      model: the loaded WaveNet.
+      wavenet_config: the config's contract.WaveNetConfig.
 
     Raises:
       WeightsMismatchError: naming the config field, its value and what the weights hold.
     """
     q, c, d, k = (
-        wavenet.quantization_channels,
-        wavenet.residual_channels,
-        wavenet.dilation_channels,
-        wavenet.skip_channels,
+        wavenet_config.quantization_channels,
+        wavenet_config.residual_channels,
+        wavenet_config.dilation_channels,
+        wavenet_config.skip_channels,
     )
-    w = wavenet.filter_width
+    w = wavenet_config.filter_width
     # (layer, weight index, expected shape, the config field behind each dimension)
     expected = [
         (contract.EMBEDDING_LAYER, 0, (q, c), ("quantization_channels", "residual_channels")),
@@ -53,7 +53,7 @@ def check_weights(keras_model, wavenet):
         (contract.LOGITS_LAYER, 0, (1, k, q), (None, "skip_channels", "quantization_channels")),
         (contract.LOGITS_LAYER, 1, (q,), ("quantization_channels",)),
     ]
-    for i in range(len(wavenet.dilations)):
+    for i in range(len(wavenet_config.dilations)):
         expected += [
             (contract.gate_layer(i), 0, (w, c, 2 * d), ("filter_width", "residual_channels", "2 x dilation_channels")),
             (
@@ -63,19 +63,20 @@ def check_weights(keras_model, wavenet):
                 (None, "dilation_channels", "residual + skip_channels"),
             ),
         ]
-        if wavenet.condition_values:
+        if wavenet_config.condition_values:
             expected.append(
-                (contract.condition_layer(i), 0, (wavenet.condition_values, 2 * d),
+                (contract.condition_layer(i), 0, (wavenet_config.condition_values, 2 * d),
                  ("condition_values", "2 x dilation_channels"))
             )  # fmt: skip
-    names = {layer.name for layer in keras_model.layers}
+    names = {layer.name for layer in model.layers}
     for name, index, shape, fields in expected:
         if name not in names:
             raise WeightsMismatchError(
                 f"config.json describes a layer {name!r} that model.keras does not have "
-                f"(dilations: {len(wavenet.dilations)} layers; condition_values={wavenet.condition_values})"
+                f"(dilations: {len(wavenet_config.dilations)} layers; "
+                f"condition_values={wavenet_config.condition_values})"
             )
-        weights = keras_model.get_layer(name).get_weights()
+        weights = model.get_layer(name).get_weights()
         have = tuple(weights[index].shape) if index < len(weights) else ()
         if have != shape:
             for field, want, got in zip(fields, shape, have + (None,) * len(shape), strict=False):
@@ -84,19 +85,19 @@ def check_weights(keras_model, wavenet):
                         f"config.json says {field or 'a 1x1 convolution'}={want} but model.keras's layer {name!r} "
                         f"holds {got} there (weights {have}, expected {shape}): the export's two files disagree"
                     )
-    for i, dilation in enumerate(wavenet.dilations):
-        rate = tuple(getattr(keras_model.get_layer(contract.gate_layer(i)), "dilation_rate", (dilation,)))
+    for i, dilation in enumerate(wavenet_config.dilations):
+        rate = tuple(getattr(model.get_layer(contract.gate_layer(i)), "dilation_rate", (dilation,)))
         if rate != (dilation,):
             raise WeightsMismatchError(
                 f"config.json says dilations[{i}]={dilation} but model.keras's layer {contract.gate_layer(i)!r} "
                 f"has dilation {rate[0]}: the export's two files disagree"
             )
-    extra = contract.gate_layer(len(wavenet.dilations))
+    extra = contract.gate_layer(len(wavenet_config.dilations))
     if extra in names:
         raise WeightsMismatchError(
-            f"config.json lists {len(wavenet.dilations)} dilations but model.keras has more layers ({extra!r})"
+            f"config.json lists {len(wavenet_config.dilations)} dilations but model.keras has more layers ({extra!r})"
         )
-    if not wavenet.condition_values and contract.condition_layer(0) in names:
+    if not wavenet_config.condition_values and contract.condition_layer(0) in names:
         raise WeightsMismatchError("config.json describes an unconditioned model but model.keras is conditioned")
 
 
@@ -113,24 +114,24 @@ class CachedWaveNet:
     holds what they add to each layer's filter and gate (`condition_biases`).
 
     Attributes:
-      config: the export's contract.ModelConfig (architecture, receptive
+      model_config: the export's contract.ModelConfig (architecture, receptive
         field, sample rate, quantization channels).
       engine: "cpu" or "xla".
     """
 
     engine = None
 
-    def __init__(self, keras_model, config):
-        check_weights(keras_model, config.wavenet)
-        self.config = config
-        self.keras_model = keras_model
-        self.weights = weights.step_weights(keras_model, config.wavenet)
-        wavenet = config.wavenet
-        self.quantization_channels = wavenet.quantization_channels
-        self.filter_width = wavenet.filter_width
-        self.dilations = list(wavenet.dilations)
-        self.residual_channels = wavenet.residual_channels
-        self.condition_values = wavenet.condition_values
+    def __init__(self, model, model_config):
+        wavenet_config = model_config.wavenet_config
+        check_weights(model, wavenet_config)
+        self.model_config = model_config
+        self.model = model
+        self.weights = weights.step_weights(model, wavenet_config)
+        self.quantization_channels = wavenet_config.quantization_channels
+        self.filter_width = wavenet_config.filter_width
+        self.dilations = list(wavenet_config.dilations)
+        self.residual_channels = wavenet_config.residual_channels
+        self.condition_values = wavenet_config.condition_values
 
     def conditions_for(self, batch_size, conditions):
         """Checks and broadcasts the clips' label indices.
@@ -146,7 +147,7 @@ class CachedWaveNet:
           ValueError: a conditioned model without conditions, an unconditioned one with them,
             an index out of range or a length other than batch_size.
         """
-        self.config.check_condition_given(conditions is not None)
+        self.model_config.check_condition_given(conditions is not None)
         if not self.condition_values:
             return np.zeros(batch_size, np.int32)
         conditions = np.broadcast_to(np.asarray(conditions, np.int32), (batch_size,)).copy()
@@ -165,7 +166,7 @@ class CachedWaveNet:
           label embedding (`contract.condition_layer`), zeros for an unconditioned model.
         """
         if not self.condition_values:
-            width = 2 * self.config.wavenet.dilation_channels
+            width = 2 * self.model_config.wavenet_config.dilation_channels
             return np.zeros((len(self.dilations), len(conditions), width), np.float32)
         return np.ascontiguousarray(self.weights.condition_tables[:, conditions], np.float32)
 
@@ -185,8 +186,8 @@ class CachedWaveNet:
         if total and needed > total // 2:
             raise ValueError(
                 f"the caches of {batch_size} clip(s) need {needed / 2**30:.1f} GiB (receptive field "
-                f"{self.config.receptive_field} samples, {self.residual_channels} residual channels), more than half "
-                f"of this machine's {total / 2**30:.1f} GiB: generate fewer clips at once"
+                f"{self.model_config.receptive_field} samples, {self.residual_channels} residual channels), more "
+                f"than half of this machine's {total / 2**30:.1f} GiB: generate fewer clips at once"
             )
 
     def checked_codes(self, codes, what):
@@ -219,7 +220,7 @@ class CachedWaveNet:
         """
         import keras
 
-        model = self.keras_model
+        model = self.model
         names = [contract.CAUSAL_CONV_LAYER] + [contract.gate_layer(i) for i in range(len(self.dilations))]
         inputs_of = keras.Model(model.input, [model.get_layer(n).input for n in names])
         activations = inputs_of([history, conditions] if self.condition_values else history)

@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import errno
 import logging
-import math
 import os
 import secrets
 import struct
@@ -38,29 +37,6 @@ MAX_WAV_SAMPLES = (2**32 - 1 - 36) // 2
 SPECTROGRAM_MAX_SECS = 600.0
 
 
-def _positive_finite(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
-    return value
-
-
-def _int_at_least(low, high=None):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low or (high is not None and value >= high):
-            raise argparse.ArgumentTypeError(f"must be in [{low}, {high})" if high else f"must be >= {low}")
-        return value
-
-    return parse
-
-
 def _shard(text):
     """--shard K/N -> (K, N), with N >= 1 and K in [0, N)."""
     index, slash, count = text.partition("/")
@@ -74,27 +50,35 @@ def _shard(text):
 
 
 def build_parser():
-    """The parser of `python -m sampler.generate`."""
-    parser = argparse.ArgumentParser(
+    """The parser of `python -m sampler.generate` (the convention of every command: `contract.commands`)."""
+    positive = contract.commands.number_in(0, above=True)
+    parser = contract.commands.ArgumentParser(
         prog="python -m sampler.generate",
         description="Generate audio from a WaveNet exported by trainer.task.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--model", required=True, help="The training --job_dir, or its export/ directory: local, gs:// or s3://."
+        "--model",
+        required=True,
+        help="The training --job_dir, or its export/ directory: local, gs:// or s3://. Required.",
     )
     parser.add_argument(
         "--seconds",
-        type=_positive_finite,
+        type=positive,
         required=True,
-        help="Seconds of audio to generate per clip (a 16-bit WAV holds at most 2^31 samples: 37 h at 16 kHz).",
+        help="Seconds of audio to generate per clip (a 16-bit WAV holds at most 2^31 samples: 37 h at 16 kHz). "
+        "Required.",
     )
     parser.add_argument(
         "--output",
         required=True,
-        help="WAV file to write; with --num_clips > 1, clips go to NAME-000.wav, NAME-001.wav, ...",
+        help="WAV file to write; with --num_clips > 1, clips go to NAME-000.wav, NAME-001.wav, ... Required.",
     )
-    parser.add_argument("--num_clips", type=_int_at_least(1), default=1, help="Clips generated together as one batch.")
+    parser.add_argument(
+        "--num_clips",
+        type=contract.commands.int_in(1),
+        default=1,
+        help="Clips generated together as one batch. Default: %(default)s.",
+    )
     parser.add_argument(
         "--condition",
         default=None,
@@ -102,16 +86,20 @@ def build_parser():
         help="For a model trained with --condition_on: the label value(s) to generate, by name (exact, or any "
         "case when that names one value). Several values are taken in turn by the clips of the batch: "
         "--condition ambient,rock --num_clips 4 gives ambient, rock, ambient, rock. An unknown name is an error "
-        "that lists the model's values. Unconditioned models take none.",
+        "that lists the model's values. Unconditioned models take none. Default: none.",
     )
     parser.add_argument(
         "--temperature",
-        type=_positive_finite,
+        type=positive,
         default=1.0,
-        help="Softmax temperature: 1 samples the model's distribution, below 1 is more conservative.",
+        help="Softmax temperature: 1 samples the model's distribution, below 1 is more conservative. "
+        "Default: %(default)s.",
     )
     parser.add_argument(
-        "--seed", type=_int_at_least(0, 2**63), default=0, help="Same seed and engine, same clips (0 .. 2^63-1)."
+        "--seed",
+        type=contract.commands.int_in(0, 2**63),
+        default=0,
+        help="Same seed and engine, same clips (0 .. 2^63-1). Default: %(default)s.",
     )
     parser.add_argument(
         "--primer",
@@ -123,21 +111,22 @@ def build_parser():
     parser.add_argument(
         "--spectrogram",
         action="store_true",
-        help=f"Also write a spectrogram PNG beside each clip (of its first {SPECTROGRAM_MAX_SECS:g} s at most).",
+        help=f"Also write a spectrogram PNG beside each clip (of its first {SPECTROGRAM_MAX_SECS:g} s at most). "
+        "Default: off.",
     )
     parser.add_argument(
         "--engine",
         choices=loading.ENGINES,
         default="auto",
         help="cpu: numba kernel, clips split across CPU threads; xla: one XLA-compiled loop (for GPUs); "
-        "auto: xla when TensorFlow sees a GPU, else cpu.",
+        "auto: xla when TensorFlow sees a GPU, else cpu. Default: %(default)s.",
     )
     parser.add_argument(
         "--threads",
-        type=_int_at_least(1),
+        type=contract.commands.int_in(1),
         default=None,
-        help="CPU threads for the cpu engine (default: every core this process may use); "
-        "each thread generates its share of the clips.",
+        help="CPU threads for the cpu engine; each thread generates its share of the clips. Default: every core "
+        "this process may use.",
     )
     parser.add_argument(
         "--shard",
@@ -155,7 +144,15 @@ def build_parser():
 
 
 def parse_args(argv):
-    return build_parser().parse_args(argv)
+    """The options of a command line (`build_parser`), refused before any work when --output cannot be written there.
+
+    Raises:
+      SystemExit: (status 2, the usage and the reason on stderr) an unknown option or a bad value.
+      NotADirectoryError: --output runs through an existing file (naming that file).
+    """
+    args = build_parser().parse_args(argv)
+    contract.commands.check_directory_path(os.path.dirname(args.output) or ".")
+    return args
 
 
 def pcm16(audio):
@@ -181,24 +178,32 @@ class WavWriters:
     first checks that the outputs can be written before any audio is generated.
 
     Raises (on creation):
-      IsADirectoryError, NotADirectoryError, PermissionError, ...: a path cannot be written.
+      IsADirectoryError, NotADirectoryError, PermissionError, ...: a path cannot be written (naming it, or the
+        file in the way of its directory).
+      contract.CommandError: a file system that takes no new files or directories there (`/proc/x`).
     """
 
     def __init__(self, paths, sample_rate, num_samples, info=None):
         self.paths = list(paths)
         self._info = list(info) if info is not None else [None] * len(self.paths)
-        self._files = []
+        self._files = []  # (temporary path, file object, wave.Wave_write)
         try:
             for path in self.paths:
                 if os.path.isdir(path):
                     raise IsADirectoryError(errno.EISDIR, "is a directory (--output names the WAV file)", path)
-                directory = os.path.dirname(os.path.abspath(path))
-                os.makedirs(directory, exist_ok=True)
+                directory = os.path.dirname(path) or "."
+                contract.commands.make_directories(directory)
                 temporary = os.path.join(
                     directory, contract.temporary_name(os.path.basename(path), secrets.token_hex(8))
                 )
-                handle = wave.open(temporary, "wb")
-                self._files.append((temporary, handle))
+                # Opened here, not by wave.open: a Wave_write whose own open fails is left half-made, and its
+                # __del__ prints a traceback after the error's one line.
+                try:
+                    file = open(temporary, "xb")  # Closed by commit or abort.
+                except OSError as e:
+                    raise contract.commands.creation_error(e, path) from e
+                handle = wave.open(file, "wb")
+                self._files.append((temporary, file, handle))
                 handle.setnchannels(1)
                 handle.setsampwidth(2)
                 handle.setframerate(sample_rate)
@@ -209,21 +214,24 @@ class WavWriters:
 
     def write(self, audio):
         """Appends float audio [clips, n] in [-1, 1], one row per clip."""
-        for (_, handle), clip in zip(self._files, audio, strict=True):
+        for (_, _, handle), clip in zip(self._files, audio, strict=True):
             handle.writeframesraw(pcm16(clip))
 
     def commit(self):
-        for (temporary, handle), path, info in zip(self._files, self.paths, self._info, strict=True):
+        for (temporary, file, handle), path, info in zip(self._files, self.paths, self._info, strict=True):
             handle.close()
+            file.close()  # Wave_write closes only files it opened.
             if info:
                 append_info(temporary, info)
             os.replace(temporary, path)
         self._files = []
 
     def abort(self):
-        for temporary, handle in self._files:
+        for temporary, file, handle in self._files:
             with contextlib.suppress(Exception):
-                handle.close()
+                handle.close()  # Leaves the Wave_write closed even when its last write fails (a full disk).
+            with contextlib.suppress(OSError):
+                file.close()
             with contextlib.suppress(OSError):
                 os.remove(temporary)
         self._files = []
@@ -235,12 +243,12 @@ class WavWriters:
         self.abort()  # Nothing left to abort once committed.
 
 
-def clip_info(model, config, title):
+def clip_info(model_path, model_config, title):
     """The RIFF INFO tags of a generated clip: the software, the model, and where its card is.
 
     Args:
-      model: --model as given.
-      config: the export's contract.ModelConfig.
+      model_path: --model as given.
+      model_config: the export's contract.ModelConfig.
       title: the clip's name.
 
     Returns:
@@ -255,8 +263,8 @@ def clip_info(model, config, title):
     return {
         "ISFT": software,
         "INAM": title,
-        "ICMT": f"Generated by the WaveNet model {model} (step {config.step}); its model card, with the terms of "
-        f"its training data: MODEL_CARD.md in its export",
+        "ICMT": f"Generated by the WaveNet model {model_path} (step {model_config.step}); its model card, with the "
+        f"terms of its training data: MODEL_CARD.md in its export",
         "ICRD": time.strftime("%Y-%m-%d", time.gmtime()),
     }
 
@@ -326,11 +334,11 @@ def output_paths(output, num_clips):
     return [f"{stem}-{i:03d}{extension or '.wav'}" for i in range(num_clips)]
 
 
-def clip_conditions(config, condition, num_clips):
+def clip_conditions(model_config, condition, num_clips):
     """The label of each clip from --condition.
 
     Args:
-      config: the export's contract.ModelConfig.
+      model_config: the export's contract.ModelConfig.
       condition: --condition (comma-separated names) or None.
       num_clips: clips in the batch.
 
@@ -343,11 +351,11 @@ def clip_conditions(config, condition, num_clips):
         or a name the model does not know (the message lists the ones it knows).
     """
     values = [v.strip() for v in (condition or "").split(",") if v.strip()]
-    config.check_condition_given(bool(values))
-    if not config.conditioned:
+    model_config.check_condition_given(bool(values))
+    if not model_config.conditioned:
         return [], None
-    indices = config.condition_indices(values)
-    names = [config.condition_vocabulary[indices[i % len(indices)]] for i in range(num_clips)]
+    indices = model_config.condition_indices(values)
+    names = [model_config.condition_vocabulary[indices[i % len(indices)]] for i in range(num_clips)]
     return names, np.asarray([indices[i % len(indices)] for i in range(num_clips)], np.int32)
 
 
@@ -468,24 +476,24 @@ def run(argv=None):
         else ""
     )
     bind_gpus()
-    wavenet = loading.load(args.model, engine=args.engine, threads=args.threads)
-    config = wavenet.config
-    names, conditions = clip_conditions(config, args.condition, args.num_clips)
+    generator = loading.load(args.model, engine=args.engine, threads=args.threads)
+    model_config = generator.model_config
+    names, conditions = clip_conditions(model_config, args.condition, args.num_clips)
     names = names[clips.start : clips.stop]
     conditions = None if conditions is None else conditions[clips.start : clips.stop]
-    sample_rate, channels = config.sample_rate, config.quantization_channels
+    sample_rate, channels = model_config.sample_rate, model_config.quantization_channels
     num_samples = int(round(args.seconds * sample_rate))
     if num_samples > MAX_WAV_SAMPLES:
         raise ValueError(
             f"--seconds {args.seconds:g} at {sample_rate} Hz is {num_samples:,} samples per clip; a 16-bit WAV holds "
             f"at most {MAX_WAV_SAMPLES:,} ({MAX_WAV_SAMPLES / sample_rate / 3600:.1f} h at {sample_rate} Hz)"
         )
-    wavenet.check_batch(batch)
+    generator.check_batch(batch)
     primer = None
     if args.primer:
         # The primer's last receptive field, processed exactly as the pipeline processes a track.
         with contract.open_binary(args.primer) as f:
-            codes = recording.recording_codes(f, sample_rate, channels, max_samples=config.receptive_field)
+            codes = recording.recording_codes(f, sample_rate, channels, max_samples=model_config.receptive_field)
         primer = np.tile(codes[None, :].astype(np.int32), (batch, 1))
 
     kept = int(min(num_samples, SPECTROGRAM_MAX_SECS * sample_rate)) if args.spectrogram else 0
@@ -493,12 +501,14 @@ def run(argv=None):
     started = time.monotonic()
     total = num_samples * batch  # Counted over all clips, like the closing line's samples/s.
     info = [
-        clip_info(args.model, config, f"{os.path.splitext(os.path.basename(path))[0]}" + (f" ({name})" if name else ""))
+        clip_info(
+            args.model, model_config, f"{os.path.splitext(os.path.basename(path))[0]}" + (f" ({name})" if name else "")
+        )
         for path, name in zip(paths, names or [None] * len(paths), strict=True)
     ]
     with WavWriters(paths, sample_rate, num_samples, info) as writers:
         with contract.progress_bar(total, "sample", f"{batch} clip(s)") as bar:
-            chunks = wavenet.generate_chunks(
+            chunks = generator.generate_chunks(
                 num_samples,
                 batch_size=batch,
                 temperature=args.temperature,
@@ -522,18 +532,18 @@ def run(argv=None):
         audio = np.concatenate(shown, axis=1) if shown else np.zeros((batch, 0), np.float32)
         for i, path in enumerate(paths):
             title = (
-                f"{os.path.basename(path)}: model step {config.step}, seed {args.seed}, "
-                f"temperature {args.temperature:g}" + (f", {config.condition_kind} {names[i]}" if names else "")
+                f"{os.path.basename(path)}: model step {model_config.step}, seed {args.seed}, "
+                f"temperature {args.temperature:g}" + (f", {model_config.condition_kind} {names[i]}" if names else "")
             )
             pngs.append(os.path.splitext(path)[0] + ".png")
             write_spectrogram(pngs[-1], audio[i], sample_rate, title)
-    engine = f"{wavenet.engine} engine" + (f", {wavenet.threads} thread(s)" if wavenet.engine == "cpu" else "")
+    engine = f"{generator.engine} engine" + (f", {generator.threads} thread(s)" if generator.engine == "cpu" else "")
     print(
         f"Generated {batch} clip(s) of {args.seconds:g} s at {sample_rate} Hz{of_shards} in {elapsed:.1f} s: "
         f"{total / elapsed:,.0f} samples/s ({total / elapsed / sample_rate:.1f}x real time; {engine})"
     )
     listed = [
-        path + (f" and {pngs[i]}" if pngs else "") + (f" ({config.condition_kind} {names[i]})" if names else "")
+        path + (f" and {pngs[i]}" if pngs else "") + (f" ({model_config.condition_kind} {names[i]})" if names else "")
         for i, path in enumerate(paths)
     ]
     if len(listed) <= 8:

@@ -35,12 +35,12 @@ def default_engine():
     return "xla" if tf.config.list_physical_devices("GPU") else "cpu"
 
 
-def make(keras_model, config, engine="auto", threads=None):
+def make(model, model_config, engine="auto", threads=None):
     """A cached generator for a Keras WaveNet.
 
     Args:
-      keras_model: the WaveNet (`trainer.model.build_wavenet`, or the exported model).
-      config: the export's contract.ModelConfig.
+      model: the WaveNet (`trainer.model.build_wavenet`, or the exported model).
+      model_config: the export's contract.ModelConfig.
       engine: one of ENGINES; "auto" picks `default_engine()`.
       threads: CPU threads for the cpu engine (None: every core this process may use).
 
@@ -54,10 +54,10 @@ def make(keras_model, config, engine="auto", threads=None):
     if engine == "cpu":
         from sampler.cpu import CpuWaveNet
 
-        return CpuWaveNet(keras_model, config, threads=threads)
+        return CpuWaveNet(model, model_config, threads=threads)
     from sampler.xla import XlaWaveNet
 
-    return XlaWaveNet(keras_model, config)
+    return XlaWaveNet(model, model_config)
 
 
 def load(path, engine="auto", threads=None):
@@ -72,27 +72,27 @@ def load(path, engine="auto", threads=None):
     import keras
 
     export_dir = contract.local_export_dir(path)
-    config = contract.read_model_config(export_dir)
+    model_config = contract.read_model_config(export_dir)
     model_path = os.path.join(export_dir, contract.MODEL_FILE)
     try:
-        wavenet = keras.saving.load_model(model_path, compile=False)
+        model = keras.saving.load_model(model_path, compile=False)
     except Exception as e:  # Keras reports a damaged file as "File not found", among other things.
         raise contract.ContractError(
             f"{model_path} is not a loadable Keras model ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
             "export it again with python -m trainer.task"
         ) from e
-    return make(wavenet, config, engine=engine, threads=threads)
+    return make(model, model_config, engine=engine, threads=threads)
 
 
 def generate_audio(
-    keras_model, config, num_samples, seed=0, num_clips=1, temperature=1.0, engine="auto", conditions=None
+    model, model_config, num_samples, seed=0, num_clips=1, temperature=1.0, engine="auto", conditions=None
 ):
     """Audio from a Keras WaveNet, by the fast algorithm: the public entry for other programs (the trainer).
 
     Args:
-      keras_model: the WaveNet (`trainer.model.build_wavenet`, or an exported model).
-      config: contract.ModelConfig describing it.
-      num_samples: samples per clip, at config.sample_rate.
+      model: the WaveNet (`trainer.model.build_wavenet`, or an exported model).
+      model_config: contract.ModelConfig describing it.
+      num_samples: samples per clip, at model_config.sample_rate.
       seed: int >= 0; the same seed and engine give the same clips.
       num_clips: clips generated together.
       temperature: softmax temperature (> 0).
@@ -102,8 +102,8 @@ def generate_audio(
     Returns:
       float32 [num_clips, num_samples] in [-1, 1] (mu-law decoded).
     """
-    generator = make(keras_model, config, engine=engine)
+    generator = make(model, model_config, engine=engine)
     codes = generator.generate(
         num_samples, batch_size=num_clips, temperature=temperature, seed=seed, conditions=conditions
     )
-    return contract.mu_law_decode(codes, config.quantization_channels)
+    return contract.mu_law_decode(codes, model_config.quantization_channels)

@@ -42,37 +42,39 @@ class StepWeights:
     condition_tables: np.ndarray
 
 
-def layer_weights(keras_model, name):
+def layer_weights(model, name):
     """A layer's weights as float32 numpy arrays ([kernel, bias] for convolutions)."""
-    return [np.asarray(w, np.float32) for w in keras_model.get_layer(name).get_weights()]
+    return [np.asarray(w, np.float32) for w in model.get_layer(name).get_weights()]
 
 
-def step_weights(keras_model, wavenet):
-    """The weights of `keras_model` (checked against `wavenet`, `engine.check_weights`) as StepWeights.
+def step_weights(model, wavenet_config):
+    """The weights of `model` (checked against `wavenet_config`, `engine.check_weights`) as StepWeights.
 
     Args:
-      keras_model: the exported WaveNet.
-      wavenet: its contract.WaveNetConfig.
+      model: the exported WaveNet.
+      wavenet_config: its contract.WaveNetConfig.
     """
-    layers = range(len(wavenet.dilations))
+    layers = range(len(wavenet_config.dilations))
 
     def taps(name):
-        kernel, bias = layer_weights(keras_model, name)
+        kernel, bias = layer_weights(model, name)
         return kernel.reshape(-1, kernel.shape[-1]), bias
 
     def one_by_one(name):
-        kernel, bias = layer_weights(keras_model, name)
+        kernel, bias = layer_weights(model, name)
         return np.ascontiguousarray(kernel[0]), bias
 
-    (embedding,) = layer_weights(keras_model, contract.EMBEDDING_LAYER)
+    (embedding,) = layer_weights(model, contract.EMBEDDING_LAYER)
     causal_kernel, causal_bias = taps(contract.CAUSAL_CONV_LAYER)
     gates = [taps(contract.gate_layer(i)) for i in layers]
     residual_skip = [one_by_one(contract.residual_skip_layer(i)) for i in layers]
     hidden_kernel, hidden_bias = one_by_one(contract.SKIP_OUT_LAYER)
     logits_kernel, logits_bias = one_by_one(contract.LOGITS_LAYER)
-    width = 2 * wavenet.dilation_channels
+    width = 2 * wavenet_config.dilation_channels
     tables = (
-        [layer_weights(keras_model, contract.condition_layer(i))[0] for i in layers] if wavenet.condition_values else []
+        [layer_weights(model, contract.condition_layer(i))[0] for i in layers]
+        if wavenet_config.condition_values
+        else []
     )
     return StepWeights(
         embedding=embedding,

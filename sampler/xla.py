@@ -23,10 +23,10 @@ class XlaWaveNet(CachedWaveNet):
 
     engine = "xla"
 
-    def __init__(self, keras_model, config):
+    def __init__(self, model, model_config):
         import tensorflow as tf
 
-        super().__init__(keras_model, config)
+        super().__init__(model, model_config)
 
         w = self.weights
 

@@ -242,8 +242,8 @@ def gcs_env(gcs_server, monkeypatch):
 
 @pytest.fixture(scope="session")
 def two_worker_job(clips_dataset, tmp_path_factory):
-    """3 steps of MultiWorkerMirroredStrategy, two local worker processes from TF_CONFIG (tests/test_trainer.py's
-    `_args`): the reference a Slurm job step of two tasks is held to (tests/test_slurm.py).
+    """3 steps of MultiWorkerMirroredStrategy, two local worker processes from TF_CONFIG (tests/helpers.py's
+    `train_args`): the reference a Slurm job step of two tasks is held to (tests/test_slurm.py).
 
     Returns:
       SimpleNamespace(job_dir: pathlib.Path, output: both workers' stdout and stderr, worker 0's first).
@@ -251,11 +251,11 @@ def two_worker_job(clips_dataset, tmp_path_factory):
     import json
     import types
 
-    from tests.test_trainer import _args, _free_ports
+    from tests.helpers import free_ports, train_args
 
     job_dir = tmp_path_factory.mktemp("two-workers")
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    argv = [sys.executable, "-m", "trainer.task", *_args(clips_dataset, job_dir, "--steps=3", "--strategy=auto")]
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    argv = [sys.executable, "-m", "trainer.task", *train_args(clips_dataset, job_dir, "--steps=3", "--strategy=auto")]
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}

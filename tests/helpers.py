@@ -1,4 +1,5 @@
-"""Plain helpers of the tests: real clips, broken files made from real bytes, a local music site."""
+"""Plain helpers of the tests: real clips, broken files made from real bytes, a local music site, a quick
+training job's arguments."""
 
 import json
 import os
@@ -66,6 +67,48 @@ def broken_file_contents(decodable_only=False):
     if decodable_only:
         del files["empty.mp3"]
     return files
+
+
+def train_args(data_dir, job_dir, *extra):
+    """`python -m trainer.task` arguments of a quick CPU job: the tiny preset, batches of 4, 5 ms audio summaries,
+    2 validation batches per evaluation; `extra` adds to or overrides them."""
+    return [
+        f"--data={data_dir}", f"--job_dir={job_dir}", "--preset=tiny", "--batch_size=4",
+        "--summary_audio_secs=0.005", "--eval_batches=2", *extra,
+    ]  # fmt: skip
+
+
+def free_ports(n):
+    """n TCP ports of 127.0.0.1 free at the time of the call (held together while chosen, so all differ)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def example_labels(output):
+    """{track_id: {kind: set of values}} over every example of every split of a preprocess output, read with
+    TensorFlow."""
+    import tensorflow as tf
+
+    from pipelines import contract
+
+    description = contract.read_description(str(output))
+    features = {contract.TRACK_ID_FEATURE: tf.io.FixedLenFeature([], tf.string)}
+    features.update({contract.label_feature(k): tf.io.FixedLenFeature([], tf.string) for k in contract.LABEL_KINDS})
+    found = {}
+    for split in contract.SPLITS:
+        for record in tf.data.TFRecordDataset(description.shard_paths(str(output), split)):
+            example = tf.io.parse_single_example(record, features)
+            per_kind = found.setdefault(example[contract.TRACK_ID_FEATURE].numpy().decode(), {})
+            for kind in contract.LABEL_KINDS:
+                per_kind.setdefault(kind, set()).add(example[contract.label_feature(kind)].numpy().decode())
+    return found
 
 
 def read_jsonl(path):
@@ -146,10 +189,11 @@ class MusicSite:
 
 
 def committed_tracks(output):
-    """The track records of every run committed in a preprocess output, as the pipeline's verifier reads them."""
+    """The track records of every run committed in a preprocess output (read as the pipeline's verifier reads
+    them), as the JSON objects of the file."""
     from pipelines import commit, contract
 
-    return list(commit.committed_tracks(str(output), contract.read_description(str(output))))
+    return [t.to_dict() for t in commit.committed_tracks(str(output), contract.read_description(str(output)))]
 
 
 def last_failures(output):

@@ -89,9 +89,9 @@ def test_decoders_agree_after_resampling(name):
 
 
 def test_track_windows_have_length_range_and_offsets():
-    config = audio.AudioConfig(window_samples=4000, hop_samples=3000)
+    audio_config = audio.AudioConfig(window_samples=4000, hop_samples=3000)
     with open(CLIPS["mp3_48k_space"], "rb") as f:
-        track = audio.Track(f, config)
+        track = audio.Track(f, audio_config)
         windows = list(track)
     assert [offset for offset, _ in windows] == [i * 3000 for i in range(len(windows))]
     assert all(codes.dtype == np.uint8 and codes.shape == (4000,) for _, codes in windows)

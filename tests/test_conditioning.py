@@ -117,8 +117,10 @@ def test_each_label_generates_where_its_training_audio_has_its_energy(conditione
     out = capsys.readouterr().out
     assert "clip-000.wav (genre low)" in out and "clip-001.wav (genre high)" in out  # HIGH matched case-insensitively.
     # The xla engine, one label per clip of one batch likewise.
-    xla = loading.load(str(conditioned_job), engine="xla")
-    codes = xla.generate(4000, batch_size=2, seed=3, conditions=xla.config.condition_indices([HIGH, LOW]))
+    generator = loading.load(str(conditioned_job), engine="xla")
+    codes = generator.generate(
+        4000, batch_size=2, seed=3, conditions=generator.model_config.condition_indices([HIGH, LOW])
+    )
     high, low = (low_band_share(contract.mu_law_decode(c, 64)) for c in codes)
     assert low > 0.8 and high < 0.2, (low, high)
 

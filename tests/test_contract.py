@@ -139,9 +139,11 @@ def test_check_compatible_names_both_values(expected, message):
 
 
 def test_model_config_round_trips_and_rejects_inconsistent_files(tmp_path):
-    config = contract.ModelConfig(wavenet=contract.WaveNetConfig(dilations=(1, 2, 4)), sample_rate=8000, step=7)
-    contract.write_model_config(str(tmp_path), config)
-    assert contract.read_model_config(str(tmp_path)) == config
+    model_config = contract.ModelConfig(
+        wavenet_config=contract.WaveNetConfig(dilations=(1, 2, 4)), sample_rate=8000, step=7
+    )
+    contract.write_model_config(str(tmp_path), model_config)
+    assert contract.read_model_config(str(tmp_path)) == model_config
     raw = json.loads((tmp_path / contract.MODEL_CONFIG_FILE).read_text())
     assert raw["receptive_field"] == 1 * 7 + 2 and raw["quantization_channels"] == 256  # For readers without our code.
     (tmp_path / contract.MODEL_CONFIG_FILE).write_text(json.dumps({**raw, "receptive_field": 5}))
@@ -153,9 +155,25 @@ def test_model_config_round_trips_and_rejects_inconsistent_files(tmp_path):
 
 
 def test_failure_records_carry_stage_reason_and_status():
-    assert contract.failure_record("u", contract.TrackError(contract.STAGE_READ, "HTTP 404", status=404)) == {
-        "uri": "u", "stage": "read", "error": "HTTP 404", "status": 404}  # fmt: skip
-    assert contract.failure_record("u", RuntimeError("boom")) == {"uri": "u", "stage": "process", "error": "boom"}
+    http = contract.FailureRecord.of("u", contract.TrackError(contract.STAGE_READ, "HTTP 404", status=404))
+    assert http == contract.FailureRecord(uri="u", stage="read", error="HTTP 404", status=404)
+    assert contract.FailureRecord.of("u", RuntimeError("boom")) == contract.FailureRecord("u", "process", "boom")
+    assert json.loads(http.to_json()) == {"uri": "u", "stage": "read", "error": "HTTP 404", "status": 404,
+                                          "licence": None}  # fmt: skip
+
+
+def test_records_read_back_what_was_written_and_what_older_versions_wrote(tmp_path):
+    track = contract.TrackRecord(track_id="00ab", uri="/music/caf\\xe9.mp3", split="train", duration_secs=1.5,
+                                 windows=3, labels={"genre": "ambient"}, licence="CC-BY-4.0", licence_raw="CC BY 4.0")
+    older = {"track_id": "00cd", "uri": "gs://b/old.mp3", "split": "validation", "windows": 2, "duration_secs": 1.0,
+             "licence": "https://creativecommons.org/licenses/by/3.0/", "a_later_field": 1}  # fmt: skip
+    path = tmp_path / "tracks.jsonl"
+    path.write_text(track.to_json() + "\n\n" + json.dumps(older) + "\n")
+    first, second = contract.read_records(str(path), contract.TrackRecord)
+    assert first == track and second.licence_raw is None and second.labels == {} and second.windows == 2
+    path.write_text('{"uri": "x"}\n')
+    with pytest.raises(contract.ContractError, match="tracks.jsonl line 1: a malformed TrackRecord"):
+        contract.read_records(str(path), contract.TrackRecord)
 
 
 def test_format_1_descriptions_still_read(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
 
 from pipelines import commit, preprocess, streaming
-from pipelines.options import PreprocessOptions
+from pipelines.options import PreprocessOptions, settings
 from tests.helpers import dataflow_worker_environment
 
 IMAGE = "us-central1-docker.pkg.dev/my-project/repo/wavenet-preprocess:1"
@@ -46,7 +46,7 @@ def test_the_batch_job_translates_for_dataflow(tmp_path):
     options = PreprocessOptions([*DATAFLOW, "--input=gs://my-bucket/raw/**.mp3", f"--output={tmp_path}",
                                  "--sample_rate=22050", "--scrape_url=https://example.com/genre/Ambient/"])  # fmt: skip
     pipeline = beam.Pipeline(runner=DataflowRunner(), options=options)
-    preprocess.build_pipeline(pipeline, options.view_as(PreprocessOptions), commit.new_run_id(), None)
+    preprocess.build_pipeline(pipeline, settings(options), commit.new_run_id(), None)
     job = pipeline.run().job  # Translated (DoFns pickled, stages fused), not submitted.
     assert {"ExpandInputs", "ScrapeTracks", "SelectSources", "ProcessTracks", "WriteTrain", "WriteValidation",
             "WriteFailures", "WriteTrackIndex", "Commit"} <= _top_level_labels(job)  # fmt: skip
@@ -64,7 +64,7 @@ def test_the_streaming_job_translates_for_dataflow(tmp_path):
     messages = pipeline | "ReadPubSub" >> beam.io.ReadFromPubSub(
         subscription="projects/my-project/subscriptions/s", with_attributes=True
     )
-    streaming.build_streaming_pipeline(messages, options.view_as(PreprocessOptions))
+    streaming.build_streaming_pipeline(messages, settings(options))
     job = pipeline.run().job
     assert {"ReadPubSub", "ParseMessages", "FirstSeen", "ProcessTracks", "MergeDescription"} <= _top_level_labels(job)
     worker_options, images = dataflow_worker_environment(job)

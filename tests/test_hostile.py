@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import urllib3.util.connection
 
-from pipelines import audio, contract, fetch, preprocess, scrape
+from pipelines import audio, contract, fetch, listings, preprocess
 from tests.helpers import CLIPS, committed_tracks, last_failures, wav_bytes
 
 PUBLIC_ADDRESS = "93.184.216.34"  # A public address; connections to it are handed to the loopback server.
@@ -142,7 +142,7 @@ def test_pagination_follows_links_that_say_next(site, next_link):
 
     site.routes["/genre/Ambient/"] = listing
     summary = {}
-    found = list(scrape.scrape([f"http://127.0.0.1:{site.port}/genre/Ambient/"], fetch.Fetcher(FAST), 10, 100,
+    found = list(listings.scrape([f"http://127.0.0.1:{site.port}/genre/Ambient/"], fetch.Fetcher(FAST), 10, 100,
                                summary=summary))  # fmt: skip
     assert [t.title for t in found] == ["1-0", "1-1", "2-0", "2-1", "3-0", "3-1"]
     # Without a next link on page 3, its page number leads to page 4, which brings nothing new: the end.
@@ -157,7 +157,7 @@ def test_a_page_parameter_is_followed_until_a_page_brings_no_new_track(site):
         send(request, body=track_element({"fileUrl": f"/t{page}.mp3", "title": str(page)}).encode())
 
     site.routes["/list"] = listing
-    found = list(scrape.scrape([f"http://127.0.0.1:{site.port}/list?page=1"], fetch.Fetcher(FAST), 50, 100))
+    found = list(listings.scrape([f"http://127.0.0.1:{site.port}/list?page=1"], fetch.Fetcher(FAST), 50, 100))
     assert [t.title for t in found] == ["1", "2", "3", "4"]
     assert site.requests.count("/list?page=5") == 1 and "/list?page=6" not in site.requests
 
@@ -176,12 +176,12 @@ def test_malformed_elements_and_links_are_failure_lines_and_the_page_goes_on(sit
         '<a rel="next" href="javascript:void(0)">next</a>',
     ])  # fmt: skip
     site.routes["/list"] = lambda r: send(r, body=page.encode())
-    found = list(scrape.scrape([f"http://127.0.0.1:{site.port}/list"], fetch.Fetcher(FAST), 5, 100))
-    tracks = [t for t in found if isinstance(t, scrape.TrackRecord)]
-    failures = [f["error"] for f in found if isinstance(f, dict)]
+    found = list(listings.scrape([f"http://127.0.0.1:{site.port}/list"], fetch.Fetcher(FAST), 5, 100))
+    tracks = [t for t in found if isinstance(t, contract.ListedTrack)]
+    failures = [f.error for f in found if isinstance(f, contract.FailureRecord)]
     assert [(t.title, t.artist) for t in tracks] == [("Good", "")]
-    assert all(f"http://127.0.0.1:{site.port}/list" == f["uri"] and f["stage"] == "scrape" for f in found
-               if isinstance(f, dict))  # fmt: skip
+    assert all(f"http://127.0.0.1:{site.port}/list" == f.uri and f.stage == "scrape" for f in found
+               if isinstance(f, contract.FailureRecord))  # fmt: skip
     assert len(failures) == 6, failures
     for expected in ("not a JSON object", "fileUrl is missing or not a string (got 123)", "malformed",
                      "'file:///etc/passwd' is not an http(s) URL", "malformed data-track-info JSON",
@@ -198,15 +198,15 @@ OTHER_SITE = (
 def test_a_listing_with_no_track_element_is_a_failure_line_that_says_why(site):
     site.routes["/band"] = lambda r: send(r, body=OTHER_SITE.encode())
     summary = {}
-    found = list(scrape.scrape([f"http://127.0.0.1:{site.port}/band"], fetch.Fetcher(FAST), 5, 100, summary=summary))
+    found = list(listings.scrape([f"http://127.0.0.1:{site.port}/band"], fetch.Fetcher(FAST), 5, 100, summary=summary))
     assert found == [
-        {
-            "uri": f"http://127.0.0.1:{site.port}/band",
-            "stage": "scrape",
-            "error": "no track found: no element matched the track selector '.play-item[data-track-info]' of the "
+        contract.FailureRecord(
+            uri=f"http://127.0.0.1:{site.port}/band",
+            stage="scrape",
+            error="no track found: no element matched the track selector '.play-item[data-track-info]' of the "
             "site rules 'fma' on the 1 page read (3 links on it). Is this a listing of that site? Another site needs "
-            "its own SiteRules entry in pipelines/scrape.py; direct audio URLs go in --input",
-        }
+            "its own SiteRules entry in pipelines/listings.py; direct audio URLs go in --input",
+        )
     ]
     assert summary[f"http://127.0.0.1:{site.port}/band"]["pages"] == 1
 
@@ -255,7 +255,7 @@ def test_the_pipeline_survives_a_hostile_listing_and_accounts_for_everything(sit
     assert set(tracks) == {"Good", "Weird length", "Moved"}
     # The track index records where the audio really came from.
     assert tracks["Moved"]["final_url"] == f"http://127.0.0.1:{site.port}/new-home.mp3"
-    assert "final_url" not in tracks["Good"]
+    assert tracks["Good"]["final_url"] is None
 
 
 # 3. Trust zones --------------------------------------------------------------------------------------------------
@@ -309,7 +309,7 @@ def test_a_public_listing_cannot_steer_a_worker_to_an_internal_address(site, con
         {"fileUrl": "/bounce.mp3", "title": "redirected"})  # fmt: skip
     site.routes["/list"] = lambda r: send(r, body=page.encode())
     fetcher = fetch.Fetcher(FAST, resolver=resolver({"public.test": [PUBLIC_ADDRESS], "127.0.0.1": ["127.0.0.1"]}))
-    tracks = list(scrape.scrape(["http://public.test/list"], fetcher, 1, 10))
+    tracks = list(listings.scrape(["http://public.test/list"], fetcher, 1, 10))
     assert {t.zone for t in tracks} == {"public"}
     for track in tracks:
         with pytest.raises(fetch.FetchError, match="not a public address"):
@@ -337,11 +337,11 @@ def dataclasses_replace(config, **changes):
 def test_listing_zone_comes_from_the_listing_address(connections):
     fetcher = fetch.Fetcher(FAST, resolver=resolver({"public.test": [PUBLIC_ADDRESS], "lan.test": ["192.168.1.20"],
                                                       "home.test": ["127.0.0.1"]}))  # fmt: skip
-    assert scrape.listing_zone("http://public.test/", fetcher) == "public"
-    assert scrape.listing_zone("http://lan.test/", fetcher) == "private"
-    assert scrape.listing_zone("http://home.test/", fetcher) == "private"
+    assert listings.listing_zone("http://public.test/", fetcher) == "public"
+    assert listings.listing_zone("http://lan.test/", fetcher) == "private"
+    assert listings.listing_zone("http://home.test/", fetcher) == "private"
     allowing = fetch.Fetcher(dataclasses_replace(FAST, allow_private_addresses=True), resolver=fetcher.resolver)
-    assert scrape.listing_zone("http://public.test/", allowing) == "private"
+    assert listings.listing_zone("http://public.test/", allowing) == "private"
     assert connections == []  # Zones come from the injected resolver alone: no connection to any address.
 
 
@@ -380,8 +380,8 @@ def test_a_download_past_its_deadline_is_cut(site):
 def test_listing_pages_have_their_own_small_limit(site):
     site.routes["/huge"] = lambda r: send(r, body=b"<html>" + b" " * 5000 + b"</html>")
     config = dataclasses_replace(FAST, max_page_bytes=1000)
-    found = list(scrape.scrape([f"http://127.0.0.1:{site.port}/huge"], fetch.Fetcher(config), 1, 10))
-    assert len(found) == 1 and "larger than the limit of 1000" in found[0]["error"]
+    found = list(listings.scrape([f"http://127.0.0.1:{site.port}/huge"], fetch.Fetcher(config), 1, 10))
+    assert len(found) == 1 and "larger than the limit of 1000" in found[0].error
 
 
 def open_files_under(directory):

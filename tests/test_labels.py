@@ -1,4 +1,7 @@
-"""Labels (genre, artist) from the scrape, the files' directories and tags, and a labels file, into the examples."""
+"""Labels (genre, artist) from the scrape, the files' directories and tags, and a labels file, into the examples.
+
+A scraped listing's labels are checked on the scrape's own end-to-end run (tests/test_scrape.py).
+"""
 
 import json
 import os
@@ -8,28 +11,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from pipelines import contract, labels, preprocess, scrape, sources
-from tests.helpers import CLIPS, committed_tracks
+from pipelines import contract, labels, listings, preprocess, sources
+from tests.helpers import CLIPS, committed_tracks, example_labels
 
 LOCAL = ["--direct_num_workers=1", "--direct_running_mode=in_memory", "--sample_rate=8000", "--window_samples=4000"]
-FAST = ["--requests_per_second=50", "--max_retries=3"]
-
-
-def example_labels(output):
-    """{track_id: {kind: set of values}} over every example of every split, read with TensorFlow."""
-    import tensorflow as tf
-
-    description = contract.read_description(str(output))
-    features = {contract.TRACK_ID_FEATURE: tf.io.FixedLenFeature([], tf.string)}
-    features.update({contract.label_feature(k): tf.io.FixedLenFeature([], tf.string) for k in contract.LABEL_KINDS})
-    found = {}
-    for split in contract.SPLITS:
-        for record in tf.data.TFRecordDataset(description.shard_paths(str(output), split)):
-            example = tf.io.parse_single_example(record, features)
-            per_kind = found.setdefault(example[contract.TRACK_ID_FEATURE].numpy().decode(), {})
-            for kind in contract.LABEL_KINDS:
-                per_kind.setdefault(kind, set()).add(example[contract.label_feature(kind)].numpy().decode())
-    return found
 
 
 def test_label_from_rules_parse_and_refuse_what_they_cannot_do():
@@ -82,9 +67,10 @@ def test_precedence_is_file_then_rules_then_the_site():
 
 
 def test_listing_genre_comes_from_the_genre_page_path():
-    assert scrape.listing_genre("https://freemusicarchive.org/genre/Old-Time__Historic/?page=2") == "Old-Time  Historic"
-    assert scrape.listing_genre("https://freemusicarchive.org/genre/Ambient") == "Ambient"
-    assert scrape.listing_genre("https://freemusicarchive.org/music/charts") == ""
+    fma = "https://freemusicarchive.org"
+    assert listings.listing_genre(f"{fma}/genre/Old-Time__Historic/?page=2") == "Old-Time  Historic"
+    assert listings.listing_genre("https://freemusicarchive.org/genre/Ambient") == "Ambient"
+    assert listings.listing_genre("https://freemusicarchive.org/music/charts") == ""
 
 
 @pytest.fixture(scope="module")
@@ -146,26 +132,6 @@ def test_labels_from_directories_tags_and_a_file_reach_every_window_and_dataset_
         "tracks": 1,
     }
     assert contract.label_feature("genre") in raw["features"]
-
-
-def test_scraped_tracks_carry_their_genre_page_and_artist(music_site, tmp_path):
-    output = tmp_path / "scraped"
-    description = preprocess.run(
-        [
-            f"--scrape_url={music_site.base_url}/genre/Ambient/?page=3",
-            f"--scrape_url={music_site.base_url}/genre/Electronic/",
-            f"--output={output}",
-            "--validation_fraction=0",
-            *FAST,
-            *LOCAL,
-        ]  # fmt: skip
-    )
-    tracks = {t["title"]: t for t in committed_tracks(output)}
-    assert tracks["Deprecation"]["labels"] == {"genre": "Ambient", "artist": "Max McCracken"}
-    assert tracks["By-Product"]["labels"] == {"genre": "Electronic", "artist": "Guest Artist"}
-    assert description.vocabulary("genre") == ("unknown", "Ambient", "Electronic")
-    assert description.labels["artist"]["Guest Artist"].windows == tracks["By-Product"]["windows"]
-    assert example_labels(output)[tracks["By-Product"]["track_id"]]["genre"] == {"Electronic"}
 
 
 def test_a_labels_file_that_does_not_parse_stops_the_run_before_any_work(tmp_path):

@@ -666,7 +666,7 @@ def test_the_card_and_attribution_describe_every_commit_and_a_readme_of_the_user
     again = preprocess.run([f"--output={output}", f"--input={CLIPS['mp3_22k_mono']}", *LOCAL])  # Skips it.
     assert (output / "README.md").read_text() == "# My notes on this dataset\n"
     card = (output / cards.CARD_FALLBACK_FILE).read_text()
-    committed = {t["track_id"] for t in commit.committed_tracks(str(output), again)}
+    committed = {t.track_id for t in commit.committed_tracks(str(output), again)}
     assert {row.track_id for row in contract.read_attribution(str(output))} == committed and len(committed) == 3
     assert card.startswith("---\nlicense:\n- CC-BY-SA-3.0\npretty_name: \"out: 3 tracks")
     assert all(f"run `{run.run_id}`" in card for run in again.runs) and "| train |" in card

@@ -215,11 +215,12 @@ def test_failure_thresholds(ok, failed, limit, message):
 
 def _described(**counts):
     """A description of a run with these counts, built as the pipeline builds one."""
-    empty_stats = transforms.DatasetStatsFn().create_accumulator()
+    splits, _, labels = transforms.RunStatsFn().create_accumulator()
     no_shards = {split: [] for split in contract.SPLITS}
     run_id = commit.new_run_id()
     run_files = (run_id, contract.tracks_file(run_id), contract.failures_file(run_id))
-    return transforms.describe_run(audio.AudioConfig(), 0.1, empty_stats, no_shards, counts, run_files)
+    stats = (splits, contract.Accounting(**counts), labels)
+    return transforms.describe_run(audio.AudioConfig(), 0.1, stats, no_shards, run_files)
 
 
 def test_lost_inputs_are_reported():
@@ -257,10 +258,13 @@ def test_local_runs_show_progress_counting_every_track(tmp_path, capsys, mode):
      ("--no_such_thing", "unknown option --no_such_thing")],
     ids=["input", "output", "no-suggestion"],
 )  # fmt: skip
-def test_mistyped_options_stop_the_job_before_it_starts(tmp_path, monkeypatch, argument, message):
+def test_mistyped_options_stop_the_job_before_it_starts(tmp_path, monkeypatch, capsys, argument, message):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(SystemExit) as exit:
         preprocess.run([argument])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and err.startswith("usage: python -m pipelines.preprocess")
+    assert err.endswith(f"error: {message}\n")
     assert os.listdir(tmp_path) == []  # Nothing was written, not even to the default ./output.
 
 
@@ -274,7 +278,7 @@ def test_the_summary_warns_of_an_empty_validation_split_and_shows_the_first_fail
     description = _described(tracks_ok=7, tracks_failed=7, tracks_input=14)
     train = dataclasses.replace(description.splits[contract.TRAIN], windows=70, tracks=7, seconds=70.0)
     description = dataclasses.replace(description, splits={**description.splits, contract.TRAIN: train})
-    failures = [{"uri": f"/music/{i}.mp3", "stage": "decode", "error": "not a decodable audio file"} for i in range(7)]
+    failures = [contract.FailureRecord(f"/music/{i}.mp3", "decode", "not a decodable audio file") for i in range(7)]
     text = summary.format_summary(description, "out", 1.0, 70.0, failures)
     assert "Warning: the validation split is empty: 7 track(s) at --validation_fraction 0.1 give 0.7 expected" in text
     assert "pass --validation_fraction 0.21 or more" in text

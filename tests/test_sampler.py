@@ -14,45 +14,45 @@ import pytest
 from pipelines import contract
 from sampler import cpu, generate, loading
 from tests.helpers import CLIPS
-from trainer import model
+from trainer.model import WaveNetConfig, build_wavenet
 
 ENGINES = ["cpu", "xla"]
 
 
 def _random_wavenet(filter_width, quantization_channels=64, seed=0, engine="cpu", threads=2, condition_values=0):
-    config = model.WaveNetConfig(
+    wavenet_config = WaveNetConfig(
         quantization_channels=quantization_channels, residual_channels=8, dilation_channels=8, skip_channels=16,
         filter_width=filter_width, dilations=(1, 2, 4, 8, 1, 2, 4, 8), condition_values=condition_values,
     )  # fmt: skip
-    wavenet = model.build_wavenet(config)
+    model = build_wavenet(wavenet_config)
     rng = np.random.default_rng(seed)
-    for weight in wavenet.weights:  # Non-zero weights and biases everywhere.
+    for weight in model.weights:  # Non-zero weights and biases everywhere.
         weight.assign(rng.normal(0, 0.3, weight.shape).astype("float32"))
     vocabulary = ("unknown", *(f"genre {i}" for i in range(1, condition_values)))
-    exported = contract.ModelConfig(
-        wavenet=config, sample_rate=16000, condition_kind="genre" if condition_values else None,
+    model_config = contract.ModelConfig(
+        wavenet_config=wavenet_config, sample_rate=16000, condition_kind="genre" if condition_values else None,
         condition_vocabulary=vocabulary if condition_values else (),
     )  # fmt: skip
-    return wavenet, loading.make(wavenet, exported, engine=engine, threads=threads), config
+    return model, loading.make(model, model_config, engine=engine, threads=threads), wavenet_config
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_conditioned_cached_logits_equal_the_full_forward_pass_per_clip_label(engine):
     """Each clip of one batch has its own label; cached stepping and priming equal the full model's logits."""
-    wavenet, fast_wavenet, config = _random_wavenet(2, engine=engine, condition_values=3)
-    codes = np.random.default_rng(3).integers(0, 64, (4, 2 * config.receptive_field + 20)).astype("int32")
+    model, generator, wavenet_config = _random_wavenet(2, engine=engine, condition_values=3)
+    codes = np.random.default_rng(3).integers(0, 64, (4, 2 * wavenet_config.receptive_field + 20)).astype("int32")
     conditions = np.array([2, 0, 1, 2], np.int32)
-    full = np.asarray(wavenet([codes, conditions]))
+    full = np.asarray(model([codes, conditions]))
     np.testing.assert_allclose(
-        fast_wavenet.teacher_forced_logits(codes, conditions=conditions), full, atol=2e-5, rtol=1e-5
+        generator.teacher_forced_logits(codes, conditions=conditions), full, atol=2e-5, rtol=1e-5
     )
-    primer_length = config.receptive_field + 9
-    primed = fast_wavenet.teacher_forced_logits(
+    primer_length = wavenet_config.receptive_field + 9
+    primed = generator.teacher_forced_logits(
         codes[:, primer_length:], primer_codes=codes[:, :primer_length], conditions=conditions
     )
     np.testing.assert_allclose(primed, full[:, primer_length:], atol=2e-5, rtol=1e-5)
     # The label matters: the same codes under another label give other logits.
-    other = fast_wavenet.teacher_forced_logits(codes[:1], conditions=[1])
+    other = generator.teacher_forced_logits(codes[:1], conditions=[1])
     assert np.abs(other - full[:1]).max() > 0.1
 
 
@@ -71,9 +71,9 @@ def test_conditions_must_fit_the_model(engine):
 
 
 def test_cpu_clip_with_a_label_does_not_depend_on_the_other_clips_labels():
-    _, fast_wavenet, _ = _random_wavenet(2, condition_values=3, threads=2)
-    mixed = fast_wavenet.generate(200, batch_size=3, seed=4, conditions=[1, 2, 0])
-    alone = fast_wavenet.generate(200, batch_size=3, seed=4, conditions=[1, 1, 1])
+    _, generator, _ = _random_wavenet(2, condition_values=3, threads=2)
+    mixed = generator.generate(200, batch_size=3, seed=4, conditions=[1, 2, 0])
+    alone = generator.generate(200, batch_size=3, seed=4, conditions=[1, 1, 1])
     np.testing.assert_array_equal(mixed[0], alone[0])
     assert not np.array_equal(mixed[1], alone[1])
 
@@ -81,11 +81,11 @@ def test_cpu_clip_with_a_label_does_not_depend_on_the_other_clips_labels():
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("filter_width", [2, 3])
 def test_cached_logits_equal_the_full_forward_pass(filter_width, engine):
-    wavenet, fast_wavenet, config = _random_wavenet(filter_width, engine=engine)
-    assert fast_wavenet.engine == engine
-    codes = np.random.default_rng(1).integers(0, 64, (3, 3 * config.receptive_field)).astype("int32")
-    full = np.asarray(wavenet(codes))
-    cached = fast_wavenet.teacher_forced_logits(codes)
+    model, generator, wavenet_config = _random_wavenet(filter_width, engine=engine)
+    assert generator.engine == engine
+    codes = np.random.default_rng(1).integers(0, 64, (3, 3 * wavenet_config.receptive_field)).astype("int32")
+    full = np.asarray(model(codes))
+    cached = generator.teacher_forced_logits(codes)
     assert cached.shape == full.shape
     np.testing.assert_allclose(cached, full, atol=2e-5, rtol=1e-5)
 
@@ -93,27 +93,27 @@ def test_cached_logits_equal_the_full_forward_pass(filter_width, engine):
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("filter_width", [2, 3])
 def test_priming_fills_the_caches_like_stepping_through_the_primer(filter_width, engine):
-    wavenet, fast_wavenet, config = _random_wavenet(filter_width, engine=engine)
-    codes = np.random.default_rng(2).integers(0, 64, (2, config.receptive_field + 40)).astype("int32")
-    primer_length = config.receptive_field + 17
-    cached = fast_wavenet.teacher_forced_logits(codes[:, primer_length:], primer_codes=codes[:, :primer_length])
-    full = np.asarray(wavenet(codes))[:, primer_length:]
+    model, generator, wavenet_config = _random_wavenet(filter_width, engine=engine)
+    codes = np.random.default_rng(2).integers(0, 64, (2, wavenet_config.receptive_field + 40)).astype("int32")
+    primer_length = wavenet_config.receptive_field + 17
+    cached = generator.teacher_forced_logits(codes[:, primer_length:], primer_codes=codes[:, :primer_length])
+    full = np.asarray(model(codes))[:, primer_length:]
     np.testing.assert_allclose(cached, full, atol=2e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_same_seed_same_clips_and_codes_in_range(engine):
-    _, fast_wavenet, _ = _random_wavenet(2, engine=engine)
-    a = fast_wavenet.generate(300, batch_size=3, seed=7, chunk=128)
-    b = fast_wavenet.generate(300, batch_size=3, seed=7, chunk=100)
-    c = fast_wavenet.generate(300, batch_size=3, seed=8, chunk=128)
+    _, generator, _ = _random_wavenet(2, engine=engine)
+    a = generator.generate(300, batch_size=3, seed=7, chunk=128)
+    b = generator.generate(300, batch_size=3, seed=7, chunk=100)
+    c = generator.generate(300, batch_size=3, seed=8, chunk=128)
     assert a.shape == (3, 300) and a.dtype == np.int32
     assert np.array_equal(a, b)  # Chunking does not change the result.
     assert not np.array_equal(a, c)
     assert not np.array_equal(a[0], a[1])  # Clips of a batch differ.
     assert a.min() >= 0 and a.max() < 64
     with pytest.raises(ValueError, match="seed must be non-negative"):
-        fast_wavenet.generate(10, seed=-1)
+        generator.generate(10, seed=-1)
 
 
 def test_cpu_clips_do_not_depend_on_threads_chunks_or_batch():
@@ -127,15 +127,15 @@ def test_cpu_clips_do_not_depend_on_threads_chunks_or_batch():
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_sampling_follows_the_model_distribution(engine):
-    _, fast_wavenet, _ = _random_wavenet(2, quantization_channels=8, engine=engine)
-    codes = fast_wavenet.generate(1, batch_size=4000, seed=3)[:, 0]
+    _, generator, _ = _random_wavenet(2, quantization_channels=8, engine=engine)
+    codes = generator.generate(1, batch_size=4000, seed=3)[:, 0]
     # The first step from silence (mid code, empty queues) has one distribution for every clip.
-    logits = fast_wavenet.teacher_forced_logits(np.full((1, 1), 4, np.int32))[0, 0]
+    logits = generator.teacher_forced_logits(np.full((1, 1), 4, np.int32))[0, 0]
     expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     observed = np.bincount(codes, minlength=8) / len(codes)
     np.testing.assert_allclose(observed, expected, atol=0.03)
     # Temperature 0.5 samples softmax(2 * logits).
-    codes = fast_wavenet.generate(1, batch_size=4000, seed=4, temperature=0.5)[:, 0]
+    codes = generator.generate(1, batch_size=4000, seed=4, temperature=0.5)[:, 0]
     sharper = np.exp(2 * (logits - logits.max())) / np.exp(2 * (logits - logits.max())).sum()
     np.testing.assert_allclose(np.bincount(codes, minlength=8) / len(codes), sharper, atol=0.03)
 
@@ -316,10 +316,10 @@ def test_an_output_that_cannot_be_written_is_refused_before_generating(trained_j
 
 
 def test_long_clips_stream_to_disk_a_chunk_at_a_time(trained_job, tmp_path):
-    wavenet = loading.load(str(trained_job), engine="cpu")
-    chunks = list(wavenet.generate_chunks(10_000, batch_size=2, seed=3, chunk=4000))
+    generator = loading.load(str(trained_job), engine="cpu")
+    chunks = list(generator.generate_chunks(10_000, batch_size=2, seed=3, chunk=4000))
     assert [c.shape for c in chunks] == [(2, 4000), (2, 4000), (2, 2000)]
-    assert np.array_equal(np.concatenate(chunks, axis=1), wavenet.generate(10_000, batch_size=2, seed=3))
+    assert np.array_equal(np.concatenate(chunks, axis=1), generator.generate(10_000, batch_size=2, seed=3))
     (path,) = generate.run([f"--model={trained_job}", "--seconds=1.25", f"--output={tmp_path / 'x.wav'}"])
     with wave.open(path) as f:
         assert f.getnframes() == 10_000 and len(f.readframes(20_000)) == 20_000
@@ -333,14 +333,14 @@ def test_long_clips_stream_to_disk_a_chunk_at_a_time(trained_job, tmp_path):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_clip_samples_the_same_in_any_batch(engine):
     """Clip i's random numbers derive from the seed and i alone: a batch starting at clip 2 continues the same clips."""
-    _, fast_wavenet, _ = _random_wavenet(2, engine=engine)
-    whole = fast_wavenet.generate(300, batch_size=5, seed=3)
-    first = fast_wavenet.generate(300, batch_size=2, seed=3)
-    rest = fast_wavenet.generate(300, batch_size=3, seed=3, first_clip=2)
+    _, generator, _ = _random_wavenet(2, engine=engine)
+    whole = generator.generate(300, batch_size=5, seed=3)
+    first = generator.generate(300, batch_size=2, seed=3)
+    rest = generator.generate(300, batch_size=3, seed=3, first_clip=2)
     assert np.array_equal(np.concatenate([first, rest]), whole)
     assert not np.array_equal(rest[0], whole[0])  # Clip 2, not clip 0 again.
     with pytest.raises(ValueError, match="first_clip must be >= 0"):
-        fast_wavenet.generate(10, first_clip=-1)
+        generator.generate(10, first_clip=-1)
 
 
 def test_shards_together_write_exactly_the_clips_of_one_run_byte_for_byte(trained_job, tmp_path, capsys):
@@ -436,3 +436,38 @@ def test_each_clip_says_in_its_riff_info_what_made_it_and_where_the_model_card_i
     assert str(trained_job) in info["ICMT"] and "MODEL_CARD.md" in info["ICMT"] and "step 40" in info["ICMT"]
     with wave.open(str(path)) as f:  # Still a plain WAV to every reader.
         assert f.getnframes() == 400 and len(f.readframes(400)) == 800
+
+
+@pytest.fixture()
+def read_only_dir(tmp_path):
+    """A real read-only file system (a tmpfs mounted ro), unmounted afterwards; skipped where mounting is refused."""
+    mount_point = tmp_path / "read-only"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount_point)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def test_an_output_the_file_system_refuses_is_one_line_that_says_why(trained_job, read_only_dir, capsys, monkeypatch):
+    import gc
+
+    monkeypatch.delenv(contract.DEBUG_ENV, raising=False)
+    unraisable = []  # What Python prints as "Exception ignored in: ..." (a half-made Wave_write's __del__).
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    refused = "takes no new entries there (it answers 'no such file or directory')"
+    cases = {
+        read_only_dir / "clip.wav": f"read-only file system: {read_only_dir / 'clip.wav'}",
+        read_only_dir / "clips" / "a.wav": f"read-only file system: {read_only_dir / 'clips'}",
+        "/proc/wavenet-x/clip.wav": f"cannot create directory: /proc/wavenet-x: the file system of /proc {refused}",
+        "/proc/clip.wav": f"cannot create file: /proc/clip.wav: the file system of /proc {refused}",
+    }
+    for output, line in cases.items():
+        argv = [f"--model={trained_job}", "--seconds=0.05", f"--output={output}"]
+        assert contract.run_command(generate.run, argv) == 1
+        gc.collect()
+        assert capsys.readouterr().err == f"error: {line}\n"
+    assert unraisable == []

@@ -1,15 +1,17 @@
 import os
+import subprocess
+import sys
 
 import pytest
 
-from pipelines import fetch, preprocess, scrape
-from tests.helpers import committed_tracks, last_failures, read_jsonl
+from pipelines import contract, fetch, listings, preprocess, scrape
+from tests.helpers import committed_tracks, example_labels, last_failures, read_jsonl
 
 FAST = ["--requests_per_second=50", "--max_retries=3"]
 
 
 def test_listing_page_yields_tracks_and_next_page(music_site):
-    page = scrape.parse_listing(music_site.listing(1), f"{music_site.base_url}/genre/Ambient/")
+    page = listings.parse_listing(music_site.listing(1), f"{music_site.base_url}/genre/Ambient/")
     tracks, next_url = page.tracks, page.next_url
     assert page.problems == []
     assert [t.title for t in tracks] == ["Awakening", "Coherence", "Media Threat"]
@@ -21,14 +23,15 @@ def test_listing_page_yields_tracks_and_next_page(music_site):
 
 
 def test_last_page_has_no_next_page(music_site):
-    page = scrape.parse_listing(music_site.listing(3), f"{music_site.base_url}/genre/Ambient/?page=3")
+    page = listings.parse_listing(music_site.listing(3), f"{music_site.base_url}/genre/Ambient/?page=3")
     assert page.next_url is None
 
 
 @pytest.mark.parametrize("max_pages, max_tracks, expected", [(1, 100, 3), (3, 100, 8), (3, 4, 4)])
 def test_scrape_follows_pages_dedupes_and_stops_at_limits(music_site, max_pages, max_tracks, expected):
     config = fetch.FetchConfig(requests_per_second=50)
-    found = list(scrape.scrape([f"{music_site.base_url}/genre/Ambient/"], fetch.Fetcher(config), max_pages, max_tracks))
+    start = f"{music_site.base_url}/genre/Ambient/"
+    found = list(listings.scrape([start], fetch.Fetcher(config), max_pages, max_tracks))
     assert len(found) == expected
     assert len({t.track_id for t in found}) == expected
 
@@ -47,23 +50,26 @@ def test_scrape_cli_lists_tracks_without_downloading_audio(music_site, tmp_path,
     assert "8 tracks written" in capsys.readouterr().out
 
 
+def test_the_scraping_library_reads_no_commands_options():
+    # Settings travel one way (DESIGN.md): the library takes values; only the command line reads options.
+    code = "import sys, pipelines.listings; print(sorted({'pipelines.options', 'pipelines.scrape'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
 def test_unreadable_listing_is_a_failure_not_a_crash(music_site):
-    found = list(scrape.scrape([f"{music_site.base_url}/genre/Missing/"], fetch.Fetcher(), 3, 10))
+    found = list(listings.scrape([f"{music_site.base_url}/genre/Missing/"], fetch.Fetcher(), 3, 10))
     assert found == [
-        {
-            "uri": f"{music_site.base_url}/genre/Missing/",
-            "stage": "scrape",
-            "error": "HTTP 404 Not Found",
-            "status": 404,
-        }
+        contract.FailureRecord(uri=f"{music_site.base_url}/genre/Missing/", stage="scrape", error="HTTP 404 Not Found",
+                               status=404)  # fmt: skip
     ]
 
 
 @pytest.mark.slow
-def test_pipeline_scrapes_downloads_and_processes_each_track_once(music_site, tmp_path):
+def test_pipeline_scrapes_downloads_and_processes_each_track_once_with_its_listings_labels(music_site, tmp_path):
     output = tmp_path / "dataset"
     args = [
         f"--scrape_url={music_site.base_url}/genre/Ambient/",
+        f"--scrape_url={music_site.base_url}/genre/Electronic/",
         f"--output={output}",
         "--direct_num_workers=2",
         "--direct_running_mode=multi_threading",
@@ -73,7 +79,9 @@ def test_pipeline_scrapes_downloads_and_processes_each_track_once(music_site, tm
     description = preprocess.run(args)
 
     tracks = committed_tracks(output)
-    assert sorted(t["title"] for t in tracks) == ["Awakening", "Coherence", "Deprecation", "Media Threat", "Nebula"]
+    assert sorted(t["title"] for t in tracks) == [
+        "Awakening", "By-Product", "Coherence", "Deprecation", "Media Threat", "Nebula",
+    ]  # fmt: skip
     assert all(t["licence"] == "CC-BY-SA-3.0" and t["page_url"] for t in tracks)  # Normalized from the site's URL.
     assert all(t["licence_raw"].startswith("https://creativecommons.org/") for t in tracks)
     failures = {os.path.basename(f["uri"]): f for f in last_failures(output)}
@@ -82,7 +90,7 @@ def test_pipeline_scrapes_downloads_and_processes_each_track_once(music_site, tm
     assert failures["secret.mp3"]["error"] == "disallowed by robots.txt"
     assert len(failures) == 3
     accounting = description.accounting
-    assert (accounting.tracks_input, accounting.tracks_ok, accounting.tracks_failed) == (8, 5, 3)
+    assert (accounting.tracks_input, accounting.tracks_ok, accounting.tracks_failed) == (9, 6, 3)
 
     paths = [path for _, path, _ in music_site.requests]
     assert "/private/secret.mp3" not in paths
@@ -96,13 +104,21 @@ def test_pipeline_scrapes_downloads_and_processes_each_track_once(music_site, tm
     windows = sum(split.windows for split in description.splits.values())
     assert windows == sum(t["windows"] for t in tracks)
 
+    # Each track is labelled with the genre page that listed it and the artist the site names.
+    by_title = {t["title"]: t for t in tracks}
+    assert by_title["Deprecation"]["labels"] == {"genre": "Ambient", "artist": "Max McCracken"}
+    assert by_title["By-Product"]["labels"] == {"genre": "Electronic", "artist": "Guest Artist"}
+    assert description.vocabulary("genre") == ("unknown", "Ambient", "Electronic")
+    assert description.labels["artist"]["Guest Artist"].windows == by_title["By-Product"]["windows"]
+    assert example_labels(output)[by_title["By-Product"]["track_id"]]["genre"] == {"Electronic"}
+
     # A second run over the same output adds nothing and never downloads a processed track again.
     music_site.requests.clear()
     again = preprocess.run(args)
     assert again.splits == description.splits
-    assert again.accounting.tracks_skipped_existing == 5
+    assert again.accounting.tracks_skipped_existing == 6
     assert again.accounting.tracks_ok == 0
-    assert len(committed_tracks(output)) == 5
+    assert len(committed_tracks(output)) == 6
     shards = sorted(f for f in os.listdir(output) if f.endswith(".tfrecord"))
     assert shards == sorted(f for split in again.splits.values() for f in split.files)
     downloads = {path for _, path, _ in music_site.requests if path.startswith(("/files/", "/slow/"))}

@@ -13,7 +13,7 @@ import pytest
 from pipelines import contract
 from sampler import generate
 from tests import slurm
-from tests.test_trainer import _args
+from tests.helpers import train_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATES = os.path.join(ROOT, "templates", "slurm")
@@ -110,7 +110,7 @@ def test_srun_tasks_train_one_model_as_tf_config_workers_do(cluster, clips_datas
     env = {**cluster.env, "DATA": str(clips_dataset), "JOB_DIR": str(job_dir)}
     state = cluster.run_job(
         *FIT, "--ntasks-per-node=2", f"--output={log}", script=os.path.join(TEMPLATES, "train-2nodes.sbatch"),
-        args=_args(clips_dataset, job_dir, "--steps=3")[2:], env=env, cwd=ROOT,
+        args=train_args(clips_dataset, job_dir, "--steps=3")[2:], env=env, cwd=ROOT,
     )  # fmt: skip
     output = log.read_text()
     assert state == "COMPLETED", output
@@ -128,7 +128,7 @@ def test_srun_tasks_train_one_model_as_tf_config_workers_do(cluster, clips_datas
 def test_srun_copies_of_a_one_device_training_are_refused_before_writing(cluster, clips_dataset, tmp_path):
     job_dir = tmp_path / "job"
     result = cluster.run(
-        "srun", "-n", "2", "python", "-m", "trainer.task", *_args(clips_dataset, job_dir, "--strategy=one_device"),
+        "srun", "-n", "2", "python", "-m", "trainer.task", *train_args(clips_dataset, job_dir, "--strategy=one_device"),
         check=False, cwd=ROOT,
     )  # fmt: skip
     assert result.returncode != 0

@@ -48,17 +48,25 @@ def _one_line_error(capsys, main, *args):
 
 
 def _preprocess_verify_and_rerun(bucket, capsys):
-    """The pipeline into a store, checked by verify, then run again: the store's output, description and runs."""
+    """The pipeline into a store, checked by verify, then run again from an @list on the store (skipping what is
+    committed), a dead run's leftover cleaned by verify --clean: the store's output and the first run's description."""
     output = f"{bucket}/windows"
     first = preprocess.run([f"--input={bucket}/raw/*", f"--output={output}", *SMALL])
     assert (first.accounting.tracks_ok, first.accounting.tracks_failed) == (2, 1)
     capsys.readouterr()
     assert verify.main([output]) == 0
     assert "sound (" in capsys.readouterr().out
+    listed = [f"{bucket}/raw/{os.path.basename(CLIPS[name])}" for name in ("mp3_44k", "ogg_48k")]
+    contract.write_text(f"{bucket}/lists/tracks.txt", "\n".join(listed) + "\n")
     # Beam's worker processes ran the first run (they reach the store as this process does); this one in-process.
-    again = preprocess.run([f"--input={bucket}/raw/*", f"--output={output}", *SMALL, "--direct_running_mode=in_memory"])
-    assert again.runs[-1].accounting.tracks_skipped_existing == 2 and again.runs[-1].accounting.tracks_ok == 0
+    again = preprocess.run([f"--input=@{bucket}/lists/tracks.txt", f"--output={output}", *SMALL,
+                            "--direct_running_mode=in_memory"])  # fmt: skip
+    assert again.runs[-1].accounting.tracks_skipped_existing == 2 and again.runs[-1].accounting.tracks_input == 2
     assert again.windows == first.windows and len(again.runs) == 2
+    dead = f"{output}/{contract.tracks_file('20261206T000000Z-deadbeef')}"  # What a killed run leaves.
+    contract.write_text(dead, "")
+    assert verify.main([output, "--clean"]) == 0
+    assert "Removed: 1" in capsys.readouterr().out and not contract.exists(dead)
     return output, first
 
 

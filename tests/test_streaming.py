@@ -11,8 +11,11 @@ from apache_beam.testing import test_stream as beam_test_stream
 from apache_beam.transforms.window import TimestampedValue
 
 from pipelines import cards, commit, contract, streaming, verify
-from pipelines.options import PreprocessOptions
+from pipelines.options import PreprocessOptions, settings
 from tests.helpers import CLIPS, read_jsonl
+
+# The subscription a stream reads; the tests feed it with a TestStream instead.
+SUBSCRIPTION = "--input_subscription=projects/p/subscriptions/test"
 
 
 @pytest.mark.parametrize(
@@ -44,9 +47,8 @@ def test_stream_writes_windows_failures_and_a_description(tmp_path):
     output.mkdir()
     options = PreprocessOptions(
         [f"--output={output}", "--streaming_window_secs=60", "--window_samples=8000", "--validation_fraction=0",
-         "--streaming"]
+         "--streaming", SUBSCRIPTION]
     )  # fmt: skip
-    preprocess_options = options.view_as(PreprocessOptions)
 
     def message(path, seconds):
         return TimestampedValue(PubsubMessage(path.encode(), {}), seconds)
@@ -68,7 +70,7 @@ def test_stream_writes_windows_failures_and_a_description(tmp_path):
         .advance_watermark_to_infinity()
     )
     with beam.Pipeline(runner=BundleBasedDirectRunner(), options=options) as pipeline:
-        streaming.build_streaming_pipeline(pipeline | stream, preprocess_options)
+        streaming.build_streaming_pipeline(pipeline | stream, settings(options))
 
     description = contract.read_description(str(output))
     accounting = description.accounting
@@ -128,14 +130,12 @@ def test_a_stream_committed_before_run_ids_were_in_its_file_names_still_reads_an
              "windows_silent_dropped": 0, "decode_error": None, "labels": {}}  # fmt: skip
     (output / tracks_file).write_text(json.dumps(track) + "\n")
     (output / f"failures-{window}.jsonl").write_text("")
-    stats = transforms.DatasetStatsFn()
-    accumulator = stats.add_input(stats.create_accumulator(), track)
-    config = audio.AudioConfig(sample_rate=8000, window_samples=4096, hop_samples=4096)
-    counts = {"tracks_input": 1, "tracks_failed": 0, "tracks_skipped_existing": 0}
+    stats = transforms.RunStatsFn()
+    accumulator = stats.add_input(stats.create_accumulator(), (transforms.TRACK, contract.TrackRecord.from_dict(track)))
+    accumulator = stats.add_input(accumulator, (transforms.SELECTED, None))
+    audio_config = audio.AudioConfig(sample_rate=8000, window_samples=4096, hop_samples=4096)
     old_run = ("20261101T000000Z-0000abcd", "tracks-*.jsonl", "failures-*.jsonl")
-    description = transforms.describe_run(
-        config, 0.0, accumulator, {"train": [shard], "validation": []}, counts, old_run
-    )
+    description = transforms.describe_run(audio_config, 0.0, accumulator, {"train": [shard], "validation": []}, old_run)
     contract.write_description(str(output), description)
 
     report = verify.check(str(output))
@@ -156,9 +156,10 @@ def test_a_stream_committed_before_run_ids_were_in_its_file_names_still_reads_an
 SETTINGS = ["--sample_rate=8000", "--window_samples=4000", "--validation_fraction=0.5"]
 
 
-def _stream(output, paths, settings=SETTINGS):
+def _stream(output, paths, extra=SETTINGS):
     """A stream over Pub/Sub messages naming `paths` (one window), run to its end as a drained job is."""
-    options = PreprocessOptions([f"--output={output}", "--streaming_window_secs=60", "--streaming", *settings])
+    options = PreprocessOptions([f"--output={output}", "--streaming_window_secs=60", "--streaming", SUBSCRIPTION,
+                                 *extra])  # fmt: skip
     stream = (
         beam_test_stream.TestStream()
         .advance_watermark_to(0)
@@ -166,7 +167,7 @@ def _stream(output, paths, settings=SETTINGS):
         .advance_watermark_to_infinity()
     )
     with beam.Pipeline(runner=BundleBasedDirectRunner(), options=options) as pipeline:
-        streaming.build_streaming_pipeline(pipeline | stream, options.view_as(PreprocessOptions))
+        streaming.build_streaming_pipeline(pipeline | stream, settings(options))
     return contract.read_description(str(output))
 
 
@@ -178,7 +179,7 @@ def _batch(output, *paths):
 
 
 def _committed_uris(output):
-    return sorted(t["uri"] for t in commit.committed_tracks(str(output), contract.read_description(str(output))))
+    return sorted(t.uri for t in commit.committed_tracks(str(output), contract.read_description(str(output))))
 
 
 def _assert_sound(output):

@@ -45,23 +45,31 @@ def test_pick_source_keeps_one_record_per_track_and_skips_existing():
         assert_that(picked[transforms.SKIPPED], equal_to(["b"]), label="ExistingTrackSkipped")
 
 
-def _track(split, windows, seconds, silent=0, decode_error=""):
-    return {"split": split, "windows": windows, "duration_secs": seconds, "windows_silent_dropped": silent,
-            "decode_error": decode_error}  # fmt: skip
+def _track(split, windows, seconds, silent=0, decode_error="", labels=None):
+    return contract.TrackRecord(
+        track_id=f"{windows:016x}", uri=f"/music/{windows}.mp3", split=split, windows=windows, duration_secs=seconds,
+        windows_silent_dropped=silent, decode_error=decode_error, labels=labels or {},
+    )  # fmt: skip
 
 
-def test_dataset_stats_add_up_per_split_and_outcome():
+def test_run_stats_add_up_per_split_and_outcome_and_account_for_every_input():
     tracks = [
-        {**_track(contract.TRAIN, 10, 10.5), "labels": {"genre": "ambient", "artist": "A"}},
-        {**_track(contract.TRAIN, 0, 3.0, silent=3), "labels": {"genre": "ambient", "artist": "unknown"}},
+        _track(contract.TRAIN, 10, 10.5, labels={"genre": "ambient", "artist": "A"}),
+        _track(contract.TRAIN, 0, 3.0, silent=3, labels={"genre": "ambient", "artist": "unknown"}),
         _track(contract.VALIDATION, 4, 4.25, silent=1, decode_error="decoding stopped after 4.25 s"),
+    ]
+    failures = [
+        contract.FailureRecord("/music/bad.mp3", "decode", "not audio"),
+        contract.FailureRecord("/music/nc.mp3", "licence", "CC-BY-NC-4.0 does not allow commercial use"),
+        contract.FailureRecord("/music/none*.mp3", "match", "no file matches"),
     ]
     expected = (
         {
             contract.TRAIN: SplitSummary(windows=10, tracks=2, seconds=13.5),
             contract.VALIDATION: SplitSummary(windows=4, tracks=1, seconds=4.25),
         },
-        Accounting(tracks_ok=3, tracks_silent=1, tracks_truncated=1, windows_silent_dropped=4),
+        Accounting(tracks_input=7, tracks_ok=3, tracks_failed=2, tracks_excluded=1, tracks_skipped_existing=1,
+                   tracks_silent=1, tracks_truncated=1, windows_silent_dropped=4),  # fmt: skip
         # A record without labels (written before them) counts as unknown; a silent track counts no window.
         {
             "genre": {"ambient": LabelCount(windows=10, tracks=2), "unknown": LabelCount(windows=4, tracks=1)},
@@ -69,11 +77,18 @@ def test_dataset_stats_add_up_per_split_and_outcome():
         },
     )
     with test_pipeline.TestPipeline() as pipeline:
-        stats = pipeline | beam.Create(tracks) | beam.CombineGlobally(transforms.DatasetStatsFn())
+        stats = {
+            transforms.TRACK: pipeline | "Tracks" >> beam.Create(tracks),
+            transforms.FAILURE: pipeline | "Failures" >> beam.Create(failures),
+            transforms.SELECTED: pipeline | "Selected" >> beam.Create(["a", "b", "c", "bad", "nc"]),
+            transforms.SKIPPED_TRACK: pipeline | "Skipped" >> beam.Create(["old"]),
+            transforms.UNUSABLE: (pipeline | "Unusable" >> beam.Create([failures[2]]),),
+        } | transforms.RunStats()
         assert_that(stats, equal_to([expected]))
+        assert expected[1].unaccounted() == 0
 
 
-def test_dataset_stats_of_no_track_are_zero():
+def test_run_stats_of_no_input_are_zero():
     with test_pipeline.TestPipeline() as pipeline:
-        stats = pipeline | beam.Create([]) | beam.CombineGlobally(transforms.DatasetStatsFn())
-        assert_that(stats, equal_to([transforms.DatasetStatsFn().create_accumulator()]))
+        stats = {transforms.TRACK: pipeline | beam.Create([])} | transforms.RunStats()
+        assert_that(stats, equal_to([transforms.RunStatsFn().create_accumulator()]))

@@ -41,7 +41,7 @@ def _nats(value):
     return f"{value:.3f} nats ({value / math.log(2):.3f} bits) per sample"
 
 
-def model_card(model_config, preset, parameters, description, rows, result, hardware, data_uri, command):
+def model_card(model_config, preset, parameters, description, rows, result, hardware, data_dir, command):
     """The card's Markdown text.
 
     Args:
@@ -53,11 +53,11 @@ def model_card(model_config, preset, parameters, description, rows, result, hard
         (made before licences were recorded).
       result: the run's loop.TrainResult (step, train and validation loss in nats per sample).
       hardware: str, e.g. "1 replica on CPU".
-      data_uri: where the data was read from (--data).
+      data_dir: where the data was read from (--data).
       command: the trainer's command line, as a list of str.
     """
-    config = model_config.wavenet
-    name = data_uri.rstrip("/").rsplit("/", 1)[-1]
+    wavenet_config = model_config.wavenet_config
+    name = data_dir.rstrip("/").rsplit("/", 1)[-1]
     tags = ("audio", "music", "wavenet", "audio-generation")
     front = ["---", "library_name: keras", "tags:", *(f"- {tag}" for tag in tags)]
     front += ["datasets:", f"- {name}", "---", ""]
@@ -71,12 +71,12 @@ def model_card(model_config, preset, parameters, description, rows, result, hard
         "",
         "## Model",
         "",
-        f"- Preset `{preset}`: {len(config.dilations)} dilated layers (dilations "
-        f"{', '.join(map(str, config.dilations))}), filter width {config.filter_width}, residual "
-        f"{config.residual_channels} / dilation "
-        f"{config.dilation_channels} / skip {config.skip_channels} channels; {parameters:,} parameters.",
-        f"- Receptive field: {config.receptive_field} samples "
-        f"({config.receptive_field / model_config.sample_rate:.3f} s).",
+        f"- Preset `{preset}`: {len(wavenet_config.dilations)} dilated layers (dilations "
+        f"{', '.join(map(str, wavenet_config.dilations))}), filter width {wavenet_config.filter_width}, residual "
+        f"{wavenet_config.residual_channels} / dilation {wavenet_config.dilation_channels} / skip "
+        f"{wavenet_config.skip_channels} channels; {parameters:,} parameters.",
+        f"- Receptive field: {wavenet_config.receptive_field} samples "
+        f"({wavenet_config.receptive_field / model_config.sample_rate:.3f} s).",
         *(
             [f"- Conditioned on {model_config.condition_kind}: {', '.join(model_config.condition_vocabulary)}."]
             if model_config.condition_kind
@@ -85,7 +85,7 @@ def model_card(model_config, preset, parameters, description, rows, result, hard
         "",
         "## Training data",
         "",
-        f"- `{data_uri}`: {description.tracks} tracks, {description.seconds / 3600:.3f} hours at "
+        f"- `{data_dir}`: {description.tracks} tracks, {description.seconds / 3600:.3f} hours at "
         f"{description.sample_rate} Hz, {description.windows} windows of {description.window_samples} samples; "
         f"train {description.splits[contract.TRAIN].tracks} tracks, held out "
         f"{description.splits[contract.VALIDATION].tracks}.",

@@ -12,7 +12,6 @@ A conditioned model reads each window's label; the loss is then also given
 per label value (`--by_label`, by default the model's own label kind).
 """
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -51,13 +50,13 @@ class Evaluation:
 
 
 def evaluate(
-    model_path, data_path, split=contract.VALIDATION, batch_size=8, max_windows=None, progress=True, by_label=None
+    model_path, data_dir, split=contract.VALIDATION, batch_size=8, max_windows=None, progress=True, by_label=None
 ):
     """Scores an exported model on a preprocess output.
 
     Args:
       model_path: a training job_dir or its export/ (local, gs://, s3://).
-      data_path: a preprocess output (local or gs://; s3:// is staged to local disk).
+      data_dir: a preprocess output (local or gs://; s3:// is staged to local disk).
       split: contract.TRAIN or contract.VALIDATION.
       batch_size: windows per forward pass.
       max_windows: score at most this many windows (None: all).
@@ -75,26 +74,27 @@ def evaluate(
     import keras
     import tensorflow as tf
 
-    from trainer import data, model
+    from trainer import data, shards, statistics
+    from trainer.model import per_example_nats
 
     export_dir = contract.local_export_dir(model_path)
-    config = contract.read_model_config(export_dir)
-    if storage.needs_staging(data_path):
+    model_config = contract.read_model_config(export_dir)
+    if storage.needs_staging(data_dir):
         import tempfile
 
-        data_path = storage.stage_dataset(data_path, tempfile.mkdtemp(prefix="wavenet-eval-"))
-    description = contract.read_description(data_path)
-    rf = config.receptive_field
+        data_dir = storage.stage_dataset(data_dir, tempfile.mkdtemp(prefix="wavenet-eval-"))
+    description = contract.read_description(data_dir)
+    rf = model_config.receptive_field
     contract.check_compatible(
         description,
         "the model",
-        sample_rate=config.sample_rate,
-        quantization_channels=config.quantization_channels,
+        sample_rate=model_config.sample_rate,
+        quantization_channels=model_config.quantization_channels,
         min_window_samples=rf + 1,
     )
     model_path = f"{export_dir}/{contract.MODEL_FILE}"
     try:
-        wavenet = keras.saving.load_model(model_path, compile=False)
+        model = keras.saving.load_model(model_path, compile=False)
     except Exception as e:  # Keras reports a damaged file as "File not found", among other things.
         raise contract.ContractError(
             f"{model_path} is not a loadable Keras model ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
@@ -107,15 +107,15 @@ def evaluate(
             f"with a --validation_fraction that gives the split tracks (it holds {description.validation_fraction:g} "
             "of the tracks, chosen by a hash of each)"
         )
-    paths = data.split_paths(data_path, description, split)
-    for warning in data.check_shard_files(data_path, description, [split]):
+    paths = data.split_paths(data_dir, description, split)
+    for warning in shards.check_shard_files(data_dir, description, [split]):
         logging.getLogger(__name__).warning("%s", warning)
     records = tf.data.TFRecordDataset(paths)
     total_windows = description.splits[split].windows
     if max_windows is not None:
         records, total_windows = records.take(max_windows), min(total_windows, max_windows)
-    label_kind = by_label or config.condition_kind
-    kinds = [k for k in (config.condition_kind, label_kind) if k]
+    label_kind = by_label or model_config.condition_kind
+    kinds = [k for k in (model_config.condition_kind, label_kind) if k]
 
     def parse(record):
         if not kinds:
@@ -124,21 +124,21 @@ def evaluate(
         return codes, tuple(data.parse_example(record, window, kind)[1] for kind in kinds)
 
     batches = records.map(parse).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    table = data.label_lookup(config.condition_vocabulary) if config.conditioned else None
+    table = data.label_lookup(model_config.condition_vocabulary) if model_config.conditioned else None
 
     @tf.function
     def score(codes, labels):
         batch = (codes, table.lookup(labels[0])) if table is not None else codes
-        return model.per_example_nats(wavenet, config.wavenet, batch)
+        return per_example_nats(model, model_config.wavenet_config, batch)
 
     total, windows, per_label = 0.0, 0, {}
-    counts = np.zeros(config.quantization_channels, np.int64)
+    counts = np.zeros(model_config.quantization_channels, np.int64)
     with contract.progress_bar(total_windows, "window", f"{split} windows", enabled=progress) as bar:
-        for codes, labels in _checked(batches, paths, window, data_path):
+        for codes, labels in _checked(batches, paths, window, data_dir):
             losses = score(codes, labels).numpy()
             total += float(losses.sum())
             windows += int(codes.shape[0])
-            counts += np.bincount(codes.numpy().ravel(), minlength=config.quantization_channels)
+            counts += np.bincount(codes.numpy().ravel(), minlength=model_config.quantization_channels)
             if label_kind:
                 for value, loss in zip(labels[-1].numpy(), losses, strict=True):
                     seen = per_label.setdefault(value.decode(), [0, 0.0])
@@ -146,7 +146,7 @@ def evaluate(
             bar.update(int(codes.shape[0]))
     if not windows:
         raise contract.DatasetMismatchError(f"the dataset has no {split} windows to score")
-    entropy_bits = data.entropy_bits(counts)
+    entropy_bits = statistics.entropy_bits(counts)
     loss_nats = total / windows
     return Evaluation(
         split=split,
@@ -155,7 +155,7 @@ def evaluate(
         loss_bits=loss_nats / math.log(2),
         entropy_nats=entropy_bits * math.log(2),
         entropy_bits=entropy_bits,
-        model_step=config.step,
+        model_step=model_config.step,
         label_kind=label_kind,
         by_label={
             value: {"windows": n, "loss_nats": loss / n, "loss_bits": loss / n / math.log(2)}
@@ -164,39 +164,51 @@ def evaluate(
     )
 
 
-def _checked(batches, paths, window_samples, data_path):
+def _checked(batches, paths, window_samples, data_dir):
     """The batches; a corrupt shard ends them with a CommandError naming it (TensorFlow's error names none)."""
     import tensorflow as tf
 
-    from trainer import data
+    from trainer import shards
 
     try:
         yield from batches
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-        bad = data.find_bad_shard(paths, window_samples)
+        bad = shards.find_bad_shard(paths, window_samples)
         if bad is None:
             raise
-        raise contract.CommandError(f"{bad[0]}: {bad[1]}; {data.verify_hint(data_path)}") from e
+        raise contract.CommandError(f"{bad[0]}: {bad[1]}; {shards.verify_hint(data_dir)}") from e
 
 
 def build_parser():
     """The parser of `python -m trainer.evaluate`."""
-    parser = argparse.ArgumentParser(
+    parser = contract.commands.ArgumentParser(
         prog="python -m trainer.evaluate",
         description="Score an exported WaveNet on a preprocess output: cross-entropy per sample beside the entropy "
         "of the code histogram.",
     )
-    parser.add_argument("--model", required=True, help="The training --job_dir or its export/ (local, gs://, s3://).")
-    parser.add_argument("--data", required=True, help="An output directory of python -m pipelines.preprocess.")
+    parser.add_argument(
+        "--model", required=True, help="The training --job_dir or its export/ (local, gs://, s3://). Required."
+    )
+    parser.add_argument(
+        "--data", required=True, help="An output directory of python -m pipelines.preprocess. Required."
+    )
     parser.add_argument(
         "--split",
         choices=contract.SPLITS,
         default=contract.VALIDATION,
         help="validation: the tracks held out of training; train: the training tracks. Default: %(default)s.",
     )
-    parser.add_argument("--batch_size", type=int, default=8, help="Windows per forward pass. Default: %(default)s.")
     parser.add_argument(
-        "--max_windows", type=int, default=None, help="Score at most this many windows. Default: all of the split."
+        "--batch_size",
+        type=contract.commands.int_in(1),
+        default=8,
+        help="Windows per forward pass. Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--max_windows",
+        type=contract.commands.int_in(1),
+        default=None,
+        help="Score at most this many windows. Default: all of the split.",
     )
     parser.add_argument(
         "--by_label",

@@ -11,7 +11,7 @@ import tempfile
 from pipelines import contract
 
 
-def export(wavenet, model_config, export_dir):
+def export(model, model_config, export_dir):
     """Saves the model and everything the sampler needs to use it, each file replaced atomically.
 
     model.keras is saved to a local temporary directory, then written over the
@@ -21,7 +21,7 @@ def export(wavenet, model_config, export_dir):
     old config of the same architecture) and a re-run exports again.
 
     Args:
-      wavenet: the trained keras.Model (`trainer.model.build_wavenet`).
+      model: the trained keras.Model (`trainer.model.build_wavenet`).
       model_config: contract.ModelConfig describing it.
       export_dir: local or gs:// directory.
 
@@ -31,7 +31,7 @@ def export(wavenet, model_config, export_dir):
     staging = tempfile.mkdtemp(prefix="wavenet-export-")
     try:
         local = os.path.join(staging, contract.MODEL_FILE)  # Keras saves to local paths only.
-        wavenet.save(local)
+        model.save(local)
         with open(local, "rb") as f:
             contract.write_bytes(contract.join(export_dir, contract.MODEL_FILE), f.read())
     finally:

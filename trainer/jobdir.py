@@ -160,3 +160,45 @@ def remove_killed_writes(job_dir, export_dir=None):
                 os.remove(entry.path)
             removed.append(entry.path)
     return removed
+
+
+def check_checkpoint_holds(job_dir, restore_from, model, wavenet_config, preset):
+    """Refuses checkpoints of another model before restoring them, naming both presets.
+
+    A restore that fails part-way leaves TensorFlow printing, when the
+    process ends, every value it could not place; the shapes
+    (`tf.train.list_variables` reads only the checkpoint's index) tell first.
+
+    Raises:
+      contract.DatasetMismatchError: a variable of the model has none of its shape in the checkpoint.
+    """
+    import collections
+
+    import tensorflow as tf
+
+    from trainer.model import build_wavenet
+
+    stored = collections.Counter(tuple(shape) for _, shape in tf.train.list_variables(restore_from))
+
+    def fits(name):  # Every variable of the preset's model has one of its shape in the checkpoint.
+        built = (
+            model
+            if name == preset
+            else build_wavenet(
+                presets.preset_config(name, wavenet_config.quantization_channels, wavenet_config.condition_values)
+            )
+        )
+        return not collections.Counter(tuple(w.shape) for w in built.weights) - stored
+
+    if fits(preset):
+        return
+    held = next((name for name in presets.PRESETS if name != preset and fits(name)), None)
+    what = (
+        f"the {presets.describe(held)}. Pass --preset {held} to resume it"
+        if held
+        else "no preset's. Pass the --preset it was started with"
+    )
+    raise contract.DatasetMismatchError(
+        f"{job_dir}'s checkpoints hold another model than the {presets.describe(preset)}: {what}, or use another "
+        "--job_dir"
+    )

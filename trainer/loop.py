@@ -5,12 +5,12 @@ here; this module owns what happens between the first step and the last:
 `make_train_loop` and `make_evaluator` build the device functions (Orbit's
 trainer and evaluator), `Controller` runs loops of steps to the end and, between
 them, the NaN stop, progress, summaries and its `Action`s (checkpoints,
-evaluations with their audio summaries).
+evaluations with their audio summaries), and `PreemptionCheckpoints` saves on
+SIGTERM. What goes into TensorBoard is `trainer.summaries`.
 """
 
 import dataclasses
 import logging
-import math
 import posixpath
 import signal
 import sys
@@ -91,7 +91,7 @@ class LoopSettings:
 def train(
     settings,
     strategy,
-    wavenet,
+    model,
     wavenet_config,
     optimizer,
     step,
@@ -109,7 +109,7 @@ def train(
     Args:
       settings: LoopSettings.
       strategy: the tf.distribute.Strategy everything was built under.
-      wavenet: keras.Model; wavenet_config: its contract.WaveNetConfig.
+      model: keras.Model; wavenet_config: its contract.WaveNetConfig.
       optimizer: built keras optimizer (a LossScaleOptimizer with mixed precision).
       step: int64 tf.Variable, the global step (checkpointed).
       checkpoint_manager: tf.train.CheckpointManager of model, optimizer and step.
@@ -137,16 +137,16 @@ def train(
     controller = Controller(
         settings,
         step,
-        make_train_loop(settings, strategy, wavenet, wavenet_config, optimizer, step),
+        make_train_loop(settings, strategy, model, wavenet_config, optimizer, step),
         iterator,
         checkpoint=Action(settings.checkpoint_every, checkpoint_action(checkpoint_manager, on_checkpoint)),
         evaluation=Action(
             settings.eval_every,
             evaluation_action(
                 settings,
-                make_evaluator(strategy, wavenet, wavenet_config, validation_dataset),
+                make_evaluator(strategy, model, wavenet_config, validation_dataset),
                 writers["validation"],
-                wavenet,
+                model,
                 wavenet_config,
                 chief,
             ),
@@ -164,7 +164,7 @@ def train(
             writer.flush()
 
 
-def make_train_loop(settings, strategy, wavenet, wavenet_config, optimizer, step):
+def make_train_loop(settings, strategy, model, wavenet_config, optimizer, step):
     """The training step, and a tf.function running `num_steps` of them on the device (Orbit's trainer).
 
     Returns:
@@ -172,17 +172,17 @@ def make_train_loop(settings, strategy, wavenet, wavenet_config, optimizer, step
     """
     import tensorflow as tf
 
-    from trainer import model
+    from trainer.model import per_example_nats
 
     global_batch = settings.global_batch
 
     def train_replica(batch):
         with tf.GradientTape() as tape:
-            per_example = model.per_example_nats(wavenet, wavenet_config, batch)
+            per_example = per_example_nats(model, wavenet_config, batch)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             scaled = optimizer.scale_loss(loss) if settings.mixed_precision else loss
-        grads = tape.gradient(scaled, wavenet.trainable_variables)
-        optimizer.apply(grads, wavenet.trainable_variables)
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
         return loss
 
     # XLA compiles the replica's computation; reading the input iterator stays outside it.
@@ -201,7 +201,7 @@ def make_train_loop(settings, strategy, wavenet, wavenet_config, optimizer, step
     return train_loop
 
 
-def make_evaluator(strategy, wavenet, wavenet_config, validation_dataset):
+def make_evaluator(strategy, model, wavenet_config, validation_dataset):
     """The validation loss over a fresh pass of `validation_dataset` (Orbit's evaluator).
 
     Returns:
@@ -209,12 +209,12 @@ def make_evaluator(strategy, wavenet, wavenet_config, validation_dataset):
     """
     import tensorflow as tf
 
-    from trainer import model
+    from trainer.model import per_example_nats
 
     @tf.function
     def eval_step(codes):
         def replica(batch):
-            per_example = model.per_example_nats(wavenet, wavenet_config, batch)
+            per_example = per_example_nats(model, wavenet_config, batch)
             return tf.reduce_sum(per_example), tf.cast(tf.shape(per_example)[0], tf.float32)
 
         total, count = strategy.run(replica, args=(codes,))
@@ -257,18 +257,17 @@ def checkpoint_action(checkpoint_manager, on_checkpoint):
     return save
 
 
-def evaluation_action(settings, validation_loss, writer, wavenet, wavenet_config, chief):
+def evaluation_action(settings, validation_loss, writer, model, wavenet_config, chief):
     """The validation loss into the result and TensorBoard, and the chief's audio summary."""
-    import tensorflow as tf
+    from trainer import summaries  # It loads TensorFlow, which importing this module (trainer.task does) must not.
 
     def evaluate(step, result):
         result.validation_loss_nats = validation_loss()
-        with writer.as_default(step=step):
+        with writer.as_default():
             if result.validation_loss_nats is not None:
-                tf.summary.scalar("loss_nats", result.validation_loss_nats)
-                tf.summary.scalar("loss_bits", result.validation_loss_nats / math.log(2))
+                summaries.write_loss(result.validation_loss_nats, step)
             if chief and settings.summary_audio_secs > 0:
-                write_audio_summary(wavenet, wavenet_config, settings, step)
+                summaries.write_audio(model, wavenet_config, settings, step)
 
     return evaluate
 
@@ -324,7 +323,7 @@ class Controller:
                 result.step, result.train_loss_nats = current, float(losses[-1])
                 progress.update(num_steps)
                 progress.set_postfix(loss=f"{losses[-1]:.3f}", samples_per_s=f"{rate:,.0f}" if rate else "...")
-                self._write_summaries(first, losses, current, rate)
+                self._write_summaries(first, losses, rate)
                 for action in self._actions:
                     if action.due(current, settings.steps):
                         action.run(current, result)
@@ -347,16 +346,11 @@ class Controller:
                 "set --clip_norm, or check the data."
             )
 
-    def _write_summaries(self, first, losses, current, rate):
-        import tensorflow as tf
+    def _write_summaries(self, first, losses, rate):
+        from trainer import summaries
 
         with self._writer.as_default():
-            for offset, loss in enumerate(losses.tolist()):
-                tf.summary.scalar("loss_nats", loss, step=first + offset)
-                tf.summary.scalar("loss_bits", loss / math.log(2), step=first + offset)
-            tf.summary.scalar("learning_rate", float(np.asarray(self._optimizer.learning_rate)), step=current)
-            if rate:
-                tf.summary.scalar("samples_per_sec", rate, step=current)
+            summaries.write_training(first, losses, float(np.asarray(self._optimizer.learning_rate)), rate)
 
 
 class PreemptionCheckpoints:
@@ -422,48 +416,6 @@ def _time_left(steps_left, secs_per_step, timed_from, current):
         f"{steps_left:,} steps to go at {secs_per_step:.2f} s/step (measured over steps {timed_from + 1}-{current}): "
         f"about {contract.format_duration(steps_left * secs_per_step)}"
     )
-
-
-SUMMARY_CONDITIONS = 4  # A conditioned model's audio summary: one clip for each of its first label values.
-
-
-def write_audio_summary(wavenet, wavenet_config, settings, step):
-    """A clip from the current weights, with its spectrogram, into the current TensorBoard writer.
-
-    Generated by the sampler's fast engine (`sampler.loading.generate_audio`):
-    seconds of audio in seconds of compute, where a full pass per sample
-    would take minutes. A conditioned model gets one clip per label value
-    (the first SUMMARY_CONDITIONS known values), generated as one batch.
-    """
-    import tensorflow as tf
-
-    from pipelines import contract
-    from sampler import loading, spectrogram
-
-    model_config = contract.ModelConfig(
-        wavenet=wavenet_config,
-        sample_rate=settings.sample_rate,
-        condition_kind=settings.condition_kind,
-        condition_vocabulary=settings.condition_vocabulary,
-    )
-    num_samples = int(settings.summary_audio_secs * settings.sample_rate)
-    if model_config.conditioned:
-        known = [v for v in model_config.condition_vocabulary if v != contract.UNKNOWN_LABEL]
-        names = (known or list(model_config.condition_vocabulary))[:SUMMARY_CONDITIONS]
-        conditions = model_config.condition_indices(names)
-        tags = [f"generated/{settings.condition_kind}={name}" for name in names]
-    else:
-        conditions, tags, names = None, ["generated"], [""]
-    clips = loading.generate_audio(
-        wavenet, model_config, num_samples, seed=settings.seed + step, num_clips=len(tags), conditions=conditions
-    )
-    for tag, name, clip in zip(tags, names, clips, strict=True):
-        tf.summary.audio(tag, clip[None, :, None], settings.sample_rate, step=step)
-        title = f"Generated at step {step}" + (f" ({settings.condition_kind} {name})" if name else "")
-        png = spectrogram.spectrogram_png(clip, settings.sample_rate, title=title)
-        tf.summary.image(
-            tag.replace("generated", "generated_spectrogram", 1), tf.image.decode_png(png)[None], step=step
-        )
 
 
 def _progress_bar(initial, total, enabled):

@@ -19,16 +19,16 @@ from pipelines.contract import WaveNetConfig  # noqa: F401 (re-exported: the mod
 from trainer.presets import PRESETS  # noqa: F401 (re-exported)
 
 
-def build_wavenet(config):
+def build_wavenet(wavenet_config):
     """The WaveNet as a Keras functional model.
 
-    With `config.condition_values` > 0 the model is globally conditioned
+    With `wavenet_config.condition_values` > 0 the model is globally conditioned
     (van den Oord et al. 2016, section 2.5): each dilated layer adds an
     embedding of the label, V_f h and V_g h for the one-hot label h, to its
     filter and gate pre-activations at every time step.
 
     Args:
-      config: WaveNetConfig.
+      wavenet_config: WaveNetConfig.
 
     Returns:
       keras.Model mapping int32 [batch, time] codes in [0, quantization_channels)
@@ -39,48 +39,52 @@ def build_wavenet(config):
     """
     codes = keras.Input(shape=(None,), dtype="int32", name="codes")
     condition = None
-    if config.condition_values:
+    if wavenet_config.condition_values:
         condition = keras.Input(shape=(), dtype="int32", name=contract.CONDITION_INPUT)
-    x = keras.layers.Embedding(config.quantization_channels, config.residual_channels, name=contract.EMBEDDING_LAYER)(
-        codes
-    )
+    x = keras.layers.Embedding(
+        wavenet_config.quantization_channels, wavenet_config.residual_channels, name=contract.EMBEDDING_LAYER
+    )(codes)
     x = keras.layers.Conv1D(
-        config.residual_channels, config.filter_width, padding="causal", name=contract.CAUSAL_CONV_LAYER
+        wavenet_config.residual_channels, wavenet_config.filter_width, padding="causal", name=contract.CAUSAL_CONV_LAYER
     )(x)
     skips = []
-    for layer, dilation in enumerate(config.dilations):
+    for layer, dilation in enumerate(wavenet_config.dilations):
         # Filter and gate in one convolution, split in half (same maths as two).
         gated = keras.layers.Conv1D(
-            2 * config.dilation_channels,
-            config.filter_width,
+            2 * wavenet_config.dilation_channels,
+            wavenet_config.filter_width,
             dilation_rate=dilation,
             padding="causal",
             name=contract.gate_layer(layer),
         )(x)
         if condition is not None:
             label = keras.layers.Embedding(
-                config.condition_values, 2 * config.dilation_channels, name=contract.condition_layer(layer)
+                wavenet_config.condition_values,
+                2 * wavenet_config.dilation_channels,
+                name=contract.condition_layer(layer),
             )(condition)
             gated = gated + keras.ops.expand_dims(label, 1)  # [batch, 1, 2D]: the same at every time step.
         filt, gate = keras.ops.split(gated, 2, axis=-1)
         z = keras.ops.tanh(filt) * keras.ops.sigmoid(gate)
         # Residual and skip 1x1 convolutions in one.
         out = keras.layers.Conv1D(
-            config.residual_channels + config.skip_channels, 1, name=contract.residual_skip_layer(layer)
+            wavenet_config.residual_channels + wavenet_config.skip_channels, 1, name=contract.residual_skip_layer(layer)
         )(z)
-        residual, skip = keras.ops.split(out, [config.residual_channels], axis=-1)
+        residual, skip = keras.ops.split(out, [wavenet_config.residual_channels], axis=-1)
         x = x + residual
         skips.append(skip)
     h = keras.ops.relu(keras.ops.sum(keras.ops.stack(skips), axis=0))
-    h = keras.ops.relu(keras.layers.Conv1D(config.skip_channels, 1, name=contract.SKIP_OUT_LAYER)(h))
-    logits = keras.layers.Conv1D(config.quantization_channels, 1, name=contract.LOGITS_LAYER, dtype="float32")(h)
+    h = keras.ops.relu(keras.layers.Conv1D(wavenet_config.skip_channels, 1, name=contract.SKIP_OUT_LAYER)(h))
+    logits = keras.layers.Conv1D(wavenet_config.quantization_channels, 1, name=contract.LOGITS_LAYER, dtype="float32")(
+        h
+    )
     return keras.Model(codes if condition is None else [codes, condition], logits, name="wavenet")
 
 
-def scored_logits(wavenet, config, codes, condition=None):
+def scored_logits(model, wavenet_config, codes, condition=None):
     """The model's logits at the outputs that see a full receptive field, computed only where needed.
 
-    The same function as `wavenet(codes)[:, receptive_field - 1:]` (and the same
+    The same function as `model(codes)[:, receptive_field - 1:]` (and the same
     weights, read from the model's layers by name), formulated for training:
 
     - each width-`filter_width` dilated causal convolution is `filter_width`
@@ -99,8 +103,8 @@ def scored_logits(wavenet, config, codes, condition=None):
     Time slices use tf.slice: StridedSlice's gradient is a slow generic kernel on CPU.
 
     Args:
-      wavenet: keras.Model from `build_wavenet(config)` (or loaded from an export).
-      config: its WaveNetConfig.
+      model: keras.Model from `build_wavenet(wavenet_config)` (or loaded from an export).
+      wavenet_config: its WaveNetConfig.
       codes: int32 [batch, time] codes, time static and >= receptive_field.
       condition: int32 [batch] label indices for a conditioned model, else None.
 
@@ -114,13 +118,17 @@ def scored_logits(wavenet, config, codes, condition=None):
     import tensorflow as tf
 
     length = codes.shape[1]
-    first = config.receptive_field - 1
+    first = wavenet_config.receptive_field - 1
     if length is None or length <= first:
         raise ValueError(f"scored_logits needs a static time of >= {first + 1} samples; got {length}")
-    width, gated, residual = config.filter_width, config.dilation_channels, config.residual_channels
+    width, gated, residual = (
+        wavenet_config.filter_width,
+        wavenet_config.dilation_channels,
+        wavenet_config.residual_channels,
+    )
 
     def layer_weights(name, dtype):
-        layer = wavenet.get_layer(name)
+        layer = model.get_layer(name)
         return tf.cast(tf.convert_to_tensor(layer.kernel), dtype), tf.cast(tf.convert_to_tensor(layer.bias), dtype)
 
     def time_slice(x, begin, end):
@@ -142,37 +150,37 @@ def scored_logits(wavenet, config, codes, condition=None):
         return sum(_matmul(tap, kernel[k]) for k, tap in enumerate(shifted))
 
     # needed[j]: the first position of layer j's residual input that a scored output depends on.
-    needed = [first] * (len(config.dilations) + 1)
-    for j in reversed(range(len(config.dilations))):
-        needed[j] = needed[j + 1] - (width - 1) * config.dilations[j]
-    dtype = wavenet.get_layer(contract.CAUSAL_CONV_LAYER).compute_dtype
-    embeddings = tf.convert_to_tensor(wavenet.get_layer(contract.EMBEDDING_LAYER).embeddings)
+    needed = [first] * (len(wavenet_config.dilations) + 1)
+    for j in reversed(range(len(wavenet_config.dilations))):
+        needed[j] = needed[j + 1] - (width - 1) * wavenet_config.dilations[j]
+    dtype = model.get_layer(contract.CAUSAL_CONV_LAYER).compute_dtype
+    embeddings = tf.convert_to_tensor(model.get_layer(contract.EMBEDDING_LAYER).embeddings)
     embedded = tf.cast(tf.gather(embeddings, codes), dtype)
     kernel, bias = layer_weights(contract.CAUSAL_CONV_LAYER, dtype)
     x_first = max(needed[0], 0)
     x = causal_conv(taps(embedded, 0, x_first, 1), kernel) + bias
     skips = None
-    for j, dilation in enumerate(config.dilations):
+    for j, dilation in enumerate(wavenet_config.dilations):
         kernel, bias = layer_weights(contract.gate_layer(j), dtype)
         out_first = max(needed[j + 1], 0)
         shifted = taps(x, x_first, out_first, dilation)  # Sliced once for both halves.
         filt = causal_conv(shifted, kernel[:, :, :gated]) + bias[:gated]
         gate = causal_conv(shifted, kernel[:, :, gated:]) + bias[gated:]
         if condition is not None:
-            table = tf.convert_to_tensor(wavenet.get_layer(contract.condition_layer(j)).embeddings)
+            table = tf.convert_to_tensor(model.get_layer(contract.condition_layer(j)).embeddings)
             label = tf.cast(tf.gather(table, condition), dtype)[:, None, :]  # [batch, 1, 2D]
             filt, gate = filt + label[:, :, :gated], gate + label[:, :, gated:]
         z = tf.tanh(filt) * tf.sigmoid(gate)
         kernel, bias = layer_weights(contract.residual_skip_layer(j), dtype)
         skip = _matmul(time_slice(z, first - out_first, length - out_first), kernel[0, :, residual:]) + bias[residual:]
         skips = skip if skips is None else skips + skip
-        if j + 1 < len(config.dilations):  # The last layer's residual output feeds nothing.
+        if j + 1 < len(wavenet_config.dilations):  # The last layer's residual output feeds nothing.
             residual_out = _matmul(z, kernel[0, :, :residual]) + bias[:residual]
             x = time_slice(x, out_first - x_first, length - x_first) + residual_out
             x_first = out_first
     kernel, bias = layer_weights(contract.SKIP_OUT_LAYER, dtype)
     h = tf.nn.relu(_matmul(tf.nn.relu(skips), kernel[0]) + bias)
-    kernel, bias = layer_weights(contract.LOGITS_LAYER, wavenet.get_layer(contract.LOGITS_LAYER).compute_dtype)
+    kernel, bias = layer_weights(contract.LOGITS_LAYER, model.get_layer(contract.LOGITS_LAYER).compute_dtype)
     return _matmul(tf.cast(h, kernel.dtype), kernel[0]) + bias
 
 
@@ -185,7 +193,7 @@ def _matmul(x, kernel):
     return tf.reshape(product, tf.concat([tf.shape(x)[:-1], [outputs]], 0))
 
 
-def per_example_nats(wavenet, wavenet_config, batch):
+def per_example_nats(model, wavenet_config, batch):
     """Per-example cross-entropy of a WaveNet's predictions, over the outputs that see a full receptive field.
 
     The model reads codes[:, :-1]; output t predicts codes[:, t + 1]. Outputs
@@ -195,7 +203,7 @@ def per_example_nats(wavenet, wavenet_config, batch):
     logits are computed only where scored (`scored_logits`).
 
     Args:
-      wavenet: keras.Model (`trainer.model.build_wavenet`); wavenet_config: its WaveNetConfig.
+      model: keras.Model (`trainer.model.build_wavenet`); wavenet_config: its WaveNetConfig.
       batch: int32 [batch, time] mu-law codes (time static, > receptive_field), or
         (codes, int32 [batch] label indices) for a conditioned model.
 
@@ -205,7 +213,7 @@ def per_example_nats(wavenet, wavenet_config, batch):
     import tensorflow as tf
 
     codes, condition = batch if isinstance(batch, tuple | list) else (batch, None)
-    logits = scored_logits(wavenet, wavenet_config, codes[:, :-1], condition)
+    logits = scored_logits(model, wavenet_config, codes[:, :-1], condition)
     per_sample = keras.losses.sparse_categorical_crossentropy(
         codes[:, wavenet_config.receptive_field :], tf.cast(logits, tf.float32), from_logits=True
     )

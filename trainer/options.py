@@ -25,8 +25,13 @@ DEFAULT_STEPS_PER_LOOP = {"CPU": 10, "GPU": 100, "TPU": 200}
 
 
 def build_parser():
-    """The parser of `python -m trainer.task` (options and help; no TensorFlow)."""
-    parser = argparse.ArgumentParser(
+    """The parser of `python -m trainer.task` (options and help; no TensorFlow).
+
+    Each number is checked by its type (`contract.commands.int_in`, `number_in`): a value that cannot work is
+    refused by the parser, exit status 2, before anything is read or written.
+    """
+    at_least_one = contract.commands.int_in(1)
+    parser = contract.commands.ArgumentParser(
         prog="python -m trainer.task",
         description="Train a WaveNet on TFRecord windows written by pipelines.preprocess.",
     )
@@ -75,48 +80,51 @@ def build_parser():
         "Its vocabulary comes from dataset.json, and the sampler's --condition then asks for a value by name. "
         "Default: unconditioned.",
     )
-    parser.add_argument("--steps", type=int, default=100000, help="Total training steps. Default: %(default)s.")
     parser.add_argument(
-        "--batch_size", type=int, default=16, help="Global batch size (all replicas). Default: %(default)s."
+        "--steps", type=at_least_one, default=100000, help="Total training steps. Default: %(default)s."
+    )
+    parser.add_argument(
+        "--batch_size", type=at_least_one, default=16, help="Global batch size (all replicas). Default: %(default)s."
     )
     parser.add_argument(
         "--crop_samples",
-        type=int,
+        type=at_least_one,
         default=None,
         help="Random crop of each window, in samples (>= receptive field + 1); bounds memory. "
         "Default: the whole window.",
     )
     parser.add_argument(
         "--gain_augmentation_db",
-        type=float,
+        type=contract.commands.number_in(0),
         default=0.0,
         help="Train on each crop at a random level: a gain drawn uniformly within +/- this many dB, "
         "lowered where needed so nothing clips, applied to the audio the mu-law codes stand for "
-        "(trainer.data.random_gain; 0 disables). Default: %(default)s.",
+        "(trainer.augment.random_gain; 0 disables). Default: %(default)s.",
     )
     parser.add_argument(
         "--random_polarity",
         action="store_true",
         help="Train on half the crops with the waveform's sign inverted (it sounds the same; "
-        "trainer.data.random_polarity_inversion).",
+        "trainer.augment.random_polarity_inversion). Default: off.",
     )
     parser.add_argument(
         "--shuffle_buffer_windows",
-        type=int,
+        type=at_least_one,
         default=None,
         help="Windows in the training input's shuffle buffer (about window_samples bytes each). The pipeline "
         "writes each track's windows together, so a buffer smaller than the dataset mixes fewer tracks per "
-        "batch. Default: as many as fit in 256 MiB per worker (16,777 windows of 16,000 samples).",
+        "batch. Default: as many as fit in 256 MiB per worker (16,777 windows of 16,000 samples), at most the "
+        "training split's windows (a larger buffer only repeats them).",
     )
     parser.add_argument(
         "--learning_rate",
-        type=float,
+        type=contract.commands.number_in(0, above=True),
         default=DEFAULT_LEARNING_RATE,
         help="Adam's peak learning rate. Default: %(default)s (held-out benchmark, BENCHMARKS.md).",
     )
     parser.add_argument(
         "--adam_beta2",
-        type=float,
+        type=contract.commands.number_in(0, 1),
         default=0.999,
         help="Adam's decay rate of the squared-gradient average (beta_2 of Kingma and Ba, 2015): its memory is "
         "about 1 / (1 - beta2) steps. Default: %(default)s.",
@@ -130,19 +138,19 @@ def build_parser():
     )
     parser.add_argument(
         "--warmup_steps",
-        type=int,
+        type=contract.commands.int_in(0),
         default=DEFAULT_WARMUP_STEPS,
         help="Steps of linear warm-up from 0 to --learning_rate. Default: %(default)s.",
     )
     parser.add_argument(
         "--clip_norm",
-        type=float,
+        type=contract.commands.number_in(0),
         default=DEFAULT_CLIP_NORM,
         help="Clip the gradients to this global norm (0 disables). Default: %(default)s.",
     )
     parser.add_argument(
         "--steps_per_loop",
-        type=int,
+        type=at_least_one,
         default=None,
         help="Training steps run on the device between returns to Python (progress, summaries and NaN checks "
         "happen once per loop). Default: "
@@ -150,17 +158,17 @@ def build_parser():
         + " (BENCHMARKS.md).",
     )
     parser.add_argument(
-        "--checkpoint_every", type=int, default=500, help="Steps between checkpoints. Default: %(default)s."
+        "--checkpoint_every", type=at_least_one, default=500, help="Steps between checkpoints. Default: %(default)s."
     )
     parser.add_argument(
-        "--eval_every", type=int, default=1000, help="Steps between validation runs. Default: %(default)s."
+        "--eval_every", type=at_least_one, default=1000, help="Steps between validation runs. Default: %(default)s."
     )
     parser.add_argument(
-        "--eval_batches", type=int, default=20, help="Validation batches per evaluation. Default: %(default)s."
+        "--eval_batches", type=at_least_one, default=20, help="Validation batches per evaluation. Default: %(default)s."
     )
     parser.add_argument(
         "--summary_audio_secs",
-        type=float,
+        type=contract.commands.number_in(0),
         default=2.0,
         help="Seconds of audio generated at each evaluation for TensorBoard, by the sampler's fast engine, "
         "with its spectrogram (0 disables). Default: %(default)s.",
@@ -184,7 +192,16 @@ def build_parser():
     )
     parser.add_argument("--jit_compile", action="store_true", help="Compile the train step with XLA. Default: off.")
     parser.add_argument(
-        "--seed", type=int, default=0, help="Seed for weights, shuffling and cropping. Default: %(default)s."
+        "--seed",
+        type=contract.commands.int_in(0, 2**32),  # What numpy's global seed (keras.utils.set_random_seed) takes.
+        default=0,
+        help="Seed for weights, shuffling and cropping, 0 .. 2^32-1. Default: %(default)s.",
+    )
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="Bit-identical runs: the same command and seed give the same losses and weights, at a cost in speed "
+        "(TensorFlow's op determinism, and one op at a time; docs/training.md). Default: off.",
     )
     contract.add_verbose_option(parser)
     contract.storage.add_arguments(parser)
@@ -196,14 +213,22 @@ def parse_args(argv, environ=None):
 
     --model, deprecated, names the preset. On SageMaker and Vertex AI the paths
     the user did not give come from the service (`managed_service_paths`).
+    Everything the options alone can tell is checked here, before anything
+    is read or written (what needs the data or the devices is checked by
+    `trainer.task.run_parsed`, still before it writes).
 
     Args:
       argv: the command line.
       environ: the environment to read the services' variables from (default os.environ).
+
+    Raises:
+      SystemExit: (status 2, the usage and the reason on stderr) an unknown option, a missing --data or
+        --job_dir, or a value that cannot work (--steps 0, --learning_rate nan, ...).
+      NotADirectoryError: a local --job_dir, --export_dir or --tensorboard_dir is, or runs through, an existing
+        file (naming that file).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.command = contract.redact_command(argv)  # For the model card: how it was trained, credentials left out.
     if args.model is not None:
         _LOGGER.warning("--model is deprecated in trainer.task: it names a preset, now --preset %s", args.model)
         args.preset = args.preset or args.model
@@ -215,6 +240,8 @@ def parse_args(argv, environ=None):
             parser.error(f"the following arguments are required: --{name}")
     args.export_dir = args.export_dir or posixpath.join(args.job_dir, contract.EXPORT_DIR)
     args.tensorboard_dir = args.tensorboard_dir or posixpath.join(args.job_dir, "logs")
+    for path in (args.job_dir, args.export_dir, args.tensorboard_dir):
+        contract.commands.check_directory_path(path)
     return args
 
 
@@ -251,22 +278,6 @@ def managed_service_paths(environ):
         if environ.get(variable):
             paths[name] = environ[variable]
     return paths
-
-
-def check_options(args):
-    """Refuses option values that cannot work, before any work starts.
-
-    Raises:
-      ValueError: naming the option and its value.
-    """
-    if args.gain_augmentation_db < 0:
-        raise ValueError(f"--gain_augmentation_db must be 0 or more, got {args.gain_augmentation_db}")
-    if not 0 <= args.adam_beta2 < 1:
-        raise ValueError(f"--adam_beta2 must lie in [0, 1), got {args.adam_beta2}")
-    if args.shuffle_buffer_windows is not None and args.shuffle_buffer_windows < 1:
-        raise ValueError(f"--shuffle_buffer_windows must be at least 1, got {args.shuffle_buffer_windows}")
-    if args.steps_per_loop is not None and args.steps_per_loop < 1:
-        raise ValueError(f"--steps_per_loop must be at least 1, got {args.steps_per_loop}")
 
 
 SAGEMAKER_HYPERPARAMETERS = "/opt/ml/input/config/hyperparameters.json"

@@ -1,5 +1,7 @@
 """The model presets of `python -m trainer.task --preset`: named WaveNet hyperparameters (no TensorFlow here)."""
 
+import dataclasses
+
 from pipelines.contract import WaveNetConfig
 
 PRESETS = {
@@ -26,8 +28,15 @@ DEFAULT_PRESET = "default"
 
 def describe(name):
     """One line for --help: a preset's channels, layers and receptive field."""
-    config = PRESETS[name]
+    wavenet_config = PRESETS[name]
     return (
-        f"{name}: {config.residual_channels} residual / {config.skip_channels} skip channels, "
-        f"{len(config.dilations)} layers, receptive field {config.receptive_field} samples"
+        f"{name}: {wavenet_config.residual_channels} residual / {wavenet_config.skip_channels} skip channels, "
+        f"{len(wavenet_config.dilations)} layers, receptive field {wavenet_config.receptive_field} samples"
+    )
+
+
+def preset_config(preset, quantization_channels, condition_values):
+    """A preset's WaveNetConfig for data of `quantization_channels` and a label of `condition_values` values."""
+    return dataclasses.replace(
+        PRESETS[preset], quantization_channels=quantization_channels, condition_values=condition_values
     )

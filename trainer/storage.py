@@ -18,9 +18,10 @@ from pipelines import contract
 from trainer import jobdir
 
 _LOGGER = logging.getLogger(__name__)
-# Concurrent transfers: S3 and Cloud Storage serve each request at a bounded rate, so throughput grows with
-# requests in flight (BENCHMARKS.md, "Storage"); more than this gained nothing measurable there.
-TRANSFER_THREADS = 16
+# Concurrent transfers: a store serves each request at a bounded rate, so throughput grows with requests in flight
+# (BENCHMARKS.md, "Storage"). At most boto3's connection pool (10 per client, which Beam's S3 filesystem shares):
+# more threads than connections open and discard connections, with a warning each time.
+TRANSFER_THREADS = 8
 
 
 def needs_staging(uri):
@@ -44,7 +45,7 @@ def copy_all(pairs, threads=TRANSFER_THREADS):
             future.result()
 
 
-def stage_dataset(data_uri, local_dir):
+def stage_dataset(data_dir, local_dir):
     """Copies dataset.json and every shard it lists to local_dir, through Beam's filesystems (s3://, ...).
 
     Shard names come from dataset.json, which `contract.read_description`
@@ -53,10 +54,10 @@ def stage_dataset(data_uri, local_dir):
     Returns:
       local_dir, a directory `trainer.data` reads like the original.
     """
-    description = contract.read_description(data_uri)
+    description = contract.read_description(data_dir)
     names = [contract.DATASET_FILE] + [name for split in description.splits.values() for name in split.files]
-    copy_all((contract.join(data_uri, name), os.path.join(local_dir, name)) for name in names)
-    _LOGGER.warning("Staged %s (%d shards) to %s", data_uri, len(names) - 1, local_dir)
+    copy_all((contract.join(data_dir, name), os.path.join(local_dir, name)) for name in names)
+    _LOGGER.warning("Staged %s (%d shards) to %s", data_dir, len(names) - 1, local_dir)
     return local_dir
 
 
@@ -117,13 +118,13 @@ class WorkingDirs:
     """Where the trainer reads and writes, after staging: paths TensorFlow can use.
 
     Attributes:
-      data: the dataset (local or gs://; a local copy of an s3:// one).
+      data_dir: the dataset (local or gs://; a local copy of an s3:// one).
       job_dir: checkpoints, job.json, condition.json (local or gs://; a mirrored local copy of an s3:// one).
       tensorboard_dir: TensorBoard logs (idem).
       mirrors: the Mirrors to push after each checkpoint and the export.
     """
 
-    data: str
+    data_dir: str
     job_dir: str
     tensorboard_dir: str
     mirrors: tuple = ()
@@ -134,22 +135,22 @@ class WorkingDirs:
             mirror.push()
 
 
-def working_dirs(data, job_dir, tensorboard_dir, export_dir, clean=True):
+def working_dirs(data_dir, job_dir, tensorboard_dir, export_dir, clean=True):
     """Stages s3:// data, mirrors an s3:// job_dir and TensorBoard directory, and cleans local ones.
 
     A TensorBoard directory inside a mirrored job_dir (the default, JOB_DIR/logs)
     is worked on inside the job_dir's local copy.
 
     Args:
-      data, job_dir, tensorboard_dir, export_dir: as the user gave them (local, gs://, s3://).
+      data_dir, job_dir, tensorboard_dir, export_dir: as the user gave them (local, gs://, s3://).
       clean: remove what killed writes left in a local job_dir (False on workers other than the chief,
         which would remove the chief's writes in flight).
 
     Returns:
       WorkingDirs.
     """
-    if needs_staging(data):
-        data = stage_dataset(data, tempfile.mkdtemp(prefix="wavenet-data-"))
+    if needs_staging(data_dir):
+        data_dir = stage_dataset(data_dir, tempfile.mkdtemp(prefix="wavenet-data-"))
     mirrors = []
     local = {}
     for name, path in (("job_dir", job_dir), ("tensorboard_dir", tensorboard_dir)):
@@ -166,4 +167,4 @@ def working_dirs(data, job_dir, tensorboard_dir, export_dir, clean=True):
         local_export = None if contract.is_remote(export_dir) else export_dir
         for path in jobdir.remove_killed_writes(local["job_dir"], local_export):
             _LOGGER.warning("Removed %s, left by a write that was killed", path)
-    return WorkingDirs(data, local["job_dir"], local["tensorboard_dir"], tuple(mirrors))
+    return WorkingDirs(data_dir, local["job_dir"], local["tensorboard_dir"], tuple(mirrors))

@@ -16,7 +16,6 @@ learning rate, generated audio), export/ (model.keras and config.json, what
 the sampler loads).
 """
 
-import dataclasses
 import logging
 import math
 import posixpath
@@ -47,60 +46,72 @@ def run(argv=None, dataset_override=None, strategy_override=None, stop_after_ste
       loop.TrainResult.
 
     Raises:
+      SystemExit: (status 2) an option the parser refuses, before anything is read or written (`parse_args`).
+      NotADirectoryError: a local --job_dir, --export_dir or --tensorboard_dir runs through a file.
       contract.DatasetMismatchError: the data cannot serve the model.
       loop.TrainingError: the loss became NaN or Inf, or a shard is damaged.
     """
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    return run_parsed(args, dataset_override, strategy_override, stop_after_steps)
+    argv = sys.argv[1:] if argv is None else argv
+    return run_parsed(parse_args(argv), dataset_override, strategy_override, stop_after_steps, command=argv)
 
 
-def run_parsed(args, dataset_override=None, strategy_override=None, stop_after_steps=None):
-    """`run` for parsed options (`options.parse_args`): the wiring, one step after another."""
+def run_parsed(args, dataset_override=None, strategy_override=None, stop_after_steps=None, command=()):
+    """`run` for parsed options (`options.parse_args`): the wiring, one step after another.
+
+    `command` is the command line, recorded in the model card (credentials left out).
+    """
     distribute.check_single_copy(args.strategy)  # Slurm wiring (trainer/distribute.py): refused before any write.
     import keras
     import tensorflow as tf
 
-    from trainer import data, loop
+    from trainer import data, loop, shards
 
+    if args.deterministic:
+        distribute.make_deterministic()
     contract.configure_storage(contract.StorageSettings.from_options(args))
     contract.check_access([args.data, args.job_dir, args.export_dir, args.tensorboard_dir])
     keras.utils.set_random_seed(args.seed)
     strategy = strategy_override or distribute.get_strategy(args.strategy, args.tpu)
+    if args.batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(f"--batch_size={args.batch_size} must divide by {strategy.num_replicas_in_sync} replicas")
     chief = distribute.is_chief(strategy)  # Only the chief writes the job_dir; the other workers read it.
     work = storage.working_dirs(args.data, args.job_dir, args.tensorboard_dir, args.export_dir, clean=chief)
     push = work.push if chief else lambda: None
-    description = contract.read_description(work.data)
-    for warning in data.check_shard_files(work.data, description):
+    description = contract.read_description(work.data_dir)
+    for warning in shards.check_shard_files(work.data_dir, description):
         _LOGGER.warning("%s", warning)
     # The chief's latest checkpoint: every worker resumes from it, at the same step.
     checkpoints = tf.train.latest_checkpoint(posixpath.join(work.job_dir, "checkpoints"))
-    preset = jobdir.job_preset(work.job_dir, args.preset, checkpoints, write=chief)
+    # Check, then act: what the job dir holds and the data are checked against the options before it is written.
+    preset = jobdir.job_preset(work.job_dir, args.preset, checkpoints, write=False)
     condition_kind, vocabulary = jobdir.job_condition(
-        work.job_dir, args.condition_on, description, checkpoints, write=chief
+        work.job_dir, args.condition_on, description, checkpoints, write=False
     )
-    config = _model_config(args, description, preset, len(vocabulary))
+    wavenet_config = _wavenet_config(args, description, preset, len(vocabulary))
     crop = args.crop_samples or description.window_samples
-
-    if args.batch_size % strategy.num_replicas_in_sync:
-        raise ValueError(f"--batch_size={args.batch_size} must divide by {strategy.num_replicas_in_sync} replicas")
+    if chief and not checkpoints:  # A new job records its preset and label vocabulary (trainer/jobdir.py).
+        jobdir.job_preset(work.job_dir, preset, checkpoints)
+        jobdir.job_condition(work.job_dir, condition_kind, description, checkpoints)
     write_dir = distribute.write_dir(work.job_dir, strategy)
     # Workers other than the chief save in step with it, into a directory of their own.
     tensorboard_dir = work.tensorboard_dir if chief else posixpath.join(write_dir, "logs")
     export_dir = args.export_dir if chief else posixpath.join(write_dir, contract.EXPORT_DIR)
-    wavenet, optimizer, step, manager = _build(args, strategy, config, write_dir, preset, checkpoints)
+    model, optimizer, step, manager = _build(args, strategy, wavenet_config, write_dir, preset, checkpoints)
 
     inputs = data.TrainingInputs(
-        work.data, description, args.batch_size, crop, args.seed,
+        work.data_dir, description, args.batch_size, crop, args.seed,
         condition=(condition_kind, vocabulary) if condition_kind else None,
         gain_db=args.gain_augmentation_db, random_polarity=args.random_polarity,
         shuffle_buffer_windows=args.shuffle_buffer_windows, eval_batches=args.eval_batches,
     )  # fmt: skip
     train_input = dataset_override or inputs.training(resumed_step=int(step.numpy()))
-    if inputs.validation is None:
+    if inputs.validation is None and description.validation_fraction == 0:
+        _LOGGER.warning("%s holds no validation split, as preprocessed (--validation_fraction 0)", work.data_dir)
+    elif inputs.validation is None:
         _LOGGER.warning(
             "%s has no validation windows: no validation loss will be reported. Preprocess with a larger "
             "--validation_fraction to hold tracks out.",
-            work.data,
+            work.data_dir,
         )
     validation = inputs.validation and (lambda: strategy.distribute_datasets_from_function(inputs.validation))
     settings = loop.LoopSettings(
@@ -123,36 +134,37 @@ def run_parsed(args, dataset_override=None, strategy_override=None, stop_after_s
     preemption = loop.PreemptionCheckpoints(strategy, manager, on_saved=push) if in_main_thread else None
     try:
         result = loop.train(
-            settings, strategy, wavenet, config, optimizer, step, manager,
+            settings, strategy, model, wavenet_config, optimizer, step, manager,
             iter(strategy.distribute_datasets_from_function(train_input)), validation, tensorboard_dir,
             chief=chief, on_checkpoint=push, stop_after_steps=stop_after_steps, preemption=preemption,
         )  # fmt: skip
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-        bad = inputs.find_bad_shard() if dataset_override is None else None
+        read = inputs.train_paths + inputs.validation_paths if dataset_override is None else []
+        bad = shards.find_bad_shard(read, description.window_samples)
         if bad is None:
             raise  # Not the input's fault.
         raise loop.TrainingError(
-            f"{bad[0]}: {bad[1]}. Training stopped at the last checkpoint; {data.verify_hint(work.data)}"
+            f"{bad[0]}: {bad[1]}. Training stopped at the last checkpoint; {shards.verify_hint(work.data_dir)}"
         ) from e
     finally:
         if preemption is not None:
             preemption.close()
-    result.data_dir = work.data
+    result.data_dir = work.data_dir
     if result.step < args.steps:
         return result  # Stopped early: no export.
     model_config = contract.ModelConfig(
-        wavenet=config,
+        wavenet_config=wavenet_config,
         sample_rate=description.sample_rate,
         step=result.step,
         condition_kind=condition_kind,
         condition_vocabulary=vocabulary,
     )
-    result.export_dir = export.export(wavenet, model_config, export_dir)
+    result.export_dir = export.export(model, model_config, export_dir)
     if chief:
         rows = _attribution(args.data)
         text = card.model_card(
-            model_config, preset, wavenet.count_params(), description, rows, result,
-            distribute.describe_hardware(strategy), args.data, args.command,
+            model_config, preset, model.count_params(), description, rows, result,
+            distribute.describe_hardware(strategy), args.data, contract.redact_command(command),
         )  # fmt: skip
         card.write_model_card(export_dir, text, rows)
     push()
@@ -162,45 +174,40 @@ def run_parsed(args, dataset_override=None, strategy_override=None, stop_after_s
     return result
 
 
-def _attribution(data_uri):
+def _attribution(data_dir):
     """The training data's attribution.csv rows, or None for a dataset made before licences were recorded."""
     try:
-        return contract.read_attribution(data_uri)
+        return contract.read_attribution(data_dir)
     except FileNotFoundError:
         return None
 
 
-def _model_config(args, description, preset, condition_values):
+def _wavenet_config(args, description, preset, condition_values):
     """The WaveNetConfig to train, refused (naming both values) when the data cannot serve it or the options clash.
 
     Raises:
       contract.DatasetMismatchError, ValueError.
     """
-    config = dataclasses.replace(
-        presets.PRESETS[preset],
-        quantization_channels=description.quantization_channels,
-        condition_values=condition_values,
-    )
+    wavenet_config = presets.preset_config(preset, description.quantization_channels, condition_values)
     previous = export.read_exported_config(args.export_dir)
     contract.check_compatible(
         description,
         "the model",
-        quantization_channels=config.quantization_channels,
+        quantization_channels=wavenet_config.quantization_channels,
         sample_rate=previous.sample_rate if previous else None,
-        min_window_samples=config.receptive_field + 1,
+        min_window_samples=wavenet_config.receptive_field + 1,
     )
-    options.check_options(args)
     window = description.window_samples
     crop = args.crop_samples or window
-    if not config.receptive_field + 1 <= crop <= window:
+    if not wavenet_config.receptive_field + 1 <= crop <= window:
         raise contract.DatasetMismatchError(
-            f"--crop_samples={crop} must lie between the receptive field + 1 ({config.receptive_field + 1}) "
+            f"--crop_samples={crop} must lie between the receptive field + 1 ({wavenet_config.receptive_field + 1}) "
             f"and the dataset's window_samples ({window})"
         )
-    return config
+    return wavenet_config
 
 
-def _build(args, strategy, config, write_dir, preset, restore_from):
+def _build(args, strategy, wavenet_config, write_dir, preset, restore_from):
     """Model, optimizer and step made in the strategy's scope, restored from `restore_from` (the chief's latest
     checkpoint, or None), saved by the returned manager under write_dir.
 
@@ -210,7 +217,7 @@ def _build(args, strategy, config, write_dir, preset, restore_from):
     import keras
     import tensorflow as tf
 
-    from trainer import model
+    from trainer.model import build_wavenet
 
     with strategy.scope():
         previous_policy = keras.mixed_precision.global_policy()
@@ -220,25 +227,28 @@ def _build(args, strategy, config, write_dir, preset, restore_from):
             policy = "mixed_bfloat16" if distribute.is_tpu(strategy) else "mixed_float16"
             keras.mixed_precision.set_global_policy(policy)
         try:
-            wavenet = model.build_wavenet(config)
+            model = build_wavenet(wavenet_config)
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
         optimizer = optimization.make_optimizer(args)
-        optimizer.build(wavenet.trainable_variables)
+        optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    checkpoint = tf.train.Checkpoint(model=wavenet, optimizer=optimizer, step=step)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
     manager = tf.train.CheckpointManager(checkpoint, posixpath.join(write_dir, "checkpoints"), max_to_keep=3)
     if restore_from:
+        jobdir.check_checkpoint_holds(args.job_dir, restore_from, model, wavenet_config, preset)
         try:
+            status = checkpoint.restore(restore_from)
             # Values only the preemption handler reads (its run counter) are restored by it: expected here.
-            checkpoint.restore(restore_from).assert_existing_objects_matched().expect_partial()
-        except (ValueError, AssertionError) as e:  # A job dir started before job.json named its preset.
+            status.expect_partial()
+            status.assert_existing_objects_matched()
+        except (ValueError, AssertionError) as e:  # What the shapes cannot tell apart.
             raise contract.DatasetMismatchError(
                 f"{args.job_dir}'s checkpoints hold another model than the {presets.describe(preset)} "
                 f"({str(e).splitlines()[0][:160]}): pass the --preset it was started with, or use another --job_dir"
             ) from None
         _LOGGER.warning("Resumed from %s at step %d", restore_from, int(step.numpy()))
-    return wavenet, optimizer, step, manager
+    return model, optimizer, step, manager
 
 
 def main():
@@ -250,7 +260,7 @@ def main():
 
 def _main(argv):
     args = parse_args(argv)
-    print(summary(run_parsed(args), args))
+    print(summary(run_parsed(args, command=argv), args))
 
 
 def summary(result, args):
@@ -264,10 +274,10 @@ def summary(result, args):
         line += f", validation {val:.3f} nats ({val / math.log(2):.2f} bits)/sample"
     data_dir = result.data_dir or args.data
     if not storage.needs_staging(data_dir):
-        from trainer import data
+        from trainer import data, statistics
 
         description = contract.read_description(data_dir)
-        baseline = data.code_entropy_bits(
+        baseline = statistics.code_entropy_bits(
             data.split_paths(data_dir, description, contract.TRAIN),
             description.window_samples,
             description.quantization_channels,

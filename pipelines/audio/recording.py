@@ -29,9 +29,9 @@ def recording_codes(fileobj, sample_rate, quantization_channels, max_samples=Non
     Raises:
       TrackError: stage 'decode' when the file holds no decodable audio.
     """
-    config = AudioConfig(sample_rate=sample_rate, quantization_channels=quantization_channels)
+    audio_config = AudioConfig(sample_rate=sample_rate, quantization_channels=quantization_channels)
     tail = np.zeros(0, np.float32)
-    for mono in Track(fileobj, config).mono_blocks():
+    for mono in Track(fileobj, audio_config).mono_blocks():
         tail = np.concatenate([tail, mono])
         if max_samples is not None:
             tail = tail[-max_samples:]

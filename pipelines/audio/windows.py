@@ -88,7 +88,7 @@ class Track:
     """One track's windows of mu-law codes, produced lazily from a file object.
 
     Iterating yields (offset, codes): offset in samples at
-    `config.sample_rate`; codes uint8 [window_samples] mu-law codes in
+    `audio_config.sample_rate`; codes uint8 [window_samples] mu-law codes in
     [0, quantization_channels). `stats` is complete once iteration ends.
 
     Corrupt packets are skipped and counted (`stats.skipped_secs`); corrupt
@@ -105,9 +105,9 @@ class Track:
         track is shorter than one window.
     """
 
-    def __init__(self, fileobj, config, block_samples=DEFAULT_BLOCK_SAMPLES):
+    def __init__(self, fileobj, audio_config, block_samples=DEFAULT_BLOCK_SAMPLES):
         self._fileobj = fileobj
-        self._config = config
+        self._audio_config = audio_config
         self._block_samples = block_samples
         self.stats = TrackStats()
         self._report = DecodeReport()
@@ -124,14 +124,14 @@ class Track:
         """The track decoded, downmixed and resampled, block by block.
 
         Yields:
-          float32 [n] mono audio at `config.sample_rate` in [-1, 1]; n varies
+          float32 [n] mono audio at `audio_config.sample_rate` in [-1, 1]; n varies
           per block. Fills `stats` (all but the window counts) as it goes.
 
         Raises:
           TrackError: stage 'decode' if no audio can be decoded.
         """
-        config, stats = self._config, self.stats
-        max_samples = int(config.max_track_secs * config.sample_rate)
+        audio_config, stats = self._audio_config, self.stats
+        max_samples = int(audio_config.max_track_secs * audio_config.sample_rate)
         report = self._report = DecodeReport()
         blocks = self._decoded_blocks(report)
         resampler, decoded_secs, nonfinite_from = None, 0.0, None
@@ -148,7 +148,7 @@ class Track:
                     yield from self._counted(resampler.resample_chunk(np.zeros(0, np.float32), last=True), max_samples)
                     resampler = None
                 if resampler is None:
-                    resampler = StreamResampler(block_rate, config.sample_rate, config.resampler)
+                    resampler = StreamResampler(block_rate, audio_config.sample_rate, audio_config.resampler)
                 decoded_secs += (block.shape[1] + dropped) / block_rate
                 yield from self._counted(resampler.resample_chunk(downmix(block)), max_samples)
                 if stats.max_track_secs_reached:
@@ -195,7 +195,7 @@ class Track:
         A failure before the first block is a TrackError; one after it ends
         the stream (the audio before it is good) with `report.stop_reason`.
         """
-        blocks = DECODE_FUNCTIONS[self._config.decoder](self._fileobj, self._block_samples, report)
+        blocks = DECODE_FUNCTIONS[self._audio_config.decoder](self._fileobj, self._block_samples, report)
         try:
             first = next(blocks, None)
         except TrackError:
@@ -211,21 +211,21 @@ class Track:
             report.stop_reason = str(e)
 
     def __iter__(self):
-        config = self._config
+        audio_config = self._audio_config
         stats = self.stats
-        silence_peak = 10.0 ** (config.silence_threshold_db / 20.0)
-        cutter = WindowCutter(config.window_samples, config.hop_samples)
+        silence_peak = 10.0 ** (audio_config.silence_threshold_db / 20.0)
+        cutter = WindowCutter(audio_config.window_samples, audio_config.hop_samples)
         for mono in self.mono_blocks():
             for offset, window in cutter.push(mono):
                 if np.max(np.abs(window)) < silence_peak:
                     stats.windows_silent_dropped += 1
                     continue
                 stats.windows += 1
-                yield offset, contract.mu_law_encode(window, config.quantization_channels)
-        if stats.samples < config.window_samples:
+                yield offset, contract.mu_law_encode(window, audio_config.quantization_channels)
+        if stats.samples < audio_config.window_samples:
             raise TrackError(
                 STAGE_WINDOW,
-                f"track has {stats.samples / config.sample_rate:.2f} s of audio, shorter than "
-                f"one window ({config.window_samples / config.sample_rate:.2f} s)"
+                f"track has {stats.samples / audio_config.sample_rate:.2f} s of audio, shorter than "
+                f"one window ({audio_config.window_samples / audio_config.sample_rate:.2f} s)"
                 + (f"; {stats.decode_error}" if stats.decode_error else ""),
             )

@@ -9,7 +9,8 @@ Each room has one job, and this package re-exports their public names, so
   the patterns that match them, the model's layer names;
 - `limits`: the audio format both contracts share, its defaults and bounds;
 - `mulaw`: the mu-law codec;
-- `failures`: `TrackError`, the stage names, `failure_record`, `printable` (names as valid UTF-8);
+- `failures`: `TrackError`, the stage names, `printable` (names as valid UTF-8);
+- `records`: the records runs write and read (`TrackRecord`, `FailureRecord`, `ListedTrack`), one reader;
 - `dataset`: `DatasetDescription` (dataset.json: built, validated, read,
   written) and the one compatibility check, `check_compatible`;
 - `model`: `WaveNetConfig` and `ModelConfig` (export/config.json), finding an export;
@@ -84,7 +85,6 @@ from pipelines.contract.failures import (  # noqa: F401
     STAGE_WINDOW,
     STAGES,
     TrackError,
-    failure_record,
     printable,
 )
 from pipelines.contract.fs import (  # noqa: F401
@@ -169,6 +169,12 @@ from pipelines.contract.names import (  # noqa: F401
     stream_prefix,
     temporary_name,
     tracks_file,
+)
+from pipelines.contract.records import (  # noqa: F401
+    FailureRecord,
+    ListedTrack,
+    TrackRecord,
+    read_records,
 )
 from pipelines.contract.storage import (  # noqa: F401
     StorageError,

@@ -1,10 +1,13 @@
-"""What every command shares: expected faults as one line, TensorFlow's C++ chatter filtered, progress.
+"""What every command shares: one parsing convention, expected faults as one line, TensorFlow's C++ chatter
+filtered, progress.
 
 Imports nothing heavy (TensorFlow is never imported here: the pipeline's
 workers stay light), so every command can use it before its first import.
 """
 
+import argparse
 import errno
+import math
 import os
 import re
 import signal
@@ -148,8 +151,184 @@ def add_verbose_option(parser):
         VERBOSE_OPTION,
         action="store_true",
         help="Show TensorFlow's own log lines (its C++ INFO and WARNING lines are hidden otherwise, unless "
-        f"{NATIVE_LOG_LEVEL_ENV} is set).",
+        f"{NATIVE_LOG_LEVEL_ENV} is set). Default: off.",
     )
+
+
+# Parsing: one convention for every command's options (`python -m pipelines.preprocess` parses through Beam, whose
+# parser takes no abbreviations either, and reports unknown options with `unknown_options` too).
+_NEGATIVE_NUMBER = re.compile(r"-\d+$|-\d*\.\d+$")  # What argparse takes for a value, not an option.
+
+
+def unknown_options(args, known):
+    """One message per option in `args` that no option of `known` is, with the option meant when one is close.
+
+    An abbreviation is refused as a typo is: argparse's prefix matching took
+    `--second` for `--seconds` and called `--step` ambiguous. The suggestion
+    is the closest known option by difflib's ratio (at least 0.75), else the
+    options the typed name begins.
+
+    Args:
+      args: list of str, a command line (values and words after `--` are skipped; so are negative numbers).
+      known: the option strings the command defines (`--seconds`, ...).
+
+    Returns:
+      list of str, e.g. ["unknown option --second (did you mean --seconds?)"]; empty when all are known.
+    """
+    import difflib
+
+    known = sorted(known)
+    messages = []
+    for arg in args:
+        if arg == "--":
+            break
+        flag = arg.split("=", 1)[0]
+        if not arg.startswith("-") or arg == "-" or _NEGATIVE_NUMBER.match(arg) or flag in known:
+            continue
+        meant = difflib.get_close_matches(flag, known, n=1, cutoff=0.75) or [k for k in known if k.startswith(flag)]
+        messages.append(f"unknown option {flag}" + (f" (did you mean {' or '.join(meant[:3])}?)" if meant else ""))
+    return messages
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The parser of every command that is not a Beam pipeline: argparse's, with one convention.
+
+    Options are never abbreviated, and an unknown option is refused before
+    anything else is checked (a mistyped --ouptut would otherwise be reported
+    as a missing --output): `error: unknown option --second (did you mean
+    --seconds?)` after the usage, exit status 2, as argparse reports its errors.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        # argparse keeps its option strings in the private `_option_string_actions`; a test of every command's
+        # parser (tests/test_commands.py) fails loudly if that changes.
+        unknown = unknown_options(args, self._option_string_actions)
+        if unknown:
+            self.error("; ".join(unknown))
+        return super().parse_args(args, namespace)
+
+
+def int_in(low, high=None):
+    """An argparse `type`: an integer in [low, high) (no upper bound when `high` is None).
+
+    Raises (when parsing):
+      argparse.ArgumentTypeError: saying what the value must be and what it was.
+    """
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value >= high):
+            bounds = f"in [{low}, {high})" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+
+    return parse
+
+
+def number_in(low, high=None, above=False):
+    """An argparse `type`: a finite number (float) at least `low` (above it with `above`) and below `high`.
+
+    Raises (when parsing):
+      argparse.ArgumentTypeError: saying what the value must be and what it was (NaN and infinities included).
+    """
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (math.isfinite(value) and (value > low if above else value >= low) and (high is None or value < high)):
+            bounds = f"above {low:g}" if above else (f"in [{low:g}, {high:g})" if high is not None else f">= {low:g}")
+            raise argparse.ArgumentTypeError(f"must be a finite number {bounds}, got {text}")
+        return value
+
+    return parse
+
+
+# Paths a command will create: refused before any work when the file system cannot hold them, in words that say why.
+
+
+def file_in_the_way(path):
+    """The existing file (not a directory) at local `path` or at a directory on the way to it, else None.
+
+    Args:
+      path: str, a local path as the user gave it (relative or absolute).
+
+    Returns:
+      str: that file's path, spelled as a prefix of `path` (`afile.txt` for `afile.txt/job`), or None.
+    """
+    current = os.path.normpath(path)
+    while current:
+        if os.path.exists(current):
+            return None if os.path.isdir(current) else current
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+    return None
+
+
+def check_directory_path(path):
+    """Refuses, before anything is written, a local directory to be created or used that cannot be one: it is, or
+    runs through, an existing file (`--job_dir afile.txt/job`). Remote paths (gs://, s3://) and None pass.
+
+    Raises:
+      NotADirectoryError: naming the file in the way (`not a directory: afile.txt`, as `fault_message` says it).
+    """
+    if path is None or "://" in path:
+        return
+    blocking = file_in_the_way(path)
+    if blocking is not None:
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), blocking)
+
+
+def creation_error(error, path, kind="file"):
+    """What to raise when creating the local file or directory `path` failed with `error`: what is true.
+
+    A file system that refuses new entries where the directory above exists
+    (procfs, sysfs) answers ENOENT, "no such file or directory", which is not
+    what happened; that becomes a CommandError saying so. Any other error
+    keeps its errno and names `path` (a hidden temporary file's name would mean
+    nothing to the user).
+
+    Args:
+      error: the OSError raised.
+      path: str, the path as the user knows it.
+      kind: "file" or "directory", for the message.
+
+    Returns:
+      CommandError or OSError.
+    """
+    if error.errno == errno.ENOENT:
+        parent = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(parent):
+            return CommandError(
+                f"cannot create {kind}: {path}: the file system of {parent} takes no new entries there (it "
+                "answers 'no such file or directory')"
+            )
+    return OSError(error.errno, error.strerror, path)
+
+
+def make_directories(path):
+    """`os.makedirs(path, exist_ok=True)` for a local path, refused in words that say what is true.
+
+    Raises:
+      NotADirectoryError: `path`, or a directory on the way to it, is a file (naming that file).
+      CommandError, OSError: a directory could not be created (`creation_error`, naming it).
+    """
+    check_directory_path(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise creation_error(e, e.filename or path, "directory") from e
 
 
 _stderr_terminal = []  # Whether stderr was a terminal before `pipe_stderr` made it a pipe.

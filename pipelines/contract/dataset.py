@@ -279,9 +279,9 @@ class DatasetDescription:
             labels=merge_label_counts(self.labels, labels or {}),
         )
 
-    def shard_paths(self, directory, split):
-        """Paths of a split's shards under `directory` (local or any Beam filesystem)."""
-        return [fs.join(directory, name) for name in self.splits[split].files]
+    def shard_paths(self, output, split):
+        """Paths of a split's shards under the dataset directory `output` (local or any Beam filesystem)."""
+        return [fs.join(output, name) for name in self.splits[split].files]
 
     def to_dict(self):
         """The JSON object written as dataset.json."""
@@ -350,14 +350,14 @@ class DatasetDescription:
             return cls(**values)
 
 
-def read_description(directory):
-    """The DatasetDescription of a dataset directory (local, gs://, s3://).
+def read_description(output):
+    """The DatasetDescription of a dataset directory `output` (local, gs://, s3://).
 
     Raises:
       FileNotFoundError: when the directory has no dataset.json.
       ContractError: when it is malformed.
     """
-    path = fs.join(directory, DATASET_FILE)
+    path = fs.join(output, DATASET_FILE)
     try:
         return fs.read_contract(path, DatasetDescription.from_dict)
     except FileNotFoundError:
@@ -366,13 +366,13 @@ def read_description(directory):
         ) from None
 
 
-def write_description(directory, description):
-    """Writes dataset.json into `directory` atomically (`write_text`); returns its path.
+def write_description(output, description):
+    """Writes dataset.json into the dataset directory `output` atomically (`write_text`); returns its path.
 
     Raises:
       OSError: the write failed; the dataset.json before it is unchanged.
     """
-    path = fs.join(directory, DATASET_FILE)
+    path = fs.join(output, DATASET_FILE)
     fs.write_text(path, json.dumps(description.to_dict(), indent=2, sort_keys=True))
     return path
 

@@ -46,19 +46,3 @@ def printable(text):
     except UnicodeEncodeError:  # Surrogates that stand for no byte (JSON's \udXXX): shown as escapes too.
         raw = text.encode("utf-8", "backslashreplace")
     return raw.decode("utf-8", "backslashreplace")
-
-
-def failure_record(uri, error):
-    """One line of the failures file; its text is valid UTF-8 (`printable`) whatever names it holds.
-
-    Args:
-      uri: the input (path, URL, pattern, or a message's text).
-      error: a TrackError (any other exception is recorded at stage 'process').
-
-    Returns:
-      dict {"uri", "stage", "error"} plus "status" for HTTP failures.
-    """
-    record = {"uri": printable(uri), "stage": getattr(error, "stage", STAGE_PROCESS), "error": printable(str(error))}
-    if getattr(error, "status", None) is not None:
-        record["status"] = error.status
-    return record

@@ -13,6 +13,7 @@ import posixpath
 import secrets
 
 from pipelines.contract.checks import ContractError
+from pipelines.contract.commands import make_directories
 from pipelines.contract.names import temporary_name
 
 
@@ -78,7 +79,7 @@ def copy(source, destination):
     from apache_beam.io.filesystem import CompressionTypes
 
     if not is_remote(destination):
-        os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
+        make_directories(os.path.dirname(os.path.abspath(destination)))
     with open_binary(source) as src:
         with _filesystems().create(destination, compression_type=CompressionTypes.UNCOMPRESSED) as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
@@ -119,7 +120,7 @@ def write_bytes(path, data, mime_type="application/octet-stream"):
             f.write(data)
         return
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    make_directories(directory)
     temporary = os.path.join(directory, temporary_name(os.path.basename(path), secrets.token_hex(8)))
     try:
         with open(temporary, "xb") as f:

@@ -91,7 +91,7 @@ class ModelConfig:
     """export/config.json: everything the sampler needs beside the weights.
 
     Attributes:
-      wavenet: the architecture (JSON key "model").
+      wavenet_config: the architecture (JSON key "model").
       sample_rate: Hz of the audio the model was trained on (and generates).
       step: training steps behind the exported weights.
       condition_kind: the label kind (LABEL_KINDS) the model is conditioned on, or None.
@@ -101,7 +101,7 @@ class ModelConfig:
       format_version: MODEL_FORMAT_VERSION when conditioned, else UNCONDITIONED_MODEL_FORMAT_VERSION.
     """
 
-    wavenet: WaveNetConfig
+    wavenet_config: WaveNetConfig
     sample_rate: int
     step: int = 0
     condition_kind: str = None
@@ -110,7 +110,7 @@ class ModelConfig:
     format_version: int = None
 
     def __post_init__(self):
-        conditioned = bool(self.wavenet.condition_values)
+        conditioned = bool(self.wavenet_config.condition_values)
         if self.format_version is None:
             version = MODEL_FORMAT_VERSION if conditioned else UNCONDITIONED_MODEL_FORMAT_VERSION
             object.__setattr__(self, "format_version", version)
@@ -125,15 +125,15 @@ class ModelConfig:
             check(isinstance(self.condition_kind, str), "a conditioned model names its condition_kind")
             vocabulary = self.condition_vocabulary
             check(
-                len(vocabulary) == self.wavenet.condition_values and len(set(vocabulary)) == len(vocabulary),
-                f"condition_vocabulary must hold {self.wavenet.condition_values} distinct values",
+                len(vocabulary) == self.wavenet_config.condition_values and len(set(vocabulary)) == len(vocabulary),
+                f"condition_vocabulary must hold {self.wavenet_config.condition_values} distinct values",
             )
         else:
             check(not self.condition_kind and not self.condition_vocabulary, "an unconditioned model has no vocabulary")
 
     @property
     def conditioned(self):
-        return bool(self.wavenet.condition_values)
+        return bool(self.wavenet_config.condition_values)
 
     def check_condition_given(self, given):
         """The one check (and message) of a label asked of a model, for every caller.
@@ -188,17 +188,17 @@ class ModelConfig:
 
     @property
     def receptive_field(self):
-        return self.wavenet.receptive_field
+        return self.wavenet_config.receptive_field
 
     @property
     def quantization_channels(self):
-        return self.wavenet.quantization_channels
+        return self.wavenet_config.quantization_channels
 
     def to_dict(self):
         # receptive_field and quantization_channels are derived, written for readers without this code.
         out = {
             "format_version": self.format_version,
-            "model": self.wavenet.to_dict(),
+            "model": self.wavenet_config.to_dict(),
             "receptive_field": self.receptive_field,
             "sample_rate": self.sample_rate,
             "encoding": self.encoding,
@@ -219,8 +219,8 @@ class ModelConfig:
         """
         with parsing(MODEL_CONFIG_FILE):
             condition = raw.get("condition") or {}
-            config = cls(
-                wavenet=WaveNetConfig.from_dict(raw["model"]),
+            model_config = cls(
+                wavenet_config=WaveNetConfig.from_dict(raw["model"]),
                 sample_rate=raw["sample_rate"],
                 step=raw.get("step", 0),
                 condition_kind=condition.get("kind"),
@@ -229,8 +229,11 @@ class ModelConfig:
                 format_version=raw.get("format_version", UNCONDITIONED_MODEL_FORMAT_VERSION),
             )
         for key in ("receptive_field", "quantization_channels"):
-            check(raw.get(key, getattr(config, key)) == getattr(config, key), f"{key} disagrees with the model")
-        return config
+            check(
+                raw.get(key, getattr(model_config, key)) == getattr(model_config, key),
+                f"{key} disagrees with the model",
+            )
+        return model_config
 
 
 def read_model_config(export_dir):
@@ -244,10 +247,10 @@ def read_model_config(export_dir):
     return fs.read_contract(path, ModelConfig.from_dict)
 
 
-def write_model_config(export_dir, config):
+def write_model_config(export_dir, model_config):
     """Writes config.json into `export_dir` atomically (`write_text`); returns its path."""
     path = fs.join(export_dir, MODEL_CONFIG_FILE)
-    fs.write_text(path, json.dumps(config.to_dict(), indent=2, sort_keys=True))
+    fs.write_text(path, json.dumps(model_config.to_dict(), indent=2, sort_keys=True))
     return path
 
 

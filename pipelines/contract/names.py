@@ -50,7 +50,7 @@ def tracks_file(run_id):
 
 
 def failures_file(run_id):
-    """Name of a run's failures file (JSON lines, one `failure_record` per unusable input)."""
+    """Name of a run's failures file (JSON lines, one `FailureRecord` per input not in the dataset)."""
     return f"{FAILURES_PREFIX}-{run_id}{JSONL_SUFFIX}"
 
 

@@ -12,14 +12,18 @@ route failures to a tagged output; no audio logic lives here.
 """
 
 from pipelines.transforms.describing import (  # noqa: F401
-    DatasetStatsFn,
+    FAILURE,
+    SELECTED,
+    SKIPPED_TRACK,
+    TRACK,
+    UNUSABLE,
+    RunStats,
+    RunStatsFn,
     WriteDatasetDescription,
     check_same_settings,
     describe_run,
 )
 from pipelines.transforms.inputs import (  # noqa: F401
-    CountFailures,
-    CountInputs,
     ExpandInputs,
     FetchingDoFn,
     MatchInputsFn,

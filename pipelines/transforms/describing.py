@@ -10,35 +10,46 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines import cards, commit, contract
 from pipelines.contract import Accounting, LabelCount, SplitSummary
 
+# The kinds of element `RunStats` is given: what each adds to the run's accounting (`RunStatsFn`).
+TRACK, FAILURE, SELECTED, SKIPPED_TRACK, UNUSABLE = "track", "failure", "selected", "skipped", "unusable"
 
-class DatasetStatsFn(beam.CombineFn):
-    """Track records -> (dict split -> SplitSummary without files, Accounting of the tracks' outcomes, label counts).
 
-    The Accounting fills tracks_ok, tracks_silent, tracks_truncated and
-    windows_silent_dropped; the input counts come from elsewhere. Label
-    counts: {kind: {value: contract.LabelCount}}, every kind of
-    contract.LABEL_KINDS present.
+class RunStatsFn(beam.CombineFn):
+    """A run's elements, tagged by kind -> (dict split -> SplitSummary without files, its Accounting, label
+    counts).
+
+    Kinds (`RunStats` tags them): TRACK, a `contract.TrackRecord` (tracks_ok,
+    tracks_silent, tracks_truncated, windows_silent_dropped, the splits and the
+    labels); FAILURE, a `contract.FailureRecord` (tracks_failed, or tracks_excluded
+    for the licence filter's); SELECTED, a track that went to processing, and
+    UNUSABLE, a pattern or listing page that gave none (tracks_input); SKIPPED_TRACK, a
+    track already in the output (tracks_input and tracks_skipped_existing). Label
+    counts: {kind: {value: contract.LabelCount}}, every kind of contract.LABEL_KINDS
+    present. One combine for all of it: each is a Beam stage less at start-up.
     """
 
     def create_accumulator(self):
         return {split: SplitSummary() for split in contract.SPLITS}, Accounting(), {k: {} for k in contract.LABEL_KINDS}
 
-    def add_input(self, accumulator, track):
+    def add_input(self, accumulator, tagged):
         splits, accounting, label_counts = accumulator
-        split = track["split"]
-        added = SplitSummary(windows=track["windows"], tracks=1, seconds=track["duration_secs"])
-        outcome = Accounting(
+        kind, element = tagged
+        if kind != TRACK:
+            return splits, accounting.plus(_counted(kind, element)), label_counts
+        track = element
+        added = SplitSummary(windows=track.windows, tracks=1, seconds=track.duration_secs)
+        added_accounting = Accounting(
             tracks_ok=1,
-            tracks_silent=int(track["windows"] == 0),
-            tracks_truncated=int(bool(track["decode_error"])),
-            windows_silent_dropped=track["windows_silent_dropped"],
+            tracks_silent=int(track.windows == 0),
+            tracks_truncated=int(bool(track.decode_error)),
+            windows_silent_dropped=track.windows_silent_dropped,
         )
-        track_labels = track.get("labels") or {}
-        count = LabelCount(windows=track["windows"], tracks=1)
+        track_labels = track.labels or {}
+        count = LabelCount(windows=track.windows, tracks=1)
         added_labels = {kind: {track_labels.get(kind, contract.UNKNOWN_LABEL): count} for kind in contract.LABEL_KINDS}
         # In place: a vocabulary of many values (artists) is not copied per track.
         contract.add_label_counts(label_counts, added_labels)
-        return {**splits, split: splits[split].plus(added)}, accounting.plus(outcome), label_counts
+        return {**splits, track.split: splits[track.split].plus(added)}, accounting.plus(added_accounting), label_counts
 
     def merge_accumulators(self, accumulators):
         splits, accounting, label_counts = self.create_accumulator()
@@ -52,19 +63,47 @@ class DatasetStatsFn(beam.CombineFn):
         return accumulator
 
 
+def _counted(kind, element):
+    if kind == FAILURE:
+        return Accounting(tracks_excluded=1) if element.excluded else Accounting(tracks_failed=1)
+    if kind == SKIPPED_TRACK:
+        return Accounting(tracks_input=1, tracks_skipped_existing=1)
+    return Accounting(tracks_input=1)  # SELECTED, UNUSABLE
+
+
+class RunStats(beam.PTransform):
+    """A run's statistics and whole accounting in one combine (`RunStatsFn`), for batch and streaming jobs alike.
+
+    Applied to a dict kind -> PCollection (TRACK, FAILURE, SELECTED, SKIPPED_TRACK,
+    UNUSABLE; a kind may hold a tuple of PCollections). Returns a PCollection of
+    one (splits, Accounting, label counts): per window with `windowed`, none for an
+    empty window.
+    """
+
+    def __init__(self, windowed=False):
+        super().__init__()
+        self._windowed = windowed
+
+    def expand(self, parts):
+        tagged = []
+        for kind, pcolls in parts.items():
+            for i, pcoll in enumerate(pcolls if isinstance(pcolls, tuple) else (pcolls,)):
+                tagged.append(pcoll | f"Tag{kind.capitalize()}{i}" >> beam.Map(lambda e, kind=kind: (kind, e)))
+        combine = beam.CombineGlobally(RunStatsFn())
+        combine = combine.without_defaults() if self._windowed else combine
+        return tagged | "Flatten" >> beam.Flatten() | "Combine" >> combine
+
+
 def describe_run(
-    config, validation_fraction, stats, shard_names, counts, run_files, previous=None, continued=False, command=()
+    audio_config, validation_fraction, stats, shard_names, run_files, previous=None, continued=False, command=()
 ):
     """The dataset description after a run (or a streaming window), built in one place.
 
     Args:
-      config: `audio.AudioConfig` the dataset was made with.
+      audio_config: `audio.AudioConfig` the dataset was made with.
       validation_fraction: share of tracks assigned to validation.
-      stats: output of `DatasetStatsFn` for the run's tracks.
+      stats: output of `RunStatsFn` for the run: its splits, its whole Accounting, its label counts.
       shard_names: dict split -> shard names (or paths) the run wrote.
-      counts: dict with the run's tracks_input (distinct tracks plus unusable
-        patterns and listing pages, counted before processing), tracks_failed and
-        tracks_excluded (lines of the failures file) and tracks_skipped_existing.
       run_files: (run_id, tracks file name, failures file name) of the run.
       previous: the DatasetDescription the run adds to, or None.
       continued: the run may be in `previous` already (a stream's next window): its
@@ -75,25 +114,24 @@ def describe_run(
       contract.DatasetDescription: splits describe the union with `previous`,
       `accounting` the run.
     """
-    splits, outcomes, label_counts = stats
+    splits, accounting, label_counts = stats
     run_splits = {
         split: dataclasses.replace(
             splits[split], files=tuple(sorted(posixpath.basename(p) for p in shard_names[split]))
         )
         for split in contract.SPLITS
     }
-    accounting = dataclasses.replace(outcomes, **counts)
     run = contract.RunRecord(*run_files, accounting=accounting, command=tuple(command), software=cards.software())
     if previous is not None:
         return previous.with_run(run_splits, run, label_counts, continued=continued)
     return contract.DatasetDescription(
-        sample_rate=config.sample_rate,
-        quantization_channels=config.quantization_channels,
-        window_samples=config.window_samples,
-        hop_samples=config.hop_samples,
-        decoder=config.decoder,
-        resampler=config.resampler,
-        silence_threshold_db=config.silence_threshold_db,
+        sample_rate=audio_config.sample_rate,
+        quantization_channels=audio_config.quantization_channels,
+        window_samples=audio_config.window_samples,
+        hop_samples=audio_config.hop_samples,
+        decoder=audio_config.decoder,
+        resampler=audio_config.resampler,
+        silence_threshold_db=audio_config.silence_threshold_db,
         validation_fraction=validation_fraction,
         splits=run_splits,
         runs=(run,),
@@ -101,7 +139,7 @@ def describe_run(
     )
 
 
-def check_same_settings(description, config):
+def check_same_settings(description, audio_config):
     """Refuses to add to an output whose dataset was made with other settings.
 
     Raises:
@@ -111,10 +149,10 @@ def check_same_settings(description, config):
         contract.check_compatible(
             description,
             "this run",
-            sample_rate=config.sample_rate,
-            quantization_channels=config.quantization_channels,
-            window_samples=config.window_samples,
-            hop_samples=config.hop_samples,
+            sample_rate=audio_config.sample_rate,
+            quantization_channels=audio_config.quantization_channels,
+            window_samples=audio_config.window_samples,
+            hop_samples=audio_config.hop_samples,
         )
     except contract.DatasetMismatchError as e:
         raise contract.DatasetMismatchError(
@@ -135,44 +173,37 @@ class WriteDatasetDescription(beam.PTransform):
     then releases the lease.
     """
 
-    def __init__(self, output_dir, config, validation_fraction, run_id, merge, command=()):
+    def __init__(self, output, audio_config, validation_fraction, run_id, merge, command=()):
         super().__init__()
         self._command = tuple(command)
-        self._output_dir = output_dir
-        self._config = config
+        self._output = output
+        self._audio_config = audio_config
         self._validation_fraction = validation_fraction
         self._run_id = run_id
         self._merge = merge
 
     def expand(self, inputs):
-        def write(
-            stats, train, validation, tracks_input, tracks_failed, tracks_excluded, tracks_skipped_existing, files
-        ):
+        def write(stats, train, validation, files):
+            splits, accounting, _ = stats
             shard_paths = {contract.TRAIN: train, contract.VALIDATION: validation}
             for split, paths in shard_paths.items():
-                if stats[0][split].windows == 0 and paths:
+                if splits[split].windows == 0 and paths:
                     # Beam writes one empty shard for an empty PCollection; keep no empty files.
                     FileSystems.delete(paths)
                     shard_paths[split] = []
-            counts = {
-                "tracks_input": tracks_input,
-                "tracks_failed": tracks_failed,
-                "tracks_excluded": tracks_excluded,
-                "tracks_skipped_existing": tracks_skipped_existing,
-            }
-            output, run_id, config = self._output_dir, self._run_id, self._config
+            output, run_id, audio_config = self._output, self._run_id, self._audio_config
             run_files = (run_id, contract.tracks_file(run_id), contract.failures_file(run_id))
             commit.check_lease(output, run_id)
 
             def update(committed):
-                if committed is None and stats[1].tracks_ok == 0 and tracks_skipped_existing == 0:
+                if committed is None and accounting.tracks_ok == 0 and accounting.tracks_skipped_existing == 0:
                     return None  # Nothing succeeded and nothing was committed before: an empty dataset would mislead.
                 current = committed if self._merge else None
                 if current is not None:
-                    check_same_settings(current, config)
+                    check_same_settings(current, audio_config)
                 fraction = self._validation_fraction
                 return describe_run(
-                    config, fraction, stats, shard_paths, counts, run_files, current, command=self._command
+                    audio_config, fraction, stats, shard_paths, run_files, current, command=self._command
                 )
 
             committed = commit.commit(output, run_id, update)
@@ -185,9 +216,5 @@ class WriteDatasetDescription(beam.PTransform):
             write,
             pvalue.AsList(inputs[contract.TRAIN]),
             pvalue.AsList(inputs[contract.VALIDATION]),
-            pvalue.AsSingleton(inputs["tracks_input"]),
-            pvalue.AsSingleton(inputs["tracks_failed"]),
-            pvalue.AsSingleton(inputs["tracks_excluded"]),
-            pvalue.AsSingleton(inputs["tracks_skipped_existing"]),
             pvalue.AsList(inputs["written_files"]),
         )

@@ -7,7 +7,7 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from pipelines import contract, fetch, progress, scrape, sources
+from pipelines import contract, fetch, listings, progress, sources
 from pipelines.transforms.metrics import (
     FAILED,
     NAMESPACE,
@@ -58,7 +58,7 @@ class MatchInputsFn(beam.DoFn):
             uris = sources.match_pattern(pattern)
         except contract.TrackError as e:
             self._unmatched.inc()
-            yield pvalue.TaggedOutput(FAILED, contract.failure_record(pattern, e))
+            yield pvalue.TaggedOutput(FAILED, contract.FailureRecord.of(pattern, e))
             return
         for uri in uris:
             yield source_record(uri)
@@ -115,8 +115,8 @@ class ScrapeListingsFn(FetchingDoFn):
         self._pages_failed = Metrics.counter(NAMESPACE, PAGES_FAILED)
 
     def process(self, start_urls):
-        for item in scrape.scrape(start_urls, self._fetcher, self._max_pages, self._max_tracks):
-            if isinstance(item, scrape.TrackRecord):
+        for item in listings.scrape(start_urls, self._fetcher, self._max_pages, self._max_tracks):
+            if isinstance(item, contract.ListedTrack):
                 self._scraped.inc()
                 said = {"genre": item.genre, "artist": item.artist}
                 yield source_record(
@@ -182,44 +182,3 @@ class SelectSources(beam.PTransform):
         )
         # Matching yields every file of a glob in one bundle; this spreads tracks across workers.
         return picked.sources | "Reshuffle" >> beam.Reshuffle(), picked[SKIPPED]
-
-
-class CountInputs(beam.PTransform):
-    """Inputs counted before processing, the accounting's tracks_input, for batch and streaming jobs alike.
-
-    Applied to a tuple of PCollections: the distinct tracks selected and those
-    skipped (already in the output or in the stream), and the failure records
-    of the inputs that yielded no track (patterns, listing pages, messages).
-    Returns a PCollection of one int (per window with `windowed`, none for an
-    empty window).
-    """
-
-    def __init__(self, windowed=False):
-        super().__init__()
-        self._windowed = windowed
-
-    def expand(self, pcolls):
-        count = beam.combiners.Count.Globally()
-        return pcolls | "Flatten" >> beam.Flatten() | "Count" >> (count.without_defaults() if self._windowed else count)
-
-
-class CountFailures(beam.PTransform):
-    """Failure records -> {"tracks_failed": count, "tracks_excluded": count}: the failures file's lines of tracks that
-    failed, and of tracks the licence filter kept out (stage 'licence'), for batch and streaming jobs alike.
-
-    Each value is a PCollection of one int (per window with `windowed`, none for an empty window).
-    """
-
-    def __init__(self, windowed=False):
-        super().__init__()
-        self._windowed = windowed
-
-    def expand(self, failures):
-        count = beam.combiners.Count.Globally()
-        count = count.without_defaults() if self._windowed else count
-        excluded = failures | "Excluded" >> beam.Filter(lambda r: r["stage"] == contract.STAGE_LICENCE)
-        failed = failures | "Failed" >> beam.Filter(lambda r: r["stage"] != contract.STAGE_LICENCE)
-        return {
-            "tracks_failed": failed | "CountFailed" >> count,
-            "tracks_excluded": excluded | "CountExcluded" >> count,
-        }

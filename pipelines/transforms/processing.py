@@ -8,7 +8,7 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
 from pipelines import audio, contract, examples, fetch, labels, licences, progress, sources
-from pipelines.transforms.inputs import FetchingDoFn, source_location, track_fields
+from pipelines.transforms.inputs import FetchingDoFn, source_location
 from pipelines.transforms.metrics import (
     BYTES_READ,
     FAILED,
@@ -52,9 +52,9 @@ class ProcessTrackFn(FetchingDoFn):
     the file is open (its tags) and before the first window is out.
     """
 
-    def __init__(self, config, validation_fraction, fetch_config, label_rules=None, licence_rules=None):
+    def __init__(self, audio_config, validation_fraction, fetch_config, label_rules=None, licence_rules=None):
         super().__init__(fetch_config)
-        self._config = config
+        self._audio_config = audio_config
         self._validation_fraction = validation_fraction
         self._label_rules = label_rules or labels.LabelRules()
         self._licence_rules = licence_rules or licences.LicenceRules()
@@ -85,7 +85,7 @@ class ProcessTrackFn(FetchingDoFn):
         try:
             fileobj, final_uri = sources.open_uri(location, self._fetcher, allow_private)
             with fileobj:
-                track = audio.Track(fileobj, self._config)
+                track = audio.Track(fileobj, self._audio_config)
                 for offset, codes in track:
                     if track_labels is None:  # The first window: the file's tags are known, no window is out.
                         track_labels = self._labels(source, track)
@@ -103,7 +103,7 @@ class ProcessTrackFn(FetchingDoFn):
                 e = contract.TrackError(contract.STAGE_PROCESS, f"{type(e).__name__}: {e}")
             self._counters[TRACKS_FAILED_PROCESSING].inc()
             progress.track_done(0.0)
-            yield pvalue.TaggedOutput(FAILED, contract.failure_record(uri, e))
+            yield pvalue.TaggedOutput(FAILED, contract.FailureRecord.of(uri, e))
             return
         licence = licence or self._licence_rules.from_tags(track.tags)
         if not windows and self._licence_rules.exclusion(licence):
@@ -115,12 +115,12 @@ class ProcessTrackFn(FetchingDoFn):
         _LOGGER.info(
             "Processed %s: %.1f s of audio, %d windows in %.2f s",
             uri,
-            stats.samples / self._config.sample_rate,
+            stats.samples / self._audio_config.sample_rate,
             stats.windows,
             time.monotonic() - started,
         )
         self._counters[TRACKS_OK].inc()
-        progress.track_done(stats.samples / self._config.sample_rate)
+        progress.track_done(stats.samples / self._audio_config.sample_rate)
         self._counters[SAMPLES_OUT].inc(stats.samples)
         self._counters[WINDOWS_KEPT].inc(stats.windows)
         self._counters[WINDOWS_SILENT_DROPPED].inc(stats.windows_silent_dropped)
@@ -130,29 +130,32 @@ class ProcessTrackFn(FetchingDoFn):
             self._counters[TRACKS_TRUNCATED].inc()
         if stats.max_track_secs_reached:
             self._counters[TRACKS_MAX_TRACK_SECS_REACHED].inc()
-            _LOGGER.warning("Cut %s at --max_track_secs=%g", uri, self._config.max_track_secs)
+            _LOGGER.warning("Cut %s at --max_track_secs=%g", uri, self._audio_config.max_track_secs)
         yield pvalue.TaggedOutput(
             TRACKS,
-            {
-                **track_fields(source),
-                "split": split,
-                "duration_secs": stats.samples / self._config.sample_rate,
-                "windows": stats.windows,
-                "windows_silent_dropped": stats.windows_silent_dropped,
-                "source_sample_rate": stats.source_sample_rate,
-                "source_channels": stats.source_channels,
-                "decode_error": stats.decode_error,
-                "skipped_secs": stats.skipped_secs,
-                "nonfinite_secs": stats.nonfinite_secs,
-                "clipped_samples": stats.clipped_samples,
-                "max_track_secs_reached": stats.max_track_secs_reached,
-                "labels": dict(zip(contract.LABEL_KINDS, track_labels, strict=True)),
+            contract.TrackRecord(
+                track_id=track_id,
+                uri=uri,
+                split=split,
+                duration_secs=stats.samples / self._audio_config.sample_rate,
+                windows=stats.windows,
+                windows_silent_dropped=stats.windows_silent_dropped,
+                source_sample_rate=stats.source_sample_rate,
+                source_channels=stats.source_channels,
+                decode_error=stats.decode_error,
+                skipped_secs=stats.skipped_secs,
+                nonfinite_secs=stats.nonfinite_secs,
+                clipped_samples=stats.clipped_samples,
+                max_track_secs_reached=stats.max_track_secs_reached,
+                labels=dict(zip(contract.LABEL_KINDS, track_labels, strict=True)),
                 **self._credits(source, track.tags),
-                "licence": licence.spdx,
-                "licence_raw": contract.printable(licence.raw),
-                "licence_url": licence.url or "",
-                **({"final_url": final_uri} if final_uri != location else {}),
-            },
+                licence=licence.spdx,
+                licence_raw=contract.printable(licence.raw),
+                licence_url=licence.url or "",
+                page_url=source.get("page_url", ""),
+                final_url=final_uri if final_uri != location else None,
+                zone=source.get("zone", ""),
+            ),
         )
 
     @staticmethod
@@ -165,7 +168,7 @@ class ProcessTrackFn(FetchingDoFn):
         """The failure record (stage 'licence') of a track the licence filter keeps out."""
         self._counters[TRACKS_EXCLUDED_LICENCE].inc()
         error = contract.TrackError(contract.STAGE_LICENCE, self._licence_rules.exclusion(licence))
-        return pvalue.TaggedOutput(FAILED, {**contract.failure_record(uri, error), "licence": licence.spdx})
+        return pvalue.TaggedOutput(FAILED, contract.FailureRecord.of(uri, error, licence=licence.spdx))
 
     def _labels(self, source, track):
         """The track's label values, in the order of contract.LABEL_KINDS."""
@@ -185,9 +188,9 @@ class ProcessTracks(beam.PTransform):
       `examples.Window`; TRACKS -> track records; FAILED -> failure records.
     """
 
-    def __init__(self, config, validation_fraction, fetch_config, label_rules=None, licence_rules=None):
+    def __init__(self, audio_config, validation_fraction, fetch_config, label_rules=None, licence_rules=None):
         super().__init__()
-        self._fn = ProcessTrackFn(config, validation_fraction, fetch_config, label_rules, licence_rules)
+        self._fn = ProcessTrackFn(audio_config, validation_fraction, fetch_config, label_rules, licence_rules)
 
     def expand(self, sources_pcoll):
         processed = sources_pcoll | "ProcessTrack" >> beam.ParDo(self._fn).with_outputs(

@@ -1,6 +1,5 @@
 """Writing: windows encoded as tf.train.Examples (tfx-bsl, no TensorFlow) into TFRecord shards, records as lines."""
 
-import json
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -53,9 +52,9 @@ class WriteSplit(beam.PTransform):
     PCollection of the shard paths written.
     """
 
-    def __init__(self, output_dir, split, run_id, num_shards):
+    def __init__(self, output, split, run_id, num_shards):
         super().__init__()
-        self._prefix = FileSystems.join(output_dir, contract.shard_prefix(split, run_id))
+        self._prefix = FileSystems.join(output, contract.shard_prefix(split, run_id))
         self._num_shards = num_shards
 
     def expand(self, windows):
@@ -81,6 +80,6 @@ class WriteJsonLines(beam.PTransform):
     def expand(self, records):
         return (
             records
-            | "ToJson" >> beam.Map(lambda record: json.dumps(record, sort_keys=True))
+            | "ToJson" >> beam.Map(lambda record: record.to_json())
             | "WriteText" >> beam.io.WriteToText(self._path, shard_name_template="")
         )
