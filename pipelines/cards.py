@@ -79,18 +79,17 @@ def card_file(output):
     return CARD_FILE if CARD_MARKER in existing else CARD_FALLBACK_FILE
 
 
-def write_cards(output, description, tracks):
+def write_cards(output, description, rows):
     """Writes attribution.csv and the dataset card for what `description` commits.
 
     Args:
       output: the output directory.
       description: the committed contract.DatasetDescription.
-      tracks: its committed track records (dicts).
+      rows: the `contract.AttributionRow`s of its committed tracks (`attribution_rows`).
 
     Returns:
       (card path, attribution path).
     """
-    rows = attribution_rows(tracks)
     attribution = contract.write_attribution(output, rows)
     name = card_file(output)
     card = contract.join(output, name)

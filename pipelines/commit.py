@@ -18,10 +18,13 @@ dataset.json current then, and fails loudly if its lease was taken over.
 The lease is taken with the storage's own create-if-absent: O_EXCL on local
 disk, PutObject with `If-None-Match: *` on S3, an upload with
 `ifGenerationMatch=0` on Cloud Storage (`contract.storage.create_exclusive`),
-so of two runs starting at once exactly one gets it. Only on a store without
-one (another Beam filesystem, or an S3-compatible store that ignores the
-header) does a run fall back to writing the lease, waiting a moment and
-reading it back; the commit-time check catches anything later.
+so of two runs starting at once exactly one gets it. On local disk the file
+appears with its content (written aside, then hard-linked into place), so no
+reader ever sees it empty. On another Beam filesystem, which has no
+create-if-absent, a run falls back to writing the lease, waiting a moment and
+reading it back; the commit-time check catches anything later. An
+S3-compatible store must honour `If-None-Match: *` (AWS S3 since 2024, MinIO,
+Ceph RGW do); one that ignores it lets both writers believe they won.
 """
 
 import contextlib
@@ -29,6 +32,7 @@ import dataclasses
 import errno
 import fnmatch
 import json
+import logging
 import os
 import posixpath
 import re
@@ -170,21 +174,24 @@ def _take(output, name, lease, stale):
         if os.path.lexists(output) and not os.path.isdir(output):
             raise NotADirectoryError(errno.ENOTDIR, "--output must be a directory, this is a file", output)
         contract.commands.make_directories(output)
-        if stale is not None:
-            _remove_if_held_by(path, stale.run_id)
+        if stale is not None and _same_holder(read_lease(output, name), stale):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)  # Stale: taken over.
+        aside = f"{path}.{secrets.token_hex(4)}.tmp"  # Written whole, then linked: never seen empty.
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            with open(aside, "wb") as f:
+                f.write(text)
+            os.link(aside, path)
         except FileExistsError:
             return read_lease(output, name) or Lease("unknown", "unknown", 0, 0.0, False)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(text)
-        except OSError as e:  # A full disk: leave no empty lease behind.
-            os.remove(path)
+        except OSError as e:  # A full disk: leave nothing half-written behind.
             raise OSError(e.errno, e.strerror, path) from e
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(aside)
         return None
     if stale is not None:
-        _release(output, name, stale.run_id)  # Stale: taken over.
+        _release(output, name, stale)  # Stale: taken over.
     created = storage.create_exclusive(path, text)
     if created is None:  # No create-if-absent on this store: write, wait, read back.
         contract.write_bytes(path, text, "application/json")
@@ -252,10 +259,10 @@ def commit_lock(output, run_id, wait_secs=COMMIT_LOCK_WAIT_SECS):
     try:
         yield
     finally:
-        _release(output, COMMIT_LOCK_FILE, run_id)
+        _release(output, COMMIT_LOCK_FILE, lease)  # This lock only: a stream's windows share its run id.
 
 
-def commit(output, run_id, update):
+def commit(output, run_id, update, added_track_indexes=()):
     """The one commit of a run, or of a stream's window: dataset.json current now -> update -> written atomically.
 
     Under the commit lock, reads the committed description (None when there is
@@ -263,11 +270,20 @@ def commit(output, run_id, update):
     (`contract.write_description`), then the dataset card and attribution.csv
     that describe it (`cards.write_cards`). Batch runs and streams both commit here.
 
+    The cards add the rows of `added_track_indexes` to the committed
+    attribution.csv (one read, whatever the dataset's age), and read every
+    committed track index only when those do not add up to what dataset.json
+    now lists (a first commit, a run that replaces the dataset, stale cards).
+    The commit is dataset.json: a card that cannot be written is a warning, and
+    `python -m pipelines.verify OUTPUT --write_cards` writes it again.
+
     Args:
       output: the output directory.
       run_id: the committing run.
       update: callable(DatasetDescription or None) -> the DatasetDescription to
         write, or None to write nothing.
+      added_track_indexes: paths of the track indexes this commit adds (the
+        run's, or the window's).
 
     Returns:
       the DatasetDescription written, or None.
@@ -277,24 +293,42 @@ def commit(output, run_id, update):
       LeaseError: the commit lock stayed held by another commit.
     """
     with commit_lock(output, run_id):
-        description = update(current_description(output))
+        current = current_description(output)
+        description = update(current)
         if description is not None:
             contract.write_description(output, description)
-            cards.write_cards(output, description, list(committed_tracks(output, description)))
+            try:
+                rows = _attribution_rows(output, description, current, added_track_indexes)
+                cards.write_cards(output, description, rows)
+            except (OSError, contract.ContractError) as e:
+                logging.getLogger(__name__).warning(
+                    "%s is committed, but its cards were not written (%s); write them with: "
+                    "python -m pipelines.verify %s --write_cards", contract.join(output, contract.DATASET_FILE), e,
+                    output,
+                )  # fmt: skip
         return description
 
 
-def _remove_if_held_by(path, run_id):
-    try:
-        with open(path) as f:
-            if json.load(f).get("run_id") != run_id:
-                return
-    except (OSError, ValueError):
-        pass
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
+def _attribution_rows(output, description, current, added_track_indexes):
+    """The attribution rows of what `description` commits: the committed rows plus the added indexes' where
+    they add up to its track count, else read from every committed track index."""
+    if current is not None and added_track_indexes:
+        try:
+            rows = contract.read_attribution(output)
+            for path in added_track_indexes:
+                rows += cards.attribution_rows(contract.read_records(path, contract.TrackRecord))
+        except (FileNotFoundError, contract.ContractError):
+            rows = []
+        if len(rows) == description.tracks and len({row.track_id for row in rows}) == len(rows):
+            return rows
+    return cards.attribution_rows(committed_tracks(output, description))
+
+
+def _same_holder(found, lease):
+    """Whether `found` (a Lease read back, or None) is `lease` itself: run, host, pid and start time."""
+    return found is not None and (found.run_id, found.host, found.pid, found.started) == (
+        lease.run_id, lease.host, lease.pid, lease.started
+    )
 
 
 def _busy_message(output, holder):
@@ -319,12 +353,15 @@ def check_lease(output, run_id):
 
 def release_lease(output, run_id):
     """Deletes the lease if this run holds it."""
-    _release(output, LEASE_FILE, run_id)
-
-
-def _release(output, name, run_id):
-    holder = read_lease(output, name)
+    holder = read_lease(output)
     if holder is not None and holder.run_id == run_id:
+        contract.delete([contract.join(output, LEASE_FILE)])
+
+
+def _release(output, name, lease):
+    """Deletes `name` if it still holds `lease` (the same run, process and start time)."""
+    holder = read_lease(output, name)
+    if _same_holder(holder, lease):  # An unreadable file is found unreadable again: the same stale holder.
         contract.delete([contract.join(output, name)])
 
 

@@ -205,20 +205,28 @@ class MergeDescriptionFn(beam.DoFn):
         stats_fn = transforms.RunStatsFn()
         stats = stats_fn.create_accumulator()
         shard_names = {split: [] for split in contract.SPLITS}
+        track_indexes = []
         for kind, value in parts:
             if kind == "stats":
                 stats = stats_fn.merge_accumulators([stats, value])
             elif kind == "file":
                 shard_names[value[0]].append(value[1])
-            # "written": the window's track index and failures file are final; nothing to count.
+            elif value.startswith(contract.TRACKS_PREFIX):  # "written": final; the window's tracks, for the cards.
+                track_indexes.append(contract.join(self._output, value))
+        window_shards = {name for names in shard_names.values() for name in names}
 
         def add_window(current):
+            committed_shards = {name for split in (current.splits.values() if current else ()) for name in split.files}
+            if window_shards and window_shards <= committed_shards:
+                return None  # A retried bundle: this window is committed already; counting it twice would lie.
             return transforms.describe_run(
                 self._audio_config, self._validation_fraction, stats, shard_names, stream_run_files(self._run_id),
                 current, continued=True, command=self._command,
             )  # fmt: skip
 
-        yield commit.commit(self._output, self._run_id, add_window)
+        committed = commit.commit(self._output, self._run_id, add_window, track_indexes)
+        if committed is not None:
+            yield committed
 
 
 def build_streaming_pipeline(messages, settings):

@@ -210,13 +210,15 @@ def main(argv=None):
         print(f"Broke the lease of {report.lease.describe()}")
         report = check(args.output, args.stale_lease_hours)
     committed = not report.unreadable and contract.exists(contract.join(args.output, contract.DATASET_FILE))
-    if args.write_cards and committed:
-        description = contract.read_description(args.output)
-        run_id = commit.new_run_id()
-        with commit.commit_lock(args.output, run_id):  # As a commit writes them: never beside another commit.
-            paths = cards.write_cards(args.output, description, list(commit.committed_tracks(args.output, description)))
+    if args.write_cards and committed and report.stale:
+        with commit.commit_lock(args.output, commit.new_run_id()):  # As a commit writes them, of what it committed.
+            description = contract.read_description(args.output)
+            tracks = commit.committed_tracks(args.output, description)
+            paths = cards.write_cards(args.output, description, cards.attribution_rows(tracks))
         print(f"Wrote {', '.join(paths)}")
-        report = check(args.output, args.stale_lease_hours)
+        report = dataclasses.replace(report, stale=[])
+    elif args.write_cards and committed:
+        print("The dataset card and attribution.csv are current: nothing to write")
     if args.tracks and not report.problems:
         for track in commit.committed_tracks(args.output, contract.read_description(args.output)):
             print(track.to_json())

@@ -1,5 +1,6 @@
 """Fixtures: real clips, broken files, a local HTTP server and music site, a preprocessed dataset, a trained job."""
 
+import ipaddress
 import os
 import shutil
 import socket
@@ -13,9 +14,69 @@ import pytest
 from pipelines.options import PACKAGE_DATA_DIR
 from tests.helpers import CLIPS, MusicSite, broken_file_contents, wav_bytes
 
-# TensorFlow's preemption handler asks whether it runs on Google Cloud (an HTTP request to the metadata server,
-# metadata.google.internal): point it at a closed loopback port, so the tests send nothing off this machine.
+# TensorFlow's preemption handler and google-auth ask whether they run on Google Cloud (an HTTP request to the
+# metadata server, metadata.google.internal), boto3 asks 169.254.169.254 for credentials: point the first at a
+# closed loopback port and turn the others off, here and in every program the tests start.
 os.environ["GCE_METADATA_IP"] = "127.0.0.1:9"
+os.environ["GCE_METADATA_HOST"] = "127.0.0.1:9"
+os.environ["NO_GCE_CHECK"] = "true"
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
+# Loopback only: in this process a connection to, or a name lookup of, anything but loopback is refused
+# before it is made, and recorded; `_loopback_only` fails the test that tried.
+_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "ip6-localhost"}
+_refused = []
+_real_connect, _real_connect_ex, _real_getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
+
+
+def _is_loopback(host):
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return host.lower() in _LOOPBACK_NAMES
+
+
+def _checked(sock, address):
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address[0]):
+        _refused.append(address[0])
+        raise ConnectionRefusedError(f"the tests refuse a connection to {address[0]}: loopback only")
+    return address
+
+
+def _is_address(host):
+    try:
+        return bool(ipaddress.ip_address(host.split("%")[0]))
+    except ValueError:
+        return False
+
+
+def _guarded_getaddrinfo(host, *args, **kwargs):
+    """Addresses pass (no lookup is sent; `_checked` stops the connection); names but loopback's are refused."""
+    name = host.decode() if isinstance(host, bytes) else host
+    if name is not None and not _is_address(name) and not _is_loopback(name):
+        _refused.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, f"the tests resolve no name but loopback's: {host}")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+socket.socket.connect = lambda self, address: _real_connect(self, _checked(self, address))
+socket.socket.connect_ex = lambda self, address: _real_connect_ex(self, _checked(self, address))
+socket.getaddrinfo = _guarded_getaddrinfo
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only():
+    before = len(_refused)
+    yield
+    assert _refused[before:] == [], f"the test tried to reach {_refused[before:]}: tests reach loopback only"
+
+
+@pytest.fixture()
+def refused_addresses():
+    """What the loopback guard refused during the test; a test that reads it takes the refusals as its own."""
+    before = len(_refused)
+    yield _refused
+    del _refused[before:]
 
 
 @pytest.fixture(scope="session")

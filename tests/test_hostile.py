@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -291,6 +292,15 @@ def test_forbidden_addresses_are_refused_before_any_connection(url, mapping, rea
     with pytest.raises(fetch.FetchError, match=reason):
         fetcher.get(url, allow_private=False)
     assert connections == []
+
+
+def test_the_test_suite_itself_reaches_no_address_but_loopback(refused_addresses):
+    """The guard in conftest: even code that skips the fetcher's rules cannot send a packet off this machine."""
+    with pytest.raises(ConnectionRefusedError, match="loopback only"):
+        socket.create_connection((PUBLIC_ADDRESS, 80), timeout=1)
+    with pytest.raises(socket.gaierror):
+        socket.getaddrinfo("metadata.google.internal", 80)
+    assert refused_addresses[-2:] == [PUBLIC_ADDRESS, "metadata.google.internal"]
 
 
 def test_link_local_and_metadata_are_refused_even_where_private_addresses_are_allowed(connections):

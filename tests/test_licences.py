@@ -651,7 +651,7 @@ def test_a_bad_stated_licence_is_refused_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_the_card_and_attribution_describe_every_commit_and_a_readme_of_the_users_survives(tmp_path):
+def test_the_card_and_attribution_describe_every_commit_and_a_readme_of_the_users_survives(tmp_path, capsys):
     import subprocess
     import sys
 
@@ -675,6 +675,18 @@ def test_the_card_and_attribution_describe_every_commit_and_a_readme_of_the_user
     attribution = output / contract.ATTRIBUTION_FILE
     attribution.write_text(attribution.read_text().rsplit("\n", 2)[0])  # A row lost: the file no longer matches.
     assert "stale" in verify.check(str(output)).stale[0]
+    # The next commit adds its rows to attribution.csv only where they add up; these do not: all are read again.
+    preprocess.run([f"--output={output}", f"--input={CLIPS['wav_44k']}", *LOCAL])
+    rows = contract.read_attribution(str(output))
+    assert len(rows) == 4 and verify.check(str(output)).stale == []
+    attribution.write_text(attribution.read_text().rsplit("\n", 2)[0])
+    assert verify.main([str(output), "--write_cards"]) == 0
+    assert contract.read_attribution(str(output)) == rows and verify.check(str(output)).stale == []
+    before = attribution.stat().st_mtime_ns
+    capsys.readouterr()
+    assert verify.main([str(output), "--write_cards"]) == 0  # Current: nothing to write.
+    assert "current: nothing to write" in capsys.readouterr().out and attribution.stat().st_mtime_ns == before
+    card = (output / cards.CARD_FALLBACK_FILE).read_text()
     # The card's tf.data snippet works as written, run in the dataset's directory.
     snippet = card.split("```python\n", 1)[1].split("```", 1)[0]
     result = subprocess.run([sys.executable, "-c", snippet], cwd=output, capture_output=True, text=True, timeout=120)

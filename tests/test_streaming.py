@@ -10,7 +10,7 @@ from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.testing import test_stream as beam_test_stream
 from apache_beam.transforms.window import TimestampedValue
 
-from pipelines import cards, commit, contract, streaming, verify
+from pipelines import cards, commit, contract, streaming, transforms, verify
 from pipelines.options import PreprocessOptions, settings
 from tests.helpers import CLIPS, read_jsonl
 
@@ -94,6 +94,16 @@ def test_stream_writes_windows_failures_and_a_description(tmp_path):
     owners = {contract.run_file_owner(n) or contract.run_temp_directory_owner(n) for n in names if n not in committed}
     assert owners == {run.run_id}, names
     assert verify.check(str(output)).leftovers == []
+    assert verify.check(str(output)).stale == []  # The cards, built window by window, describe the whole stream.
+    # A bundle retried after its window committed (a worker lost at that moment) commits nothing twice.
+    before = (output / contract.DATASET_FILE).read_bytes()
+    stats = transforms.RunStatsFn()
+    track = next(t for t in commit.committed_tracks(str(output), description) if t.uri.endswith(".wav"))
+    accumulator = stats.add_input(stats.create_accumulator(), (transforms.TRACK, track))
+    window = [("stats", accumulator), ("file", ("train", train.files[-1]))]
+    merge = streaming.MergeDescriptionFn(str(output), settings(options).audio, 0.0, run.run_id)
+    assert list(merge.process((None, window))) == []
+    assert (output / contract.DATASET_FILE).read_bytes() == before
 
 
 @pytest.mark.parametrize(
@@ -209,6 +219,13 @@ def test_streams_and_batch_runs_add_to_one_output_and_no_committed_track_leaves(
     assert names_before - {"lease.json"} <= set(os.listdir(output))
     assert _committed_uris(output) == sorted(os.path.realpath(c) for c in [*clips, CLIPS["flac_44k"]])
     _assert_sound(output)
+    # verify --clean after them all removes a dead run's shard and nothing of the streams or batch runs.
+    dead = commit.new_run_id()
+    (output / f"train-{dead}-00000-of-00001.tfrecord").write_bytes(b"partial")
+    kept = set(os.listdir(output))
+    assert verify.main([str(output), "--clean"]) == 0
+    assert set(os.listdir(output)) == kept - {f"train-{dead}-00000-of-00001.tfrecord"}
+    assert _committed_uris(output) == sorted(os.path.realpath(c) for c in [*clips, CLIPS["flac_44k"]])
 
 
 @pytest.mark.slow

@@ -5,7 +5,6 @@ import posixpath
 
 import apache_beam as beam
 from apache_beam import pvalue
-from apache_beam.io.filesystems import FileSystems
 
 from pipelines import cards, commit, contract
 from pipelines.contract import Accounting, LabelCount, SplitSummary
@@ -189,7 +188,7 @@ class WriteDatasetDescription(beam.PTransform):
             for split, paths in shard_paths.items():
                 if splits[split].windows == 0 and paths:
                     # Beam writes one empty shard for an empty PCollection; keep no empty files.
-                    FileSystems.delete(paths)
+                    contract.delete(paths)
                     shard_paths[split] = []
             output, run_id, audio_config = self._output, self._run_id, self._audio_config
             run_files = (run_id, contract.tracks_file(run_id), contract.failures_file(run_id))
@@ -206,7 +205,7 @@ class WriteDatasetDescription(beam.PTransform):
                     audio_config, fraction, stats, shard_paths, run_files, current, command=self._command
                 )
 
-            committed = commit.commit(output, run_id, update)
+            committed = commit.commit(output, run_id, update, [contract.join(output, run_files[1])])
             commit.release_lease(output, run_id)
             if committed is not None:
                 yield contract.join(output, contract.DATASET_FILE)
