@@ -86,7 +86,7 @@ def test_s3_end_to_end_preprocess_verify_rerun_train_kill_resume_evaluate_sample
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 240
-        while not any(k.endswith(".index") for k in s3_env.keys(f"{job}/checkpoints/")):
+        while "runs/a/checkpoints/checkpoint" not in s3_env.keys(f"{job}/checkpoints/"):
             assert trainer.poll() is None, trainer.stderr.read().decode()
             assert time.monotonic() < deadline, "no checkpoint reached the store"
             time.sleep(0.2)
@@ -94,7 +94,9 @@ def test_s3_end_to_end_preprocess_verify_rerun_train_kill_resume_evaluate_sample
         os.killpg(trainer.pid, signal.SIGKILL)
         trainer.wait()
         trainer.stderr.close()
-    saved = max(int(k.rsplit("ckpt-", 1)[1].split(".")[0]) for k in s3_env.keys(f"{job}/checkpoints/") if ".index" in k)
+    # The store's checkpoint state names the latest checkpoint whose files all arrived (a later one may be part-way).
+    state = contract.read_bytes(f"{job}/checkpoints/checkpoint").decode()
+    saved = int(re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', state, re.M).group(1))
     resumed = task.run([*args, f"--steps={saved + 2}"])
     assert [step for step, _ in resumed.losses] == [saved + 1, saved + 2]  # From the store's checkpoint.
     assert resumed.export_dir == f"{job}/export"
@@ -126,7 +128,7 @@ def test_staging_copies_dataset_json_and_the_listed_shards_only(s3_env, clips_da
         assert (tmp_path / "staged" / name).read_bytes() == (clips_dataset / name).read_bytes()
 
 
-def test_a_mirror_pulls_the_store_and_pushes_only_what_changed(s3_env, tmp_path):
+def test_a_mirror_pulls_the_store_and_pushes_only_what_changed_pointers_last(s3_env, tmp_path, monkeypatch):
     bucket = s3_env.create_bucket("music-mirror")
     s3_env.client().put_object(Bucket="music-mirror", Key="job/checkpoints/ckpt-1.index", Body=b"one")
     storage.configure()
@@ -135,11 +137,29 @@ def test_a_mirror_pulls_the_store_and_pushes_only_what_changed(s3_env, tmp_path)
     assert mirror.pull() == 1 and (local / "checkpoints" / "ckpt-1.index").read_bytes() == b"one"
     assert mirror.push() == 0
     (local / "checkpoints" / "ckpt-2.index").write_bytes(b"two")
+    (local / "checkpoints" / "ckpt-2.data-00000-of-00001").write_bytes(b"2")
+    (local / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-2"\n')
     (local / "export").mkdir()
+    (local / "export" / "model.keras").write_bytes(b"model")
     (local / "export" / "config.json").write_text("{}")
-    assert mirror.push() == 2
+    events = []
+    copy = contract.copy
+
+    def observed_copy(source, destination):  # The real copy, its start and end recorded.
+        events.append(("start", os.path.basename(destination)))
+        copy(source, destination)
+        events.append(("end", os.path.basename(destination)))
+
+    monkeypatch.setattr(contract, "copy", observed_copy)
+    assert mirror.push() == 5
     body = s3_env.client().get_object(Bucket="music-mirror", Key="job/checkpoints/ckpt-2.index")["Body"].read()
     assert body == b"two" and "job/export/config.json" in s3_env.keys(f"{bucket}/job/")
+    # The pointers (TensorFlow's checkpoint state, the export's config.json) start only after every file they name
+    # arrived: a push killed part-way leaves them at what they named before.
+    pointers = trainer_storage.POINTER_FILES
+    first_pointer = min(i for i, (what, name) in enumerate(events) if what == "start" and name in pointers)
+    last_other = max(i for i, (what, name) in enumerate(events) if what == "end" and name not in pointers)
+    assert last_other < first_pointer and len(events) == 10
 
 
 def test_gcs_end_to_end_preprocess_verify_rerun_and_sample_from_the_store(

@@ -61,11 +61,18 @@ def stage_dataset(data_dir, local_dir):
     return local_dir
 
 
+# Files that name or complete others: TensorFlow's checkpoint state ("checkpoint": which ckpt-N is the latest) and
+# the export's config.json (written after model.keras). Pushed after everything else, so a push killed part-way
+# never leaves a store where one of them points at a file that did not arrive.
+POINTER_FILES = ("checkpoint", contract.MODEL_CONFIG_FILE)
+
+
 class Mirror:
     """A local working copy of a directory that TensorFlow cannot write itself (s3://).
 
     `pull` copies what the remote directory holds (to resume); `push` uploads the
-    files that changed since the last push (after each checkpoint and the export).
+    files that changed since the last push (after each checkpoint and the export),
+    the files that point at others (`POINTER_FILES`) last.
     """
 
     def __init__(self, remote, local):
@@ -93,7 +100,11 @@ class Mirror:
         return len(pairs)
 
     def push(self):
-        """Uploads the local files that changed since the last push; returns how many."""
+        """Uploads the local files that changed since the last push, `POINTER_FILES` after the rest; returns how many.
+
+        A push killed part-way leaves the store's pointers at what they named before
+        (the previous checkpoint, the previous export), never at a file that is missing.
+        """
         changed = []
         for root, _, files in os.walk(self.local):
             for name in files:
@@ -101,10 +112,12 @@ class Mirror:
                 signature = self._signature(relative)
                 if self._pushed.get(relative) != signature:
                     changed.append((relative, signature))
-        copy_all(
-            (os.path.join(self.local, relative), contract.join(self.remote, *relative.split(os.sep)))
-            for relative, _ in changed
-        )
+        for pointers in (False, True):
+            copy_all(
+                (os.path.join(self.local, relative), contract.join(self.remote, *relative.split(os.sep)))
+                for relative, _ in changed
+                if (os.path.basename(relative) in POINTER_FILES) == pointers
+            )
         self._pushed.update(changed)
         return len(changed)
 
