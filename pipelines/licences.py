@@ -680,9 +680,10 @@ class LicenceRules:
     """How a run finds each track's licence, and which licences it keeps.
 
     A track's licence is, in this order: the one the user stated for every
-    input of the run (`stated`); what a listing site said of it (scraped
-    tracks: known before its audio is downloaded, an empty statement reading as
-    UNKNOWN); what its file's tags say (`licence_from_tags`); else UNKNOWN.
+    input of the run (`stated`); what a listing site said of it, when that
+    names a licence (scraped tracks: known before the audio is downloaded);
+    what its file's tags say (`licence_from_tags`); else UNKNOWN, with the
+    site's text kept when it said something unrecognised.
 
     Attributes:
       stated: the Licence the user gave for every input (--licence), or None.
@@ -696,18 +697,19 @@ class LicenceRules:
         """The licence known before a track is read, or None when its tags must tell.
 
         Args:
-          source: the track's source record; a scraped one carries the site's text in "licence".
+          source: the track's source record; a scraped one carries the site's text in "licence"
+            (empty, or text naming no licence, when the site is silent or unclear: the tags tell then).
         """
         if self.stated is not None:
             return self.stated
-        if "licence" in source:
-            return normalize(source["licence"] or "")
-        return None
+        site = normalize(source.get("licence") or "")
+        return None if site.spdx == UNKNOWN else site
 
     @staticmethod
-    def from_tags(tags):
-        """The licence a file's tags give (`licence_from_tags`), UNKNOWN with no text when they give none."""
-        return licence_from_tags(tags) or Licence(UNKNOWN, "")
+    def after_reading(source, tags):
+        """The licence of a track `before_reading` left open: its tags' (`licence_from_tags`), else UNKNOWN
+        with the site's text as raw (empty when the site said nothing)."""
+        return licence_from_tags(tags) or Licence(UNKNOWN, source.get("licence") or "")
 
     def exclusion(self, licence):
         """None when a track of this licence is kept, else the reason it is not (`LicenceFilter.check`)."""

@@ -42,8 +42,8 @@ def format_summary(description, output, wall_secs, new_secs, failures=()):
     skipped = accounting.tracks_skipped_existing
     excluded = accounting.tracks_excluded
     lines = [
-        f"Tracks: {accounting.tracks_ok} ok, {accounting.tracks_failed} failed "
-        + (f"{excluded} excluded by the licence filter " if excluded else "")
+        f"Tracks: {accounting.tracks_ok} ok, {accounting.tracks_failed} failed"
+        + (f", {excluded} excluded by the licence filter " if excluded else " ")
         + (f"({skipped} already in the output) " if skipped else "")
         + f"of {accounting.tracks_input} inputs"
         + (

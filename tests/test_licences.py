@@ -532,7 +532,8 @@ def test_licence_from_tags_prefers_a_url_then_a_named_licence_then_a_notice(tags
 # The pipeline: a licence for every track, the filter, the dataset card and attribution.csv at every commit.
 
 LOCAL = ["--sample_rate=8000", "--window_samples=4000", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
-# A listing of seven tracks: six licences as the FMA writes them (a URL, a name), and one with no licence at all.
+# A listing of eight tracks: six licences as the FMA writes them (a URL, a name), one the site says nothing of but
+# whose file's tags name its licence, and one with no licence anywhere (an untagged WAV).
 LISTED = {
     "by": ("http://creativecommons.org/licenses/by/4.0/", "CC-BY-4.0"),
     "by-sa": ("Attribution-ShareAlike 3.0 International", "CC-BY-SA-3.0"),
@@ -540,6 +541,7 @@ LISTED = {
     "by-nc-sa": ("Attribution-NonCommercial-ShareAlike 3.0 International", "CC-BY-NC-SA-3.0"),
     "by-nd": ("https://creativecommons.org/licenses/by-nd/4.0/", "CC-BY-ND-4.0"),
     "cc0": ("https://creativecommons.org/publicdomain/zero/1.0/", "CC0-1.0"),
+    "tags": ("", "CC-BY-SA-3.0"),
     "none": ("", "unknown"),
 }
 
@@ -555,8 +557,10 @@ def licensed_site():
     from tests.conftest import QuietServer
     from tests.helpers import CLIPS
 
-    with open(CLIPS["mp3_22k_mono"], "rb") as f:
+    with open(CLIPS["mp3_22k_mono"], "rb") as f:  # Tagged CC BY-SA 3.0.
         audio = f.read()
+    with open(CLIPS["wav_44k"], "rb") as f:  # No tags.
+        untagged = f.read()
     requests = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -572,11 +576,12 @@ def licensed_site():
                 items = []
                 for name, (licence, _) in LISTED.items():
                     info = {"title": f"Track {name}", "artistName": "Max McCracken", "url": f"{base}/music/{name}/",
-                            "fileUrl": f"{base}/files/{name}.mp3", **({"licenseTitle": licence} if licence else {})}
+                            "fileUrl": f"{base}/files/{name}{'.wav' if name == 'none' else '.mp3'}",
+                            **({"licenseTitle": licence} if licence else {})}
                     items.append(f"<div class=\"play-item\" data-track-info='{html.escape(json.dumps(info))}'></div>")
                 body, kind = f"<html><body>{''.join(items)}</body></html>".encode(), "text/html"
             elif self.path.startswith("/files/"):
-                body, kind = audio, "audio/mpeg"
+                body, kind = (untagged, "audio/wav") if self.path.endswith(".wav") else (audio, "audio/mpeg")
             else:
                 self.send_error(404)
                 return
@@ -603,18 +608,20 @@ def test_the_filter_keeps_exactly_the_allowed_licences_and_downloads_none_of_the
     output = tmp_path / "out"
     description = preprocess.run([f"--scrape_url={base}/genre/Mixed/", f"--output={output}", "--validation_fraction=0",
                                   "--licence_filter=commercial-derivatives", *LOCAL])  # fmt: skip
-    kept = {"by", "by-sa", "cc0"}
+    kept = {"by", "by-sa", "cc0", "tags"}
     accounting = description.accounting
-    assert (accounting.tracks_ok, accounting.tracks_excluded, accounting.tracks_failed) == (3, 4, 0)
+    assert (accounting.tracks_ok, accounting.tracks_excluded, accounting.tracks_failed) == (4, 4, 0)
     assert sorted(t["licence"] for t in committed_tracks(output)) == sorted(LISTED[n][1] for n in kept)
-    assert sorted(p for p in requests if p.startswith("/files/")) == sorted(f"/files/{n}.mp3" for n in kept)
-    excluded = {f["uri"].rsplit("/", 1)[1][: -len(".mp3")]: f for f in last_failures(output)}
+    # Only what the site's licence did not already exclude was downloaded: the kept, and "none" to read its tags.
+    downloaded = sorted(p.rsplit("/", 1)[1].rsplit(".", 1)[0] for p in requests if p.startswith("/files/"))
+    assert downloaded == sorted(kept | {"none"})
+    excluded = {f["uri"].rsplit("/", 1)[1].rsplit(".", 1)[0]: f for f in last_failures(output)}
     assert set(excluded) == set(LISTED) - kept and all(f["stage"] == "licence" for f in excluded.values())
     reason = "CC-BY-NC-4.0 does not allow commercial use (--licence_filter commercial-derivatives)"
     assert excluded["by-nc"]["error"] == reason
     assert excluded["none"]["error"].startswith("licence unknown (none was found)")
     printed = capsys.readouterr().out
-    assert "3 ok, 0 failed 4 excluded by the licence filter of 7 inputs" in printed
+    assert "4 ok, 0 failed, 4 excluded by the licence filter of 8 inputs" in printed
     assert "Excluded by the licence filter (4, all in" in printed
     rows = contract.read_attribution(str(output))
     assert sorted((r.title, r.licence, r.source_page.rsplit("/", 2)[-2]) for r in rows) == sorted(

@@ -72,8 +72,10 @@ class ProcessTrackFn(FetchingDoFn):
         uri, track_id = source["uri"], source["track_id"]
         # Stated by the user or by the site that listed it: a track kept out is never downloaded.
         licence = self._licence_rules.before_reading(source)
-        if licence is not None and self._licence_rules.exclusion(licence):
-            yield self._excluded(uri, licence)
+        excluded = None if licence is None else self._licence_rules.exclusion(licence)
+        if excluded:
+            progress.track_done(0.0)
+            yield self._excluded(uri, licence, excluded)
             return
         started = time.monotonic()
         windows = 0
@@ -89,8 +91,10 @@ class ProcessTrackFn(FetchingDoFn):
                 for offset, codes in track:
                     if track_labels is None:  # The first window: the file's tags are known, no window is out.
                         track_labels = self._labels(source, track)
-                        licence = licence or self._licence_rules.from_tags(track.tags)
-                        if self._licence_rules.exclusion(licence):
+                        if licence is None:
+                            licence = self._licence_rules.after_reading(source, track.tags)
+                            excluded = self._licence_rules.exclusion(licence)
+                        if excluded:
                             break
                     windows += 1
                     window = examples.Window(track_id, offset, codes.tobytes(), track_labels)
@@ -105,10 +109,12 @@ class ProcessTrackFn(FetchingDoFn):
             progress.track_done(0.0)
             yield pvalue.TaggedOutput(FAILED, contract.FailureRecord.of(uri, e))
             return
-        licence = licence or self._licence_rules.from_tags(track.tags)
-        if not windows and self._licence_rules.exclusion(licence):
+        if licence is None:  # No window came: the tags were not read above.
+            licence = self._licence_rules.after_reading(source, track.tags)
+            excluded = self._licence_rules.exclusion(licence)
+        if excluded:  # Before its first window: nothing of it was emitted.
             progress.track_done(0.0)
-            yield self._excluded(uri, licence)
+            yield self._excluded(uri, licence, excluded)
             return
         stats = track.stats
         track_labels = track_labels or self._labels(source, track)
@@ -164,10 +170,10 @@ class ProcessTrackFn(FetchingDoFn):
         tags = {str(key).casefold(): str(value).strip() for key, value in tags.items()}
         return {key: source.get(key) or contract.printable(tags.get(key, "")) for key in ("title", "artist")}
 
-    def _excluded(self, uri, licence):
-        """The failure record (stage 'licence') of a track the licence filter keeps out."""
+    def _excluded(self, uri, licence, reason):
+        """The failure record (stage 'licence') of a track the licence filter keeps out, for `reason`."""
         self._counters[TRACKS_EXCLUDED_LICENCE].inc()
-        error = contract.TrackError(contract.STAGE_LICENCE, self._licence_rules.exclusion(licence))
+        error = contract.TrackError(contract.STAGE_LICENCE, reason)
         return pvalue.TaggedOutput(FAILED, contract.FailureRecord.of(uri, error, licence=licence.spdx))
 
     def _labels(self, source, track):
