@@ -23,6 +23,9 @@ REQUIRED_PACKAGES = [
     "google-crc32c>=1.5,<2",
     "beautifulsoup4>=4.12,<5",
     "requests>=2.31,<3",
+    # Downloads are streamed from untrusted sites: urllib3 2.6.3 bounds what a compressed response may decompress to,
+    # redirects included (CVE-2025-66471, CVE-2025-66418, CVE-2026-21441).
+    "urllib3>=2.6.3,<3",
     "license-expression>=30.4,<31",  # SPDX ids and expressions, with the SPDX list 3.27 (pipelines/licences.py)
     "tqdm>=4.66,<5",
     "matplotlib>=3.8",  # spectrograms with axes and a dB scale (sampler PNGs, TensorBoard images)

@@ -282,7 +282,7 @@ def settings(options, argv=()):
       ValueError: inconsistent options, a bad --licence or licence allow list.
       labels.LabelsError: a malformed --label_from or labels file; FileNotFoundError: a missing labels file.
     """
-    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+    from apache_beam.options.pipeline_options import StandardOptions
 
     from pipelines.settings import Settings
 
@@ -308,7 +308,6 @@ def settings(options, argv=()):
         max_failure_fraction=ours.max_failure_fraction,
         stale_lease_hours=ours.stale_lease_hours,
         storage=contract.StorageSettings.from_options(options),
-        workers=options.view_as(DirectOptions).direct_num_workers or contract.usable_cpus(),
         streaming=streaming,
         input_subscription=ours.input_subscription,
         streaming_window_secs=ours.streaming_window_secs,

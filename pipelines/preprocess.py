@@ -333,8 +333,6 @@ def _stop_local_workers():
     they print nothing (Beam starts each through a shell, which does die of the
     signal: `_quiet_worker_watchers` keeps that from being heard).
     """
-    import signal
-
     _killed_workers.set()
     for pid in _descendant_pids():
         with contextlib.suppress(ProcessLookupError):
@@ -350,6 +348,7 @@ def _quiet_worker_watchers():
     """Silences the threads of Beam's local runner that watch a worker (`run_worker`) when the worker ended by a
     signal meant for this whole job (Ctrl-C's SIGINT, SIGTERM) or by `_stop_local_workers`; other ends are heard."""
     previous_hook = threading.excepthook
+    _killed_workers.clear()  # This run's workers: none stopped yet.
 
     def hook(args):
         match = _WORKER_EXIT.search(str(args.exc_value)) if args.thread and args.thread.name == "run_worker" else None

@@ -33,7 +33,6 @@ class Settings:
       max_failure_fraction: the largest share of failed inputs that still exits 0.
       stale_lease_hours: when another run's lease is taken over.
       storage: contract.StorageSettings, how object stores are reached.
-      workers: local worker processes (the CPUs this process may use, or --direct_num_workers).
       streaming: run as a stream on input_subscription, committing every streaming_window_secs.
       input_subscription, streaming_window_secs: the stream's source and window, in seconds.
       command: the command line, credentials left out, recorded with the run.
@@ -47,18 +46,17 @@ class Settings:
     labels: labels.LabelRules
     licences: licences.LicenceRules
     validation_fraction: float
-    skip_existing: bool = True
-    num_shards: int = 0
-    max_pages: int = 100
-    max_tracks: int = 10000
-    max_failure_fraction: float = 0.5
-    stale_lease_hours: float = 72.0
-    storage: StorageSettings = StorageSettings()
-    workers: int = 1
-    streaming: bool = False
-    input_subscription: str = None
-    streaming_window_secs: int = 60
-    command: tuple = ()
+    skip_existing: bool
+    num_shards: int
+    max_pages: int
+    max_tracks: int
+    max_failure_fraction: float
+    stale_lease_hours: float
+    storage: StorageSettings
+    streaming: bool
+    input_subscription: str
+    streaming_window_secs: int
+    command: tuple
 
     def __post_init__(self):
         if not 0.0 <= self.validation_fraction <= 1.0:
