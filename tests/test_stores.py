@@ -269,6 +269,15 @@ def test_gcs_faults_are_one_line_and_missing_credentials_are_not_one(gcs_server,
     assert status == 1 and len(err.splitlines()) == 1 and "cannot reach Cloud Storage at http://127.0.0.1" in err, err
 
 
+def test_a_google_not_found_names_a_bucket_only_for_a_cloud_storage_path():
+    from google.api_core import exceptions
+
+    missing = exceptions.NotFound("Resource not found (resource=music-tracks).")
+    subscription = "projects/p/subscriptions/music-tracks"
+    assert storage.describe_fault(missing, subscription) == f"{subscription}: not found (404 {missing.message})"
+    assert "bucket 'b' does not exist" in storage.describe_fault(missing, "gs://b/windows")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The lease on a store: the store's own create-if-absent.
 

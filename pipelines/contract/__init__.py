@@ -51,7 +51,6 @@ from pipelines.contract.commands import (  # noqa: F401
     is_native_noise,
     pipe_stderr,
     progress_bar,
-    raise_interrupted_on_sigterm,
     redact_command,
     run_command,
 )
@@ -94,7 +93,6 @@ from pipelines.contract.fs import (  # noqa: F401
     is_remote,
     join,
     match,
-    match_sizes,
     open_binary,
     read_bytes,
     read_contract,

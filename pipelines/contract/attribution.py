@@ -15,7 +15,6 @@ from pipelines.contract.checks import ContractError
 ATTRIBUTION_FILE = "attribution.csv"
 # Terms of a licence as the cards count them: "yes", "no", or "unknown" (a licence we cannot read).
 YES, NO, UNKNOWN_TERM = "yes", "no", "unknown"
-TERMS = ("attribution", "share_alike", "non_commercial", "no_derivatives")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -53,17 +53,6 @@ class Interrupted(KeyboardInterrupt):
         return Interrupted(self.signum, detail)
 
 
-def raise_interrupted_on_sigterm():
-    """From now on, SIGTERM (what `kill`, schedulers and container runtimes send) interrupts this process as Ctrl-C
-    does: an `Interrupted` raised in the main thread, so the command cleans up and says so in one line. Returns the
-    previous handler."""
-
-    def interrupt(signum, frame):
-        raise Interrupted(signum)
-
-    return signal.signal(signal.SIGTERM, interrupt)
-
-
 def fault_message(error):
     """The one line a command prints for an expected fault, or None for an unexpected one (a bug).
 

@@ -42,11 +42,6 @@ def match(pattern):
     return sorted(m.path for m in _filesystems().match([pattern])[0].metadata_list)
 
 
-def match_sizes(pattern):
-    """{path: size in bytes} of the files matching a glob on any Beam filesystem."""
-    return {m.path: m.size_in_bytes for m in _filesystems().match([pattern])[0].metadata_list}
-
-
 def delete(paths):
     """Deletes files (objects) on any Beam filesystem."""
     if paths:

@@ -465,6 +465,8 @@ def _describe_gcs(error, where):
             "application-default login` or set GOOGLE_APPLICATION_CREDENTIALS"
         )
     if code == 404 or name == "NotFound":
+        if not where.startswith("gs://"):  # Another Google service (a Pub/Sub subscription, ...).
+            return f"{where}: not found ({_first_line(error)})"
         return f"{where}: bucket {bucket!r} does not exist (or the object is missing); create it, or check the path"
     if code in (401, 403) or name in ("Forbidden", "Unauthorized"):
         return (
