@@ -389,22 +389,22 @@ def committed_files(output, name, run_id):
     return [p for p in paths if contract.run_file_owner(posixpath.basename(p)) in (None, run_id)]
 
 
+def committed_track_indexes(output, description):
+    """Paths of the track indexes of every run `description` (a DatasetDescription, or None) names, in run order."""
+    runs = description.runs if description is not None else ()
+    return [path for run in runs for path in committed_files(output, run.tracks_file, run.run_id)]
+
+
 def committed_tracks(output, description):
     """The `contract.TrackRecord`s in the track indexes of every run dataset.json names, in run order.
 
     A missing index holds none (a stream's window not written yet; verify reports an index that is missing).
     """
-    for run in description.runs:
-        for path in committed_files(output, run.tracks_file, run.run_id):
-            try:
-                yield from contract.read_records(path, contract.TrackRecord)
-            except FileNotFoundError:
-                continue
-
-
-def committed_track_ids(output, description):
-    """The ids of `committed_tracks`."""
-    return (track.track_id for track in committed_tracks(output, description))
+    for path in committed_track_indexes(output, description):
+        try:
+            yield from contract.read_records(path, contract.TrackRecord)
+        except FileNotFoundError:
+            continue
 
 
 def leftovers(output, description, live_run_ids=(), writer_active=False):

@@ -9,7 +9,6 @@ using every core. Runs unchanged on Dataflow, Spark and Flink (--runner).
 """
 
 import contextlib
-import json
 import logging
 import os
 import re
@@ -72,16 +71,8 @@ def build_pipeline(pipeline, settings, run_id, previous=None):
         failures.append(scrape_failures)
 
     # The skip set: the tracks of committed runs only, read from the index files dataset.json names.
-    index_paths = (
-        [p for run in previous.runs for p in commit.committed_files(output, run.tracks_file, run.run_id)]
-        if previous
-        else []
-    )
-    existing_ids = (
-        pipeline
-        | "CommittedTrackIndexes" >> beam.Create(index_paths)
-        | "ReadTrackIndexes" >> beam.io.ReadAllFromText()
-        | "ExistingIds" >> beam.Map(lambda line: (contract.TrackRecord.from_dict(json.loads(line)).track_id, True))
+    existing_ids = pipeline | "CommittedTrackIds" >> transforms.CommittedTrackIds(
+        commit.committed_track_indexes(output, previous)
     )
 
     to_process, skipped = (

@@ -89,18 +89,17 @@ class ParseMessagesFn(beam.DoFn):
 
 
 class FirstSeenFn(beam.DoFn):
-    """(track_id, source) -> the source the first time its track_id is seen in the stream; SKIPPED when seen
-    before, or committed in the output when the stream started."""
+    """(track_id, source), {track_id: True} committed when the stream started (a side input) -> the source the
+    first time its track_id is seen in the stream; SKIPPED when seen before, or committed."""
 
     SEEN = ReadModifyWriteStateSpec("seen", BooleanCoder())
 
-    def __init__(self, committed_ids=frozenset()):
-        self._committed_ids = committed_ids
+    def __init__(self):
         self._skipped = Metrics.counter(transforms.NAMESPACE, transforms.TRACKS_SKIPPED_EXISTING)
 
-    def process(self, keyed, seen=beam.DoFn.StateParam(SEEN)):  # noqa: B008 (Beam's state idiom)
+    def process(self, keyed, committed_ids, seen=beam.DoFn.StateParam(SEEN)):  # noqa: B008 (Beam's state idiom)
         track_id, source = keyed
-        if seen.read() or track_id in self._committed_ids:
+        if seen.read() or track_id in committed_ids:
             self._skipped.inc()
             yield pvalue.TaggedOutput(transforms.SKIPPED, track_id)
             return
@@ -163,7 +162,8 @@ def start_stream(output, audio_config, validation_fraction, run_id, command=()):
     this run. A restarted stream is a new run beside the earlier ones.
 
     Returns:
-      frozenset of the track ids already committed, which the stream skips.
+      the DatasetDescription committed before the stream registered (None for a new output): its
+      tracks are the ones the stream skips.
 
     Raises:
       contract.DatasetMismatchError: the output holds a dataset of other settings (one line).
@@ -171,19 +171,19 @@ def start_stream(output, audio_config, validation_fraction, run_id, command=()):
     """
     empty = transforms.RunStatsFn().create_accumulator()
     no_shards = {split: [] for split in contract.SPLITS}
-    committed_ids = []
+    before = []
 
     def register(current):
         if current is not None:
             transforms.check_same_settings(current, audio_config)
-            committed_ids.extend(commit.committed_track_ids(output, current))
+        before.append(current)
         files = stream_run_files(run_id)
         return transforms.describe_run(
             audio_config, validation_fraction, empty, no_shards, files, current, command=command
         )
 
     commit.commit(output, run_id, register)
-    return frozenset(committed_ids)
+    return before[-1]
 
 
 class MergeDescriptionFn(beam.DoFn):
@@ -242,12 +242,16 @@ def build_streaming_pipeline(messages, settings):
     audio_config, output, command = settings.audio, settings.output, settings.command
     validation_fraction = settings.validation_fraction
     run_id = commit.new_run_id()
-    committed_ids = start_stream(output, audio_config, validation_fraction, run_id, command)
+    before = start_stream(output, audio_config, validation_fraction, run_id, command)
+    committed_ids = messages.pipeline | "CommittedTrackIds" >> transforms.CommittedTrackIds(
+        commit.committed_track_indexes(output, before)
+    )
     parsed = messages | "ParseMessages" >> beam.ParDo(ParseMessagesFn()).with_outputs(transforms.FAILED, main="sources")
     first_seen = (
         parsed.sources
         | "KeyByTrackId" >> beam.Map(lambda source: (source["track_id"], source))
-        | "FirstSeen" >> beam.ParDo(FirstSeenFn(committed_ids)).with_outputs(transforms.SKIPPED, main="sources")
+        | "FirstSeen"
+        >> beam.ParDo(FirstSeenFn(), pvalue.AsDict(committed_ids)).with_outputs(transforms.SKIPPED, main="sources")
     )
     fixed = beam_window.FixedWindows(settings.streaming_window_secs)
     sources = first_seen.sources | "WindowSources" >> beam.WindowInto(fixed)

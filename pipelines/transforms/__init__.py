@@ -24,6 +24,7 @@ from pipelines.transforms.describing import (  # noqa: F401
     describe_run,
 )
 from pipelines.transforms.inputs import (  # noqa: F401
+    CommittedTrackIds,
     ExpandInputs,
     FetchingDoFn,
     MatchInputsFn,

@@ -162,6 +162,26 @@ class PickSourceFn(beam.DoFn):
         yield min(records, key=lambda r: (-len(r), json.dumps(track_fields(r), sort_keys=True)))
 
 
+class CommittedTrackIds(beam.PTransform):
+    """Track index paths (`commit.committed_track_indexes`) -> (track_id, True) of every track they hold.
+
+    The skip set of a batch run and of a stream, read by the runner's workers (never
+    gathered in the launching process), for `pvalue.AsDict`.
+    """
+
+    def __init__(self, index_paths):
+        super().__init__()
+        self._index_paths = list(index_paths)
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "CommittedTrackIndexes" >> beam.Create(self._index_paths)
+            | "ReadTrackIndexes" >> beam.io.ReadAllFromText()
+            | "ExistingIds" >> beam.Map(lambda line: (contract.TrackRecord.from_dict(json.loads(line)).track_id, True))
+        )
+
+
 class SelectSources(beam.PTransform):
     """Sources -> one per track_id, minus tracks already in the output; spread over workers.
 
