@@ -5,6 +5,7 @@ injected resolver; where a "public" site must answer, the connection to its (mad
 address is handed to a loopback server, so no packet leaves this machine.
 """
 
+import dataclasses
 import functools
 import html
 import http.server
@@ -332,16 +333,10 @@ def test_the_connection_goes_to_the_address_that_was_checked(site, connections):
     """DNS rebinding: a name that answers public first and internal next still connects to the checked address."""
     answers = iter([[PUBLIC_ADDRESS], ["127.0.0.1"]])
     site.routes["/page"] = lambda r: send(r, body=b"<html>ok</html>")
-    fetcher = fetch.Fetcher(dataclasses_replace(FAST, obey_robots=False), resolver=lambda host, port: next(answers))
+    fetcher = fetch.Fetcher(dataclasses.replace(FAST, obey_robots=False), resolver=lambda host, port: next(answers))
     with fetcher.get("http://rebind.test/page", allow_private=False) as response:
         assert response.body == b"<html>ok</html>"
     assert connections == [PUBLIC_ADDRESS]
-
-
-def dataclasses_replace(config, **changes):
-    import dataclasses
-
-    return dataclasses.replace(config, **changes)
 
 
 def test_listing_zone_comes_from_the_listing_address(connections):
@@ -350,7 +345,7 @@ def test_listing_zone_comes_from_the_listing_address(connections):
     assert listings.listing_zone("http://public.test/", fetcher) == "public"
     assert listings.listing_zone("http://lan.test/", fetcher) == "private"
     assert listings.listing_zone("http://home.test/", fetcher) == "private"
-    allowing = fetch.Fetcher(dataclasses_replace(FAST, allow_private_addresses=True), resolver=fetcher.resolver)
+    allowing = fetch.Fetcher(dataclasses.replace(FAST, allow_private_addresses=True), resolver=fetcher.resolver)
     assert listings.listing_zone("http://public.test/", allowing) == "private"
     assert connections == []  # Zones come from the injected resolver alone: no connection to any address.
 
@@ -375,21 +370,21 @@ def trickle(request, chunk, interval_secs, total):
 
 def test_a_trickling_server_is_cut_at_the_minimum_rate(site):
     site.routes["/slow.mp3"] = functools.partial(trickle, chunk=b"x", interval_secs=0.05, total=10_000)
-    config = dataclasses_replace(FAST, min_bytes_per_sec=100, min_rate_window_secs=0.5, allow_private_addresses=True)
+    config = dataclasses.replace(FAST, min_bytes_per_sec=100, min_rate_window_secs=0.5, allow_private_addresses=True)
     with pytest.raises(fetch.FetchError, match=r"slower than 100 bytes/s over 0.5 s"):
         fetch.Fetcher(config).get(f"http://127.0.0.1:{site.port}/slow.mp3")
 
 
 def test_a_download_past_its_deadline_is_cut(site):
     site.routes["/long.mp3"] = functools.partial(trickle, chunk=b"x" * 2000, interval_secs=0.05, total=10_000_000)
-    config = dataclasses_replace(FAST, deadline_secs=0.6, allow_private_addresses=True)
+    config = dataclasses.replace(FAST, deadline_secs=0.6, allow_private_addresses=True)
     with pytest.raises(fetch.FetchError, match=r"took longer than 0.6 s"):
         fetch.Fetcher(config).get(f"http://127.0.0.1:{site.port}/long.mp3")
 
 
 def test_listing_pages_have_their_own_small_limit(site):
     site.routes["/huge"] = lambda r: send(r, body=b"<html>" + b" " * 5000 + b"</html>")
-    config = dataclasses_replace(FAST, max_page_bytes=1000)
+    config = dataclasses.replace(FAST, max_page_bytes=1000)
     found = list(listings.scrape([f"http://127.0.0.1:{site.port}/huge"], fetch.Fetcher(config), 1, 10))
     assert len(found) == 1 and "larger than the limit of 1000" in found[0].error
 
@@ -414,7 +409,7 @@ def test_a_download_streams_into_a_temporary_file_that_closing_deletes(site, tmp
     site.routes["/long.mp3"] = lambda r: send(r, body=long_mp3, content_type="audio/mpeg")
     site.routes["/error.mp3"] = lambda r: send(r, body=b"<!DOCTYPE html>" + bytes(len(long_mp3)),
                                                content_type="audio/mpeg")  # fmt: skip
-    fetcher = fetch.Fetcher(dataclasses_replace(FAST, allow_private_addresses=True))
+    fetcher = fetch.Fetcher(dataclasses.replace(FAST, allow_private_addresses=True))
     fileobj, _ = sources.open_uri(f"http://127.0.0.1:{site.port}/long.mp3", fetcher)
     with fileobj:
         assert fileobj.read() == long_mp3
