@@ -177,7 +177,8 @@ def _take(output, name, lease, stale):
         if stale is not None and _same_holder(read_lease(output, name), stale):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)  # Stale: taken over.
-        aside = f"{path}.{secrets.token_hex(4)}.tmp"  # Written whole, then linked: never seen empty.
+        # Written whole, then linked: never seen empty.
+        aside = contract.join(output, contract.temporary_name(name, secrets.token_hex(8)))
         try:
             with open(aside, "wb") as f:
                 f.write(text)

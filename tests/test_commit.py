@@ -273,6 +273,24 @@ def test_a_kill_during_the_commit_leaves_the_previous_commit_and_the_next_run_cl
     assert not (output / temporary).exists() and verify.check(str(output)).problems == []
 
 
+def test_the_temporaries_of_every_file_a_commit_writes_are_a_killed_commits_leftovers(tmp_path):
+    from pipelines import cards
+
+    assert set(contract.COMMIT_WRITTEN_FILES) == {
+        contract.DATASET_FILE, cards.CARD_FILE, cards.CARD_FALLBACK_FILE, contract.ATTRIBUTION_FILE,
+        commit.LEASE_FILE, commit.COMMIT_LOCK_FILE,
+    }  # fmt: skip
+    output = tmp_path / "out"
+    preprocess.run([f"--output={output}", f"--input={CLIPS['mp3_22k_mono']}", "--validation_fraction=0", *LOCAL])
+    left = sorted(contract.temporary_name(name, uuid.uuid4().hex[:16]) for name in contract.COMMIT_WRITTEN_FILES)
+    for name in left:
+        (output / name).write_text("killed part-way")
+    (output / ".notes.txt.0123456789abcdef.tmp").write_text("the user's")  # Not a name a commit writes.
+    assert verify.check(str(output)).leftovers == left
+    assert verify.main([str(output), "--clean"]) == 0
+    assert not any((output / name).exists() for name in left) and (output / ".notes.txt.0123456789abcdef.tmp").exists()
+
+
 def test_a_dataset_json_that_is_a_directory_is_a_contract_error(tmp_path):
     (tmp_path / contract.DATASET_FILE).mkdir()
     with pytest.raises(contract.ContractError, match="is a directory, not a file"):

@@ -133,6 +133,7 @@ from pipelines.contract.mulaw import (  # noqa: F401
 from pipelines.contract.names import (  # noqa: F401
     AUDIO_FEATURE,
     CAUSAL_CONV_LAYER,
+    COMMIT_WRITTEN_FILES,
     CONDITION_INPUT,
     DATASET_FILE,
     EMBEDDING_LAYER,

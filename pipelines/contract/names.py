@@ -94,7 +94,12 @@ _BEAM_TEMP_PATTERNS = (
     re.compile(rf"beam-temp-(?:{_SPLIT_NAMES}|{TRACKS_PREFIX}|{FAILURES_PREFIX})-{_RUN}-[0-9a-f]{{32}}"),
     re.compile(rf"beam-temp-(?:{TRACKS_PREFIX}|{FAILURES_PREFIX})-{_RUN}{re.escape(JSONL_SUFFIX)}-[0-9a-f]{{32}}"),
 )
-_TEMPORARY_PATTERN = re.compile(rf"\.{re.escape(DATASET_FILE)}\.[0-9a-f]{{16}}\.tmp")
+# The files a commit replaces atomically (dataset.json, the cards, attribution.csv) or creates whole (the lease and
+# the commit lock, written aside then linked): their hidden temporaries, 16 hex digits, are a killed commit's.
+COMMIT_WRITTEN_FILES = (DATASET_FILE, "README.md", "DATASET_CARD.md", "attribution.csv", "lease.json", "commit.lock")
+_TEMPORARY_PATTERN = re.compile(
+    rf"\.(?:{'|'.join(re.escape(name) for name in COMMIT_WRITTEN_FILES)})\.[0-9a-f]{{16}}\.tmp"
+)
 
 
 def run_file_owner(name):
@@ -120,7 +125,8 @@ def run_temp_directory_owner(name):
 
 
 def is_commit_temporary(name):
-    """Whether `name` is the temporary file of a commit of dataset.json (left by a commit that was killed)."""
+    """Whether `name` is the temporary file of a file a commit writes (`COMMIT_WRITTEN_FILES`), left by a commit
+    or a lease that was killed."""
     return bool(_TEMPORARY_PATTERN.fullmatch(name))
 
 
