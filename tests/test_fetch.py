@@ -69,12 +69,14 @@ def test_host_throttle_spaces_requests_across_threads():
         times.append(time.monotonic())
 
     threads = [threading.Thread(target=request) for _ in range(6)]
+    started = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    gaps = [b - a for a, b in zip(sorted(times), sorted(times)[1:], strict=False)]
-    assert min(gaps) >= 0.045
+    # Each request goes at its booked slot or later (a thread may run late, never early), so the k-th to go went
+    # at least k intervals after the first slot, however the threads were scheduled.
+    assert all(t >= started + k * 0.05 - 1e-6 for k, t in enumerate(sorted(times)))
 
 
 @pytest.mark.parametrize(
