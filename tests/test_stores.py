@@ -143,14 +143,14 @@ def test_a_mirror_pulls_the_store_and_pushes_only_what_changed_pointers_last(s3_
     (local / "export" / "model.keras").write_bytes(b"model")
     (local / "export" / "config.json").write_text("{}")
     events = []
-    copy = contract.copy
+    copy = contract.fs.copy
 
     def observed_copy(source, destination):  # The real copy, its start and end recorded.
         events.append(("start", os.path.basename(destination)))
         copy(source, destination)
         events.append(("end", os.path.basename(destination)))
 
-    monkeypatch.setattr(contract, "copy", observed_copy)
+    monkeypatch.setattr(contract.fs, "copy", observed_copy)  # What `contract.copy_all` calls.
     assert mirror.push() == 5
     body = s3_env.client().get_object(Bucket="music-mirror", Key="job/checkpoints/ckpt-2.index")["Body"].read()
     assert body == b"two" and "job/export/config.json" in s3_env.keys(f"{bucket}/job/")

@@ -88,7 +88,9 @@ from pipelines.contract.failures import (  # noqa: F401
     printable,
 )
 from pipelines.contract.fs import (  # noqa: F401
+    TRANSFER_THREADS,
     copy,
+    copy_all,
     delete,
     exists,
     is_remote,
