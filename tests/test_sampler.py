@@ -432,7 +432,7 @@ def test_each_clip_says_in_its_riff_info_what_made_it_and_where_the_model_card_i
     path = tmp_path / "clip.wav"
     generate.run(["--model", str(trained_job), "--seconds=0.05", f"--output={path}"])
     info = generate.read_info(str(path))
-    assert info["ISFT"].startswith("wavenet-music-toolkit ") and info["INAM"] == "clip"
+    assert info["ISFT"] == f"{contract.software()} (python -m sampler.generate)" and info["INAM"] == "clip"
     assert str(trained_job) in info["ICMT"] and "MODEL_CARD.md" in info["ICMT"] and "step 40" in info["ICMT"]
     with wave.open(str(path)) as f:  # Still a plain WAV to every reader.
         assert f.getnframes() == 400 and len(f.readframes(400)) == 800

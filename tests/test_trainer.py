@@ -417,6 +417,9 @@ def test_the_export_carries_a_model_card_with_the_terms_of_its_training_data(tra
     assert "Steps: 40." in text and "Held-out loss (the validation split" in text and "nats (" in text
     assert "receptive field" in text.lower() and "Preset `tiny`" in text
     assert "claims no licence for the model's outputs" in text and "for you to judge" in text
+    # What made the model, named as dataset.json names what made the data (`contract.software`).
+    made_data = contract.read_description(str(clips_dataset)).runs[-1].software
+    assert made_data.startswith("wavenet-music-toolkit ") and f"- {made_data}; exported" in text
     # The attribution the licences ask for travels with the model.
     assert contract.read_attribution(str(export_dir)) == contract.read_attribution(str(clips_dataset))
 

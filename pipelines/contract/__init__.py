@@ -19,7 +19,7 @@ Each room has one job, and this package re-exports their public names, so
 - `storage`: object stores: the storage settings made Beam's filesystem options
   once per process, checks that fail in one line, create-if-absent;
 - `commands`: what every command shares (faults as one line, TensorFlow's
-  C++ chatter filtered, progress bars and log lines).
+  C++ chatter filtered, progress bars and log lines, the software's name and version).
 
 It imports numpy only at module level (Beam is imported when first used), so
 Beam workers, the trainer and the sampler all import it cheaply.
@@ -54,6 +54,7 @@ from pipelines.contract.commands import (  # noqa: F401
     raise_interrupted_on_sigterm,
     redact_command,
     run_command,
+    software,
 )
 from pipelines.contract.cpus import (  # noqa: F401
     SlurmStep,
