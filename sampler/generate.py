@@ -290,30 +290,6 @@ def append_info(path, tags):
         f.write(struct.pack("<I", size - 8))
 
 
-def read_info(path):
-    """The INFO tags of a WAV file (dict id -> text), {} when it has none.
-
-    Raises:
-      ValueError: not a RIFF/WAVE file.
-    """
-    with open(path, "rb") as f:
-        data = f.read()
-    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ValueError(f"{path} is not a RIFF WAVE file")
-    tags, position = {}, 12
-    while position + 8 <= len(data):
-        kind, size = data[position : position + 4], struct.unpack("<I", data[position + 4 : position + 8])[0]
-        chunk = data[position + 8 : position + 8 + size]
-        if kind == b"LIST" and chunk[:4] == b"INFO":
-            inner = 4
-            while inner + 8 <= len(chunk):
-                key, length = chunk[inner : inner + 4], struct.unpack("<I", chunk[inner + 4 : inner + 8])[0]
-                tags[key.decode("ascii")] = chunk[inner + 8 : inner + 8 + length].rstrip(b"\0").decode("utf-8")
-                inner += 8 + length + length % 2
-        position += 8 + size + size % 2
-    return tags
-
-
 def write_spectrogram(path, audio, sample_rate, title=""):
     """Writes a spectrogram PNG (`sampler.spectrogram.spectrogram_png`: axes in seconds and Hz, dB scale)."""
     from sampler import spectrogram
