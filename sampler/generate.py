@@ -31,8 +31,8 @@ from sampler import loading
 _LOGGER = logging.getLogger(__name__)
 
 
-# A 16-bit mono WAV's data chunk and RIFF size are 32-bit: at most this many samples per file.
-MAX_WAV_SAMPLES = (2**32 - 1 - 36) // 2
+# A WAV's RIFF size counts 36 bytes before the samples ("WAVE", the fmt chunk, the data chunk's header).
+WAV_HEADER_BYTES = 36
 # Spectrograms show at most this much of each clip (the audio they are drawn from stays in memory).
 SPECTROGRAM_MAX_SECS = 600.0
 
@@ -280,6 +280,18 @@ def info_chunk(tags):
     return b"LIST" + struct.pack("<I", len(body)) + body
 
 
+def max_wav_samples(tags=None):
+    """The most samples a 16-bit mono WAV holds with the INFO chunk of `tags` (`info_chunk`) appended.
+
+    Its RIFF size (all that follows the first 8 bytes: `WAV_HEADER_BYTES`, 2 bytes a sample and the INFO
+    chunk) is a 32-bit field (Microsoft/IBM RIFF specification, 1991, section 2-1): at most 2**32 - 1 bytes.
+
+    Returns:
+      int samples.
+    """
+    return (2**32 - 1 - WAV_HEADER_BYTES - (len(info_chunk(tags)) if tags else 0)) // 2
+
+
 def append_info(path, tags):
     """Appends an INFO chunk (`info_chunk`) to a closed WAV file and corrects its RIFF size."""
     with open(path, "r+b") as f:
@@ -452,11 +464,18 @@ def run(argv=None):
     names = names[clips.start : clips.stop]
     conditions = None if conditions is None else conditions[clips.start : clips.stop]
     sample_rate, channels = model_config.sample_rate, model_config.quantization_channels
+    info = [
+        clip_info(
+            args.model, model_config, f"{os.path.splitext(os.path.basename(path))[0]}" + (f" ({name})" if name else "")
+        )
+        for path, name in zip(paths, names or [None] * len(paths), strict=True)
+    ]
     num_samples = int(round(args.seconds * sample_rate))
-    if num_samples > MAX_WAV_SAMPLES:
+    most = min(max_wav_samples(tags) for tags in info)
+    if num_samples > most:
         raise ValueError(
             f"--seconds {args.seconds:g} at {sample_rate} Hz is {num_samples:,} samples per clip; a 16-bit WAV holds "
-            f"at most {MAX_WAV_SAMPLES:,} ({MAX_WAV_SAMPLES / sample_rate / 3600:.1f} h at {sample_rate} Hz)"
+            f"at most {most:,} ({most / sample_rate / 3600:.1f} h at {sample_rate} Hz) with its INFO chunk"
         )
     generator.check_batch(batch)
     primer = None
@@ -470,12 +489,6 @@ def run(argv=None):
     shown = []  # The spectrograms' audio: the first `kept` samples of each clip.
     started = time.monotonic()
     total = num_samples * batch  # Counted over all clips, like the closing line's samples/s.
-    info = [
-        clip_info(
-            args.model, model_config, f"{os.path.splitext(os.path.basename(path))[0]}" + (f" ({name})" if name else "")
-        )
-        for path, name in zip(paths, names or [None] * len(paths), strict=True)
-    ]
     with WavWriters(paths, sample_rate, num_samples, info) as writers:
         with contract.progress_bar(total, "sample", f"{batch} clip(s)") as bar:
             chunks = generator.generate_chunks(
