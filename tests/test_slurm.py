@@ -152,21 +152,24 @@ def test_every_template_is_a_job_this_slurm_accepts(cluster, template, tmp_path)
 
 
 @pytest.mark.parametrize(
-    "strategy, environ, message",
+    "strategy, tpu, environ, message",
     [
-        ("one_device", {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "1"}, "--strategy one_device would train 2"),
-        ("mirrored", {"SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "0"}, "--strategy mirrored would train 4"),
-        ("auto", {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "0", "TF_CONFIG": '{"cluster": {"worker": ["a:1"]}}'},
-         "but TF_CONFIG names 1 worker"),
+        ("one_device", None, {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "1"}, "--strategy one_device would train 2"),
+        ("mirrored", None, {"SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "0"}, "--strategy mirrored would train 4"),
+        ("auto", "grpc://10.0.0.2:8470", {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "0"},
+         "--strategy auto with --tpu would train 2"),
+        ("auto", None, {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "0",
+                        "TF_CONFIG": '{"cluster": {"worker": ["a:1"]}}'}, "but TF_CONFIG names 1 worker"),
     ],
-    ids=["one-device", "mirrored", "tf-config-of-another-size"],
+    ids=["one-device", "mirrored", "auto-with-tpu", "tf-config-of-another-size"],
 )  # fmt: skip
-def test_copies_that_would_train_separate_models_are_refused(strategy, environ, message):
+def test_copies_that_would_train_separate_models_are_refused(strategy, tpu, environ, message):
     from trainer import distribute
 
     with pytest.raises(ValueError, match=re.escape(message)):
-        distribute.check_single_copy(strategy, environ)
-    distribute.check_single_copy(strategy, {"SLURM_NTASKS": "2", "SLURM_PROCID": "0"})  # A batch script runs once.
+        distribute.check_single_copy(strategy, tpu, environ)
+    distribute.check_single_copy(strategy, tpu, {"SLURM_NTASKS": "2", "SLURM_PROCID": "0"})  # A batch script: once.
+    distribute.check_single_copy("auto", None, {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "0"})  # One job of 2.
 
 
 # ---------------------------------------------------------------------------------------------------------------

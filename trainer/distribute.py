@@ -24,15 +24,15 @@ def get_strategy(name="auto", tpu=None):
     several GPUs -> MirroredStrategy; else one device (OneDeviceStrategy on the
     first GPU; TensorFlow's default strategy on a CPU). Under Slurm without
     TF_CONFIG the cluster comes from TensorFlow's SlurmClusterResolver
-    (`slurm_cluster_resolver`).
+    (`slurm_cluster_resolver`). Whether this process is one of several copies
+    that would each train their own model is `check_single_copy`, which
+    `trainer.task` asks once, before anything is written.
 
     Raises:
-      ValueError: several copies of the command would train separate models into
-        one job dir (`check_single_copy`), or Slurm's variables form no cluster.
+      ValueError: Slurm's variables form no cluster.
     """
     import tensorflow as tf
 
-    check_single_copy(name)
     step = contract.slurm_step()
     slurm_cluster = step is not None and step.tasks > 1 and "TF_CONFIG" not in os.environ
     if name == "auto":
@@ -44,7 +44,6 @@ def get_strategy(name="auto", tpu=None):
             name = "mirrored"
         else:
             name = "one_device"
-        check_single_copy(name)  # --tpu in each of N tasks would still be N copies.
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
         tf.config.experimental_connect_to_cluster(resolver)
@@ -64,7 +63,7 @@ def get_strategy(name="auto", tpu=None):
     return tf.distribute.get_strategy()
 
 
-def check_single_copy(strategy_name, environ=None):
+def check_single_copy(strategy_name, tpu=None, environ=None):
     """Refuses to run as one of several copies that would each train their own model into one job dir.
 
     `srun -n N python -m trainer.task ...` starts N copies of the command (the
@@ -72,11 +71,13 @@ def check_single_copy(strategy_name, environ=None):
     multi-worker strategy spanning all N (`--strategy auto` or `multi_worker`,
     with the cluster from Slurm, or from a TF_CONFIG naming N workers); any
     other strategy would make N independent trainings that all write
-    checkpoints and an export into the same --job_dir. A batch script
+    checkpoints and an export into the same --job_dir; so would `--strategy
+    auto` with --tpu, which makes a TPU strategy in each. A batch script
     (`sbatch -n N`) runs once and is not refused.
 
     Args:
       strategy_name: --strategy.
+      tpu: --tpu (under --strategy auto, a TPU strategy).
       environ: the environment to read (default os.environ).
 
     Raises:
@@ -87,10 +88,13 @@ def check_single_copy(strategy_name, environ=None):
     if step is None or step.tasks == 1:
         return
     copies = f"{step.tasks} copies of this command run as the tasks of Slurm step {step.step} (srun -n {step.tasks})"
-    if strategy_name not in ("auto", "multi_worker"):
+    if strategy_name not in ("auto", "multi_worker") or (strategy_name == "auto" and tpu):
+        given, fix = f"--strategy {strategy_name}", "use --strategy auto"
+        if strategy_name == "auto":
+            given, fix = f"{given} with --tpu", "drop --tpu"
         raise ValueError(
-            f"{copies}, and --strategy {strategy_name} would train {step.tasks} separate models into one --job_dir: "
-            "use --strategy auto (one multi-worker training across the tasks), or srun -n 1"
+            f"{copies}, and {given} would train {step.tasks} separate models into one --job_dir: "
+            f"{fix} (one multi-worker training across the tasks), or srun -n 1"
         )
     workers = _tf_config_workers(environ)
     if "TF_CONFIG" in environ and workers != step.tasks:

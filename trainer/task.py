@@ -60,7 +60,7 @@ def run_parsed(args, dataset_override=None, strategy_override=None, stop_after_s
 
     `command` is the command line, recorded in the model card (credentials left out).
     """
-    distribute.check_single_copy(args.strategy)  # Slurm wiring (trainer/distribute.py): refused before any write.
+    distribute.check_single_copy(args.strategy, args.tpu)  # Slurm wiring (trainer/distribute.py): before any write.
     import keras
     import tensorflow as tf
 
