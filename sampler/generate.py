@@ -399,37 +399,6 @@ def _array_task(environ):
     return ids.index(task), len(ids)
 
 
-def bind_gpus(environ=None):
-    """Gives each task of a Slurm job step on a node its own GPUs, where Slurm did not.
-
-    `srun -n 4` on a node with 4 GPUs allocated (`--gres=gpu:4`) shows every
-    task all 4 in CUDA_VISIBLE_DEVICES unless Slurm binds them
-    (`--gpus-per-task`, which sets SLURM_GPUS_PER_TASK, or `--gpu-bind`,
-    SLURM_GPU_BIND): then task SLURM_LOCALID of the node's T tasks keeps its
-    share, len // T GPUs (or GPU SLURM_LOCALID mod len, when there are fewer
-    GPUs than tasks). Must run before TensorFlow initialises its GPUs.
-
-    Args:
-      environ: the environment (default os.environ), changed in place.
-
-    Returns:
-      The CUDA_VISIBLE_DEVICES set, or None when it was left as it was.
-    """
-    environ = os.environ if environ is None else environ
-    step = contract.slurm_step(environ)
-    visible = [d for d in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-    bound = "SLURM_GPUS_PER_TASK" in environ or "SLURM_GPU_BIND" in environ
-    if step is None or step.node_tasks < 2 or len(visible) < 2 or bound:
-        return None
-    share = len(visible) // step.node_tasks
-    if share:
-        mine = visible[step.local_task * share : (step.local_task + 1) * share]
-    else:
-        mine = [visible[step.local_task % len(visible)]]
-    environ["CUDA_VISIBLE_DEVICES"] = ",".join(mine)
-    return environ["CUDA_VISIBLE_DEVICES"]
-
-
 def run(argv=None):
     """Generates clips and writes them; returns the list of WAV paths.
 
@@ -457,7 +426,7 @@ def run(argv=None):
         if shards > 1
         else ""
     )
-    bind_gpus()
+    contract.bind_task_gpus()  # Each task of a Slurm step on a node its share of the GPUs, as the trainer's.
     generator = loading.load(args.model, engine=args.engine, threads=args.threads)
     model_config = generator.model_config
     names, conditions = clip_conditions(model_config, args.condition, args.num_clips)

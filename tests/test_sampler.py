@@ -416,25 +416,6 @@ def test_a_job_array_that_is_not_one_range_needs_shard():
         generate.clip_shard(4, None, environ)
 
 
-@pytest.mark.parametrize(
-    "environ, expected",
-    [
-        ({**STEP, "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "CUDA_VISIBLE_DEVICES": "0,1,2,3"}, "2,3"),
-        ({**STEP, "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "CUDA_VISIBLE_DEVICES": "5"}, None),
-        ({**STEP, "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "CUDA_VISIBLE_DEVICES": "0,1",
-          "SLURM_GPUS_PER_TASK": "2"}, None),
-        ({**STEP, "SLURM_STEP_NUM_TASKS": "3", "SLURM_STEP_TASKS_PER_NODE": "3", "SLURM_PROCID": "2",
-          "SLURM_LOCALID": "2", "CUDA_VISIBLE_DEVICES": "0,1"}, "0"),
-        ({"CUDA_VISIBLE_DEVICES": "0,1"}, None),
-    ],
-    ids=["half-of-four", "slurm-bound-one", "gpus-per-task", "fewer-gpus-than-tasks", "not-under-slurm"],
-)  # fmt: skip
-def test_each_task_of_a_slurm_step_gets_its_own_gpus(environ, expected):
-    before = dict(environ)
-    assert generate.bind_gpus(environ) == expected
-    assert environ["CUDA_VISIBLE_DEVICES"] == (expected or before["CUDA_VISIBLE_DEVICES"])
-
-
 def test_each_clip_says_in_its_riff_info_what_made_it_and_where_the_model_card_is(trained_job, tmp_path):
     path = tmp_path / "clip.wav"
     generate.run(["--model", str(trained_job), "--seconds=0.05", f"--output={path}"])

@@ -5,8 +5,6 @@ import json
 import os
 import posixpath
 import re
-import shutil
-import subprocess
 
 from pipelines import contract
 from trainer import compat
@@ -114,14 +112,17 @@ def slurm_cluster_resolver(environ=None):
     `MpiParams=ports=...`), else one derived from the job and step ids
     (`slurm_port_base`).
 
-    GPUs, read before TensorFlow initialises them: a task that sees none
-    (CUDA_VISIBLE_DEVICES empty or unset and no `nvidia-smi`) trains on its CPUs;
-    a task Slurm bound to its own GPUs (`--gpus-per-task`, SLURM_GPUS_PER_TASK)
-    uses those; otherwise the tasks of a node share the GPUs it sees evenly, the
-    resolver setting each one's CUDA_VISIBLE_DEVICES.
+    GPUs, set before TensorFlow initialises them, by the rule the sampler
+    follows too (`contract.bind_task_gpus`): a task Slurm bound to its own GPUs
+    uses those; otherwise the tasks of a node each take their share of the
+    GPUs they see; a task that sees none trains on its CPUs. The resolver never
+    sets CUDA_VISIBLE_DEVICES itself (`auto_set_gpu=False`): it would number a
+    node's GPUs from 0 whatever Slurm allocated, and set it again at every
+    `cluster_spec()`.
 
     Args:
-      environ: the environment to read (default os.environ); the resolver itself reads os.environ.
+      environ: the environment to read (default os.environ; CUDA_VISIBLE_DEVICES is set there); the resolver
+        itself reads os.environ.
 
     Returns:
       a tf.distribute.cluster_resolver.ClusterResolver: the SlurmClusterResolver, or on
@@ -137,34 +138,27 @@ def slurm_cluster_resolver(environ=None):
     if step is None:
         raise ValueError("not a task of a Slurm job step: SLURM_STEP_NUM_TASKS and SLURM_PROCID are not set")
     port = slurm_port_base(environ)
-    gpus = _visible_gpus(environ)
-    slurm = tf.distribute.cluster_resolver.SlurmClusterResolver
+    gpus = len(contract.bind_task_gpus(environ, exclusive=True))
+    # GPUs per node as the step's tasks times the task's: enough for the busiest node (its cluster_spec steps
+    # through a node's GPUs by gpus_per_task, one task each). It cannot give a task 0 GPUs: a CPU-only task's
+    # resolver counts one per task, and its cluster is handed on with none.
+    per_task = max(gpus, 1)
     try:
-        if not gpus:
-            # The resolver cannot give a task 0 GPUs (its cluster_spec steps through a node's GPUs by
-            # gpus_per_task): it is built with one per task, sets none, and its cluster is handed on with none.
-            resolver = slurm(port_base=port, gpus_per_node=step.tasks, gpus_per_task=1, auto_set_gpu=False)
-            cluster = resolver.cluster_spec()
-            return tf.distribute.cluster_resolver.SimpleClusterResolver(
-                cluster, task_type=resolver.task_type, task_id=resolver.task_id, num_accelerators={"GPU": 0},
-                rpc_layer=resolver.rpc_layer,
-            )  # fmt: skip
-        if "SLURM_GPUS_PER_TASK" in environ:  # Slurm gave each task its own GPUs: this task sees only its own.
-            resolver = slurm(port_base=port, gpus_per_node=gpus * step.tasks, gpus_per_task=gpus, auto_set_gpu=False)
-        else:
-            resolver = slurm(port_base=port, gpus_per_node=gpus)
-            if not resolver.num_accelerators()["GPU"]:
-                raise ValueError(
-                    f"{step.node_tasks} tasks of Slurm step {step.step} share {gpus} GPU(s) on a node: "
-                    "start at most one task per GPU (srun --ntasks-per-node)"
-                )
-        resolver.cluster_spec()  # Sets task_type, task_id and CUDA_VISIBLE_DEVICES now, before TensorFlow starts.
-        return resolver
+        resolver = tf.distribute.cluster_resolver.SlurmClusterResolver(
+            port_base=port, gpus_per_node=per_task * step.tasks, gpus_per_task=per_task, auto_set_gpu=False
+        )
+        cluster = resolver.cluster_spec()  # Sets task_type and task_id.
     except (RuntimeError, KeyError) as e:
         raise ValueError(
             f"Slurm says {step.tasks} tasks in step {step.step}, but TensorFlow's SlurmClusterResolver formed no "
             f"cluster from its variables ({e}): run under srun, or with --strategy one_device in a single task"
         ) from None
+    if gpus:
+        return resolver
+    return tf.distribute.cluster_resolver.SimpleClusterResolver(
+        cluster, task_type=resolver.task_type, task_id=resolver.task_id, num_accelerators={"GPU": 0},
+        rpc_layer=resolver.rpc_layer,
+    )  # fmt: skip
 
 
 def slurm_port_base(environ=None):
@@ -187,21 +181,6 @@ def slurm_port_base(environ=None):
         return int(reserved.group(1))
     job, step_id = (int(environ.get(name, "0") or 0) for name in ("SLURM_JOB_ID", "SLURM_STEP_ID"))
     return PORT_BASE + PORT_STRIDE * ((16 * job + step_id) % PORT_SLOTS)
-
-
-def _visible_gpus(environ):
-    """GPUs this process would see, without initialising TensorFlow.
-
-    CUDA_VISIBLE_DEVICES where set (Slurm sets it for allocated GPUs), else the
-    GPUs `nvidia-smi --list-gpus` lists (as SlurmClusterResolver counts them),
-    else none.
-    """
-    if "CUDA_VISIBLE_DEVICES" in environ:
-        return len([d for d in environ["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()])
-    if shutil.which("nvidia-smi") is None:
-        return 0
-    listing = subprocess.run(["nvidia-smi", "--list-gpus"], capture_output=True, text=True, check=False).stdout
-    return sum(line.startswith("GPU ") for line in listing.splitlines())
 
 
 def _tf_config_workers(environ=None):

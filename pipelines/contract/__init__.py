@@ -18,6 +18,7 @@ Each room has one job, and this package re-exports their public names, so
 - `fs`: files through Beam's filesystems, atomic replacement included;
 - `storage`: object stores: the storage settings made Beam's filesystem options
   once per process, checks that fail in one line, create-if-absent;
+- `cpus`: the CPUs a process may use, the Slurm job step it is a task of, and that task's GPUs;
 - `commands`: what every command shares (faults as one line, TensorFlow's
   C++ chatter filtered, progress bars and log lines, the software's name and version).
 
@@ -58,9 +59,11 @@ from pipelines.contract.commands import (  # noqa: F401
 )
 from pipelines.contract.cpus import (  # noqa: F401
     SlurmStep,
+    bind_task_gpus,
     cgroup_cpu_limit,
     slurm_step,
     usable_cpus,
+    visible_gpus,
 )
 from pipelines.contract.dataset import (  # noqa: F401
     DATASET_FORMAT_VERSION,
