@@ -207,9 +207,13 @@ def write_dir(job_dir, strategy):
 def remove_worker_files(job_dir, strategy):
     """Removes what a worker other than the chief wrote (its `write_dir`), and job_dir/workers/ once empty.
 
-    Called by every worker when training has ended: what those workers save
-    (in step with the chief, as TensorFlow's collectives require) is scratch.
-    Does nothing on the chief. Local paths and gs:// (through tf.io.gfile).
+    What those workers save (in step with the chief, as TensorFlow's
+    collectives require) is scratch. Called by every worker when training has
+    ended, and when it starts, before anything is restored: TensorFlow's
+    PreemptionCheckpointHandler restores the latest checkpoint in the
+    directory its manager saves to, which on a worker is this scratch, so a
+    killed run's would replace the chief's checkpoint on that worker. Does
+    nothing on the chief. Local paths and gs:// (through tf.io.gfile).
     """
     import tensorflow as tf
 
