@@ -74,7 +74,8 @@ def main():
         model_rate = rates[base]
 
         paths = data.split_paths(data_dir, description, contract.TRAIN)
-        dataset = data.make_dataset(paths, window, args.batch_size, crop_samples=crop, seed=0)
+        dataset = data.make_dataset(paths, window, args.batch_size, crop_samples=crop, seed=0,
+                                    split_windows=description.splits[contract.TRAIN].windows)  # fmt: skip
         iterator = iter(dataset)
         next(iterator)
         started = time.perf_counter()

@@ -4,6 +4,8 @@ training job's arguments."""
 import json
 import os
 import struct
+import subprocess
+import sys
 
 import numpy as np
 
@@ -89,6 +91,33 @@ def free_ports(n):
     for s in sockets:
         s.close()
     return ports
+
+
+def run_tf_config_workers(argv, workers=2, timeout=300):
+    """`python -m trainer.task argv` as `workers` local MultiWorkerMirroredStrategy workers (TF_CONFIG, loopback
+    ports, no GPUs), run to their end.
+
+    Returns:
+      (exit statuses, every worker's stdout and stderr, worker 0's first).
+
+    Raises:
+      subprocess.TimeoutExpired: the workers did not end within `timeout` s (they are killed).
+    """
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(workers)]
+    processes = []
+    try:
+        for index in range(workers):
+            tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
+            env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "CUDA_VISIBLE_DEVICES": ""}
+            processes.append(subprocess.Popen([sys.executable, "-m", "trainer.task", *argv], env=env,
+                                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))  # fmt: skip
+        outputs = [p.communicate(timeout=timeout)[0] for p in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return [p.returncode for p in processes], "".join(outputs)
 
 
 def example_labels(output):

@@ -28,14 +28,22 @@ def test_the_shuffle_buffer_mixes_the_tracks_that_the_pipeline_wrote_one_after_a
     runs = 1 + sum(a != b for a, b in zip(file_order[:-1], file_order[1:], strict=True))
     assert tracks == 3 and runs <= tracks + len(paths) - 1
 
-    def first_batch_tracks(buffer_windows):
+    def first_batch(buffer_windows, split_windows=None):
         dataset = data.make_dataset(paths, description.window_samples, 32, seed=3,
-                                    shuffle_buffer_windows=buffer_windows)  # fmt: skip
-        return [track_of[codes.astype(np.uint8).tobytes()] for codes in next(iter(dataset)).numpy()]
+                                    shuffle_buffer_windows=buffer_windows, split_windows=split_windows)  # fmt: skip
+        return next(iter(dataset)).numpy()
+
+    def first_batch_tracks(buffer_windows):
+        return [track_of[codes.astype(np.uint8).tobytes()] for codes in first_batch(buffer_windows)]
 
     assert data.default_shuffle_buffer_windows(description.window_samples) >= len(file_order)
     # Never more than the split holds: a larger buffer only repeats windows and takes longer to fill.
-    assert data.default_shuffle_buffer_windows(description.window_samples, len(file_order)) == len(file_order)
+    windows = description.splits[contract.TRAIN].windows
+    assert windows == len(file_order)
+    assert data.default_shuffle_buffer_windows(description.window_samples, windows) == windows
+    # Capped where the dataset is made, for every caller that names the split's windows.
+    np.testing.assert_array_equal(first_batch(None, split_windows=windows), first_batch(windows))
+    assert not np.array_equal(first_batch(None, split_windows=windows), first_batch(None))
     mixed = first_batch_tracks(None)
     assert len(set(mixed)) == tracks and max(mixed.count(t) for t in set(mixed)) < 24
     assert len(set(first_batch_tracks(8))) < tracks  # A small buffer: a batch of the first track(s) read.

@@ -152,21 +152,24 @@ def test_every_template_is_a_job_this_slurm_accepts(cluster, template, tmp_path)
 
 
 @pytest.mark.parametrize(
-    "strategy, environ, message",
+    "strategy, tpu, environ, message",
     [
-        ("one_device", {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "1"}, "--strategy one_device would train 2"),
-        ("mirrored", {"SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "0"}, "--strategy mirrored would train 4"),
-        ("auto", {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "0", "TF_CONFIG": '{"cluster": {"worker": ["a:1"]}}'},
-         "but TF_CONFIG names 1 worker"),
+        ("one_device", None, {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "1"}, "--strategy one_device would train 2"),
+        ("mirrored", None, {"SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "0"}, "--strategy mirrored would train 4"),
+        ("auto", "grpc://10.0.0.2:8470", {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "0"},
+         "--strategy auto with --tpu would train 2"),
+        ("auto", None, {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "0",
+                        "TF_CONFIG": '{"cluster": {"worker": ["a:1"]}}'}, "but TF_CONFIG names 1 worker"),
     ],
-    ids=["one-device", "mirrored", "tf-config-of-another-size"],
+    ids=["one-device", "mirrored", "auto-with-tpu", "tf-config-of-another-size"],
 )  # fmt: skip
-def test_copies_that_would_train_separate_models_are_refused(strategy, environ, message):
+def test_copies_that_would_train_separate_models_are_refused(strategy, tpu, environ, message):
     from trainer import distribute
 
     with pytest.raises(ValueError, match=re.escape(message)):
-        distribute.check_single_copy(strategy, environ)
-    distribute.check_single_copy(strategy, {"SLURM_NTASKS": "2", "SLURM_PROCID": "0"})  # A batch script runs once.
+        distribute.check_single_copy(strategy, tpu, environ)
+    distribute.check_single_copy(strategy, tpu, {"SLURM_NTASKS": "2", "SLURM_PROCID": "0"})  # A batch script: once.
+    distribute.check_single_copy("auto", None, {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "0"})  # One job of 2.
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -244,6 +247,34 @@ TWO_TASKS = {"SLURM_JOB_ID": "41", "SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS":
 
 
 @pytest.mark.parametrize(
+    "environ, expected",
+    [
+        ({**TWO_TASKS, "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "CUDA_VISIBLE_DEVICES": "0,1,2,3"}, "2,3"),
+        ({**TWO_TASKS, "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "CUDA_VISIBLE_DEVICES": "4,5,6,7"}, "6,7"),
+        ({**TWO_TASKS, "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "CUDA_VISIBLE_DEVICES": "GPU-8f2a,GPU-c41e"},
+         "GPU-8f2a"),
+        ({**TWO_TASKS, "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "CUDA_VISIBLE_DEVICES": "0,1",
+          "SLURM_GPUS_PER_TASK": "2"}, "0,1"),
+        ({**TWO_TASKS, "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "CUDA_VISIBLE_DEVICES": "0,1",
+          "SLURM_GPU_BIND": "closest"}, "0,1"),
+        ({**TWO_TASKS, "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "CUDA_VISIBLE_DEVICES": "0,1",
+          "SLURM_GPU_BIND": "verbose,none"}, "1"),
+        ({**TWO_TASKS, "SLURM_STEP_NUM_TASKS": "3", "SLURM_STEP_TASKS_PER_NODE": "3", "SLURM_PROCID": "2",
+          "SLURM_LOCALID": "2", "CUDA_VISIBLE_DEVICES": "0,1"}, "0"),
+        ({**TWO_TASKS, "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "CUDA_VISIBLE_DEVICES": ""}, ""),
+        ({"CUDA_VISIBLE_DEVICES": "0,1"}, "0,1"),
+    ],
+    ids=["half-of-four", "an-allocation-not-from-0", "uuids", "gpus-per-task", "gpu-bind", "gpu-bind-none",
+         "fewer-gpus-than-tasks-shared", "no-gpus", "not-under-slurm"],
+)  # fmt: skip
+def test_each_task_of_a_node_gets_its_share_of_the_gpus_it_sees(environ, expected):
+    """The one rule of the trainer and the sampler (`contract.bind_task_gpus`), from the variables alone."""
+    environ = dict(environ)
+    assert contract.bind_task_gpus(environ) == [d for d in expected.split(",") if d]
+    assert environ["CUDA_VISIBLE_DEVICES"] == expected
+
+
+@pytest.mark.parametrize(
     "environ, workers, task, gpus, visible",
     [
         ({**TWO_TASKS, "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "CUDA_VISIBLE_DEVICES": ""},
@@ -255,10 +286,13 @@ TWO_TASKS = {"SLURM_JOB_ID": "41", "SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS":
         ({**TWO_TASKS, "SLURM_STEP_NODELIST": "gpu[07-08]", "SLURM_STEP_TASKS_PER_NODE": "1(x2)", "SLURM_NODEID": "1",
           "SLURM_PROCID": "1", "SLURM_LOCALID": "0", "CUDA_VISIBLE_DEVICES": "0,1,2,3"},
          ["gpu07:12000", "gpu08:12000"], 1, 4, "0,1,2,3"),
+        ({**TWO_TASKS, "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "CUDA_VISIBLE_DEVICES": "4,5,6,7"},
+         ["localhost:12000", "localhost:12001"], 1, 2, "6,7"),  # Slurm's names kept, not renumbered from 0.
         ({**TWO_TASKS, "SLURM_STEP_RESV_PORTS": "", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
           "CUDA_VISIBLE_DEVICES": ""}, ["localhost:40992", "localhost:40993"], 0, 0, ""),  # 20000 + 32 (16 x 41)
     ],
-    ids=["cpu-only", "four-gpus-shared-by-two-tasks", "slurm-bound-gpus", "two-nodes", "ports-from-the-job-id"],
+    ids=["cpu-only", "four-gpus-shared-by-two-tasks", "slurm-bound-gpus", "two-nodes", "an-allocation-not-from-0",
+         "ports-from-the-job-id"],
 )  # fmt: skip
 def test_slurm_cluster_from_the_step_with_each_tasks_gpus(environ, workers, task, gpus, visible, monkeypatch):
     from trainer import distribute
@@ -268,10 +302,11 @@ def test_slurm_cluster_from_the_step_with_each_tasks_gpus(environ, workers, task
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     resolver = distribute.slurm_cluster_resolver()
-    assert resolver.cluster_spec().as_dict() == {"worker": workers}
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == visible
+    assert resolver.cluster_spec().as_dict() == {"worker": workers}  # Asked again, as the strategy does: ...
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == visible  # ... the GPUs stay as they were set.
     assert (resolver.task_type, resolver.task_id) == ("worker", task)
     assert resolver.num_accelerators().get("GPU", 0) == gpus
-    assert os.environ["CUDA_VISIBLE_DEVICES"] == visible
 
 
 def test_fewer_gpus_than_tasks_on_a_node_is_refused(monkeypatch):

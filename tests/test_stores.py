@@ -114,6 +114,25 @@ def test_s3_end_to_end_preprocess_verify_rerun_train_kill_resume_evaluate_sample
         assert f.getframerate() == 8000 and f.getnframes() == 800
 
 
+def test_the_event_files_pushed_with_a_checkpoint_hold_every_step_before_it(s3_env, clips_dataset, tmp_path):
+    """TensorBoard's writers are flushed before the mirror's push: the store has what was written, not a header."""
+    import tensorflow as tf
+
+    job = f"{s3_env.create_bucket('music-events')}/runs/a"
+    args = [f"--data={clips_dataset}", f"--job_dir={job}", *TRAIN, "--checkpoint_every=2", "--steps_per_loop=1"]
+    # Stopped after the checkpoint at step 2 (as if preempted): what reached the store is what its push sent.
+    assert task.run([*args, "--steps=100"], stop_after_steps=2).step == 2
+    pushed = tmp_path / "pushed"
+    contract.copy_all((key, str(pushed / key.rsplit("/", 1)[1])) for key in contract.match(f"{job}/logs/train/*"))
+    steps = {
+        event.step
+        for path in pushed.iterdir()
+        for event in tf.compat.v1.train.summary_iterator(str(path))
+        if any(value.tag == "loss_nats" for value in event.summary.value)
+    }
+    assert steps == {1, 2}
+
+
 def test_staging_copies_dataset_json_and_the_listed_shards_only(s3_env, clips_dataset, tmp_path):
     bucket = s3_env.create_bucket("music-staging")
     for path in sorted(clips_dataset.iterdir()):
@@ -143,14 +162,14 @@ def test_a_mirror_pulls_the_store_and_pushes_only_what_changed_pointers_last(s3_
     (local / "export" / "model.keras").write_bytes(b"model")
     (local / "export" / "config.json").write_text("{}")
     events = []
-    copy = contract.copy
+    copy = contract.fs.copy
 
     def observed_copy(source, destination):  # The real copy, its start and end recorded.
         events.append(("start", os.path.basename(destination)))
         copy(source, destination)
         events.append(("end", os.path.basename(destination)))
 
-    monkeypatch.setattr(contract, "copy", observed_copy)
+    monkeypatch.setattr(contract.fs, "copy", observed_copy)  # What `contract.copy_all` calls.
     assert mirror.push() == 5
     body = s3_env.client().get_object(Bucket="music-mirror", Key="job/checkpoints/ckpt-2.index")["Body"].read()
     assert body == b"two" and "job/export/config.json" in s3_env.keys(f"{bucket}/job/")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from pipelines import contract
-from tests.helpers import CLIPS, train_args
+from tests.helpers import CLIPS, run_tf_config_workers, train_args
 from trainer import compat, data, distribute, optimization, options, presets, statistics, task
 from trainer.model import PRESETS, WaveNetConfig, build_wavenet, scored_logits
 
@@ -191,6 +191,23 @@ def test_multi_worker_training_is_one_job_with_one_export(two_worker_job):
     assert len(losses) == 2 and losses[0] == losses[1], output
     assert output.count(f"Exported to {job_dir / contract.EXPORT_DIR}\n") == 2
     assert contract.read_model_config(str(job_dir / contract.EXPORT_DIR)).step == 3
+    assert sorted(os.listdir(job_dir)) == ["checkpoints", "export", "job.json", "logs"]  # No workers/ left.
+
+
+@pytest.mark.slow
+def test_a_worker_resumes_from_the_chiefs_checkpoint_never_from_its_scratch_of_an_earlier_run(
+    two_worker_job, clips_dataset, tmp_path
+):
+    """TensorFlow's preemption handler restores the latest checkpoint in its manager's directory, a worker's
+    scratch (JOB_DIR/workers/worker_K/): what a killed run left there is removed before the worker restores."""
+    job_dir = tmp_path / "job"
+    # A killed run's scratch of worker 1 at step 3, in a job dir whose chief has saved nothing.
+    shutil.copytree(two_worker_job.job_dir / "checkpoints", job_dir / "workers" / "worker_1" / "checkpoints")
+    statuses, output = run_tf_config_workers(train_args(clips_dataset, job_dir, "--steps=3", "--strategy=auto"))
+    assert statuses == [0, 0], output
+    # Both started at step 0, as the reference job did: the same steps, the same losses.
+    losses = re.findall(r"Trained to step 3: train loss ([\d.]+)", output)
+    assert losses == re.findall(r"Trained to step 3: train loss ([\d.]+)", two_worker_job.output), output
     assert sorted(os.listdir(job_dir)) == ["checkpoints", "export", "job.json", "logs"]  # No workers/ left.
 
 
@@ -417,6 +434,9 @@ def test_the_export_carries_a_model_card_with_the_terms_of_its_training_data(tra
     assert "Steps: 40." in text and "Held-out loss (the validation split" in text and "nats (" in text
     assert "receptive field" in text.lower() and "Preset `tiny`" in text
     assert "claims no licence for the model's outputs" in text and "for you to judge" in text
+    # What made the model, named as dataset.json names what made the data (`contract.software`).
+    made_data = contract.read_description(str(clips_dataset)).runs[-1].software
+    assert made_data.startswith("wavenet-music-toolkit ") and f"- {made_data}; exported" in text
     # The attribution the licences ask for travels with the model.
     assert contract.read_attribution(str(export_dir)) == contract.read_attribution(str(clips_dataset))
 

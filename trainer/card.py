@@ -26,15 +26,6 @@ TERMS = {
 }
 
 
-def _software():
-    from importlib import metadata
-
-    try:
-        return f"wavenet-music-toolkit {metadata.version('wavenet-music-toolkit')}"
-    except metadata.PackageNotFoundError:
-        return "wavenet-music-toolkit (version unknown)"
-
-
 def _nats(value):
     if value is None:
         return "n/a"
@@ -102,7 +93,7 @@ def model_card(model_config, preset, parameters, description, rows, result, hard
         "## Hardware and software",
         "",
         f"- {hardware}; {platform.system()} {platform.machine()}, Python {platform.python_version()}.",
-        f"- {_software()}; exported {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}.",
+        f"- {contract.software()}; exported {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}.",
         f"- `python -m trainer.task {' '.join(command)}`" if command else "- (command not recorded)",
         "",
         "## Intended use and limitations",

@@ -93,6 +93,7 @@ def make_dataset(
     random_polarity=False,
     quantization_channels=contract.DEFAULT_QUANTIZATION_CHANNELS,
     shuffle_buffer_windows=None,
+    split_windows=None,
 ):
     """Batches of code windows for training or evaluation.
 
@@ -127,7 +128,9 @@ def make_dataset(
         about window_samples bytes each). The pipeline writes each track's windows
         one after another, so a buffer smaller than the dataset gives batches of
         few tracks and a stream that moves from track to track. None:
-        `default_shuffle_buffer_windows(window_samples)`.
+        `default_shuffle_buffer_windows(window_samples, split_windows)`.
+      split_windows: windows the shards of `paths` hold (the split's `windows` in dataset.json), which
+        caps the default shuffle buffer; None when unknown (no cap).
 
     Returns:
       tf.data.Dataset of int32 [batch_size, crop_samples or window_samples], static
@@ -150,7 +153,8 @@ def make_dataset(
     if repeat:
         records = records.repeat()
     if shuffle:
-        records = records.shuffle(shuffle_buffer_windows or default_shuffle_buffer_windows(window_samples), seed=seed)
+        buffer_windows = shuffle_buffer_windows or default_shuffle_buffer_windows(window_samples, split_windows)
+        records = records.shuffle(buffer_windows, seed=seed)
     records = records.enumerate().skip(skip_windows)
     crop = crop_samples if crop_samples and crop_samples < window_samples else None
     table = label_lookup(condition[1]) if condition else None
@@ -244,8 +248,8 @@ class TrainingInputs:
                 skip_windows=resumed_step * self._global_batch // input_context.num_input_pipelines,
                 input_context=input_context,
                 condition=self._condition,
-                shuffle_buffer_windows=self._shuffle_buffer_windows
-                or default_shuffle_buffer_windows(self._window, self._description.splits[contract.TRAIN].windows),
+                shuffle_buffer_windows=self._shuffle_buffer_windows,
+                split_windows=self._description.splits[contract.TRAIN].windows,
                 quantization_channels=self._description.quantization_channels,
                 **self._augmentation,
             )

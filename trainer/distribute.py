@@ -5,8 +5,6 @@ import json
 import os
 import posixpath
 import re
-import shutil
-import subprocess
 
 from pipelines import contract
 from trainer import compat
@@ -24,15 +22,15 @@ def get_strategy(name="auto", tpu=None):
     several GPUs -> MirroredStrategy; else one device (OneDeviceStrategy on the
     first GPU; TensorFlow's default strategy on a CPU). Under Slurm without
     TF_CONFIG the cluster comes from TensorFlow's SlurmClusterResolver
-    (`slurm_cluster_resolver`).
+    (`slurm_cluster_resolver`). Whether this process is one of several copies
+    that would each train their own model is `check_single_copy`, which
+    `trainer.task` asks once, before anything is written.
 
     Raises:
-      ValueError: several copies of the command would train separate models into
-        one job dir (`check_single_copy`), or Slurm's variables form no cluster.
+      ValueError: Slurm's variables form no cluster.
     """
     import tensorflow as tf
 
-    check_single_copy(name)
     step = contract.slurm_step()
     slurm_cluster = step is not None and step.tasks > 1 and "TF_CONFIG" not in os.environ
     if name == "auto":
@@ -44,7 +42,6 @@ def get_strategy(name="auto", tpu=None):
             name = "mirrored"
         else:
             name = "one_device"
-        check_single_copy(name)  # --tpu in each of N tasks would still be N copies.
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
         tf.config.experimental_connect_to_cluster(resolver)
@@ -64,7 +61,7 @@ def get_strategy(name="auto", tpu=None):
     return tf.distribute.get_strategy()
 
 
-def check_single_copy(strategy_name, environ=None):
+def check_single_copy(strategy_name, tpu=None, environ=None):
     """Refuses to run as one of several copies that would each train their own model into one job dir.
 
     `srun -n N python -m trainer.task ...` starts N copies of the command (the
@@ -72,11 +69,13 @@ def check_single_copy(strategy_name, environ=None):
     multi-worker strategy spanning all N (`--strategy auto` or `multi_worker`,
     with the cluster from Slurm, or from a TF_CONFIG naming N workers); any
     other strategy would make N independent trainings that all write
-    checkpoints and an export into the same --job_dir. A batch script
+    checkpoints and an export into the same --job_dir; so would `--strategy
+    auto` with --tpu, which makes a TPU strategy in each. A batch script
     (`sbatch -n N`) runs once and is not refused.
 
     Args:
       strategy_name: --strategy.
+      tpu: --tpu (under --strategy auto, a TPU strategy).
       environ: the environment to read (default os.environ).
 
     Raises:
@@ -87,10 +86,13 @@ def check_single_copy(strategy_name, environ=None):
     if step is None or step.tasks == 1:
         return
     copies = f"{step.tasks} copies of this command run as the tasks of Slurm step {step.step} (srun -n {step.tasks})"
-    if strategy_name not in ("auto", "multi_worker"):
+    if strategy_name not in ("auto", "multi_worker") or (strategy_name == "auto" and tpu):
+        given, fix = f"--strategy {strategy_name}", "use --strategy auto"
+        if strategy_name == "auto":
+            given, fix = f"{given} with --tpu", "drop --tpu"
         raise ValueError(
-            f"{copies}, and --strategy {strategy_name} would train {step.tasks} separate models into one --job_dir: "
-            "use --strategy auto (one multi-worker training across the tasks), or srun -n 1"
+            f"{copies}, and {given} would train {step.tasks} separate models into one --job_dir: "
+            f"{fix} (one multi-worker training across the tasks), or srun -n 1"
         )
     workers = _tf_config_workers(environ)
     if "TF_CONFIG" in environ and workers != step.tasks:
@@ -110,14 +112,17 @@ def slurm_cluster_resolver(environ=None):
     `MpiParams=ports=...`), else one derived from the job and step ids
     (`slurm_port_base`).
 
-    GPUs, read before TensorFlow initialises them: a task that sees none
-    (CUDA_VISIBLE_DEVICES empty or unset and no `nvidia-smi`) trains on its CPUs;
-    a task Slurm bound to its own GPUs (`--gpus-per-task`, SLURM_GPUS_PER_TASK)
-    uses those; otherwise the tasks of a node share the GPUs it sees evenly, the
-    resolver setting each one's CUDA_VISIBLE_DEVICES.
+    GPUs, set before TensorFlow initialises them, by the rule the sampler
+    follows too (`contract.bind_task_gpus`): a task Slurm bound to its own GPUs
+    uses those; otherwise the tasks of a node each take their share of the
+    GPUs they see; a task that sees none trains on its CPUs. The resolver never
+    sets CUDA_VISIBLE_DEVICES itself (`auto_set_gpu=False`): it would number a
+    node's GPUs from 0 whatever Slurm allocated, and set it again at every
+    `cluster_spec()`.
 
     Args:
-      environ: the environment to read (default os.environ); the resolver itself reads os.environ.
+      environ: the environment to read (default os.environ; CUDA_VISIBLE_DEVICES is set there); the resolver
+        itself reads os.environ.
 
     Returns:
       a tf.distribute.cluster_resolver.ClusterResolver: the SlurmClusterResolver, or on
@@ -133,34 +138,27 @@ def slurm_cluster_resolver(environ=None):
     if step is None:
         raise ValueError("not a task of a Slurm job step: SLURM_STEP_NUM_TASKS and SLURM_PROCID are not set")
     port = slurm_port_base(environ)
-    gpus = _visible_gpus(environ)
-    slurm = tf.distribute.cluster_resolver.SlurmClusterResolver
+    gpus = len(contract.bind_task_gpus(environ, exclusive=True))
+    # GPUs per node as the step's tasks times the task's: enough for the busiest node (its cluster_spec steps
+    # through a node's GPUs by gpus_per_task, one task each). It cannot give a task 0 GPUs: a CPU-only task's
+    # resolver counts one per task, and its cluster is handed on with none.
+    per_task = max(gpus, 1)
     try:
-        if not gpus:
-            # The resolver cannot give a task 0 GPUs (its cluster_spec steps through a node's GPUs by
-            # gpus_per_task): it is built with one per task, sets none, and its cluster is handed on with none.
-            resolver = slurm(port_base=port, gpus_per_node=step.tasks, gpus_per_task=1, auto_set_gpu=False)
-            cluster = resolver.cluster_spec()
-            return tf.distribute.cluster_resolver.SimpleClusterResolver(
-                cluster, task_type=resolver.task_type, task_id=resolver.task_id, num_accelerators={"GPU": 0},
-                rpc_layer=resolver.rpc_layer,
-            )  # fmt: skip
-        if "SLURM_GPUS_PER_TASK" in environ:  # Slurm gave each task its own GPUs: this task sees only its own.
-            resolver = slurm(port_base=port, gpus_per_node=gpus * step.tasks, gpus_per_task=gpus, auto_set_gpu=False)
-        else:
-            resolver = slurm(port_base=port, gpus_per_node=gpus)
-            if not resolver.num_accelerators()["GPU"]:
-                raise ValueError(
-                    f"{step.node_tasks} tasks of Slurm step {step.step} share {gpus} GPU(s) on a node: "
-                    "start at most one task per GPU (srun --ntasks-per-node)"
-                )
-        resolver.cluster_spec()  # Sets task_type, task_id and CUDA_VISIBLE_DEVICES now, before TensorFlow starts.
-        return resolver
+        resolver = tf.distribute.cluster_resolver.SlurmClusterResolver(
+            port_base=port, gpus_per_node=per_task * step.tasks, gpus_per_task=per_task, auto_set_gpu=False
+        )
+        cluster = resolver.cluster_spec()  # Sets task_type and task_id.
     except (RuntimeError, KeyError) as e:
         raise ValueError(
             f"Slurm says {step.tasks} tasks in step {step.step}, but TensorFlow's SlurmClusterResolver formed no "
             f"cluster from its variables ({e}): run under srun, or with --strategy one_device in a single task"
         ) from None
+    if gpus:
+        return resolver
+    return tf.distribute.cluster_resolver.SimpleClusterResolver(
+        cluster, task_type=resolver.task_type, task_id=resolver.task_id, num_accelerators={"GPU": 0},
+        rpc_layer=resolver.rpc_layer,
+    )  # fmt: skip
 
 
 def slurm_port_base(environ=None):
@@ -183,21 +181,6 @@ def slurm_port_base(environ=None):
         return int(reserved.group(1))
     job, step_id = (int(environ.get(name, "0") or 0) for name in ("SLURM_JOB_ID", "SLURM_STEP_ID"))
     return PORT_BASE + PORT_STRIDE * ((16 * job + step_id) % PORT_SLOTS)
-
-
-def _visible_gpus(environ):
-    """GPUs this process would see, without initialising TensorFlow.
-
-    CUDA_VISIBLE_DEVICES where set (Slurm sets it for allocated GPUs), else the
-    GPUs `nvidia-smi --list-gpus` lists (as SlurmClusterResolver counts them),
-    else none.
-    """
-    if "CUDA_VISIBLE_DEVICES" in environ:
-        return len([d for d in environ["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()])
-    if shutil.which("nvidia-smi") is None:
-        return 0
-    listing = subprocess.run(["nvidia-smi", "--list-gpus"], capture_output=True, text=True, check=False).stdout
-    return sum(line.startswith("GPU ") for line in listing.splitlines())
 
 
 def _tf_config_workers(environ=None):
@@ -224,9 +207,13 @@ def write_dir(job_dir, strategy):
 def remove_worker_files(job_dir, strategy):
     """Removes what a worker other than the chief wrote (its `write_dir`), and job_dir/workers/ once empty.
 
-    Called by every worker when training has ended: what those workers save
-    (in step with the chief, as TensorFlow's collectives require) is scratch.
-    Does nothing on the chief. Local paths and gs:// (through tf.io.gfile).
+    What those workers save (in step with the chief, as TensorFlow's
+    collectives require) is scratch. Called by every worker when training has
+    ended, and when it starts, before anything is restored: TensorFlow's
+    PreemptionCheckpointHandler restores the latest checkpoint in the
+    directory its manager saves to, which on a worker is this scratch, so a
+    killed run's would replace the chief's checkpoint on that worker. Does
+    nothing on the chief. Local paths and gs:// (through tf.io.gfile).
     """
     import tensorflow as tf
 

@@ -349,6 +349,8 @@ class Controller:
     def _write_summaries(self, first, losses, rate):
         from trainer import summaries
 
+        # Leaving as_default() flushes the writer (as it does the evaluation's): the event files a checkpoint's push
+        # sends hold every summary written before it.
         with self._writer.as_default():
             summaries.write_training(first, losses, float(np.asarray(self._optimizer.learning_rate)), rate)
 

@@ -5,10 +5,9 @@ other Beam filesystem) the trainer stages the dataset to local disk
 (`stage_dataset`) and works in local copies of the job_dir and the TensorBoard
 directory that it mirrors back (`Mirror`). Every copy goes through Beam's
 filesystems (`pipelines.contract`), with this process's storage settings, and
-many at a time: a store serves parallel requests far faster than one stream.
+many at a time (`contract.copy_all`): a store serves parallel requests far faster than one stream.
 """
 
-import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -18,31 +17,11 @@ from pipelines import contract
 from trainer import jobdir
 
 _LOGGER = logging.getLogger(__name__)
-# Concurrent transfers: a store serves each request at a bounded rate, so throughput grows with requests in flight
-# (BENCHMARKS.md, "Storage"). At most boto3's connection pool (10 per client, which Beam's S3 filesystem shares):
-# more threads than connections open and discard connections, with a warning each time.
-TRANSFER_THREADS = 8
 
 
 def needs_staging(uri):
     """Whether TensorFlow cannot read/write `uri` itself: it does local paths and gs://, not s3://."""
     return contract.is_remote(uri) and not uri.startswith("gs://")
-
-
-def copy_all(pairs, threads=TRANSFER_THREADS):
-    """Copies (source, destination) pairs between any Beam filesystems, `threads` at a time.
-
-    Raises:
-      the first copy's error, after the copies in flight ended.
-    """
-    pairs = list(pairs)
-    if len(pairs) <= 1 or threads <= 1:
-        for source, destination in pairs:
-            contract.copy(source, destination)
-        return
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(threads, len(pairs))) as pool:
-        for future in [pool.submit(contract.copy, source, destination) for source, destination in pairs]:
-            future.result()
 
 
 def stage_dataset(data_dir, local_dir):
@@ -56,7 +35,7 @@ def stage_dataset(data_dir, local_dir):
     """
     description = contract.read_description(data_dir)
     names = [contract.DATASET_FILE] + [name for split in description.splits.values() for name in split.files]
-    copy_all((contract.join(data_dir, name), os.path.join(local_dir, name)) for name in names)
+    contract.copy_all((contract.join(data_dir, name), os.path.join(local_dir, name)) for name in names)
     _LOGGER.warning("Staged %s (%d shards) to %s", data_dir, len(names) - 1, local_dir)
     return local_dir
 
@@ -93,7 +72,7 @@ class Mirror:
             if not destination.startswith(self.local + os.sep):
                 raise ValueError(f"{path} would be copied outside {self.local}; refusing")
             pairs.append((path, destination))
-        copy_all(pairs)
+        contract.copy_all(pairs)
         for _, destination in pairs:
             relative = os.path.relpath(destination, self.local)
             self._pushed[relative] = self._signature(relative)
@@ -113,7 +92,7 @@ class Mirror:
                 if self._pushed.get(relative) != signature:
                     changed.append((relative, signature))
         for pointers in (False, True):
-            copy_all(
+            contract.copy_all(
                 (os.path.join(self.local, relative), contract.join(self.remote, *relative.split(os.sep)))
                 for relative, _ in changed
                 if (os.path.basename(relative) in POINTER_FILES) == pointers

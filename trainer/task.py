@@ -60,7 +60,7 @@ def run_parsed(args, dataset_override=None, strategy_override=None, stop_after_s
 
     `command` is the command line, recorded in the model card (credentials left out).
     """
-    distribute.check_single_copy(args.strategy)  # Slurm wiring (trainer/distribute.py): refused before any write.
+    distribute.check_single_copy(args.strategy, args.tpu)  # Slurm wiring (trainer/distribute.py): before any write.
     import keras
     import tensorflow as tf
 
@@ -93,7 +93,9 @@ def run_parsed(args, dataset_override=None, strategy_override=None, stop_after_s
         jobdir.job_preset(work.job_dir, preset, checkpoints)
         jobdir.job_condition(work.job_dir, condition_kind, description, checkpoints)
     write_dir = distribute.write_dir(work.job_dir, strategy)
-    # Workers other than the chief save in step with it, into a directory of their own.
+    # Workers other than the chief save in step with it, into a directory of their own: what an earlier run left
+    # there goes first, or the preemption handler would restore it over the chief's checkpoint.
+    distribute.remove_worker_files(work.job_dir, strategy)
     tensorboard_dir = work.tensorboard_dir if chief else posixpath.join(write_dir, "logs")
     export_dir = args.export_dir if chief else posixpath.join(write_dir, contract.EXPORT_DIR)
     model, optimizer, step, manager = _build(args, strategy, wavenet_config, write_dir, preset, checkpoints)

@@ -18,8 +18,9 @@ Each room has one job, and this package re-exports their public names, so
 - `fs`: files through Beam's filesystems, atomic replacement included;
 - `storage`: object stores: the storage settings made Beam's filesystem options
   once per process, checks that fail in one line, create-if-absent;
+- `cpus`: the CPUs a process may use, the Slurm job step it is a task of, and that task's GPUs;
 - `commands`: what every command shares (faults as one line, TensorFlow's
-  C++ chatter filtered, progress bars and log lines).
+  C++ chatter filtered, progress bars and log lines, the software's name and version).
 
 It imports numpy only at module level (Beam is imported when first used), so
 Beam workers, the trainer and the sampler all import it cheaply.
@@ -53,12 +54,15 @@ from pipelines.contract.commands import (  # noqa: F401
     progress_bar,
     redact_command,
     run_command,
+    software,
 )
 from pipelines.contract.cpus import (  # noqa: F401
     SlurmStep,
+    bind_task_gpus,
     cgroup_cpu_limit,
     slurm_step,
     usable_cpus,
+    visible_gpus,
 )
 from pipelines.contract.dataset import (  # noqa: F401
     DATASET_FORMAT_VERSION,
@@ -87,7 +91,9 @@ from pipelines.contract.failures import (  # noqa: F401
     printable,
 )
 from pipelines.contract.fs import (  # noqa: F401
+    TRANSFER_THREADS,
     copy,
+    copy_all,
     delete,
     exists,
     is_remote,

@@ -1,5 +1,5 @@
 """What every command shares: one parsing convention, expected faults as one line, TensorFlow's C++ chatter
-filtered, progress.
+filtered, progress, and the name of the software that made what it writes.
 
 Imports nothing heavy (TensorFlow is never imported here: the pipeline's
 workers stay light), so every command can use it before its first import.
@@ -31,6 +31,25 @@ _USER_ERRNOS = {
     errno.ENAMETOOLONG: "file name too long",
 }
 _ERRNO_IN_TEXT = re.compile(r"\[Errno (\d+)\] [^\n:']*(?:: '([^'\n]*)')?")
+
+
+PACKAGE = "wavenet-music-toolkit"  # The distribution's name (setup.py).
+
+
+def software():
+    """This package and its version, as every output names what made it: dataset.json's runs and the dataset
+    card, the model card, and each generated clip's RIFF INFO.
+
+    Returns:
+      str, "wavenet-music-toolkit 0.1.0"; "wavenet-music-toolkit (version unknown)" when the package is not
+      installed (run from a checkout).
+    """
+    from importlib import metadata
+
+    try:
+        return f"{PACKAGE} {metadata.version(PACKAGE)}"
+    except metadata.PackageNotFoundError:
+        return f"{PACKAGE} (version unknown)"
 
 
 class CommandError(RuntimeError):

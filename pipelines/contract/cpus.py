@@ -1,4 +1,4 @@
-"""The CPUs this process may use, and the Slurm job step it is one task of.
+"""The CPUs this process may use, the Slurm job step it is one task of, and that task's GPUs.
 
 Every "one per core" of the three programs (Beam's local workers, the sampler's
 threads, the trainer's input threads) counts `usable_cpus()`, never the node's
@@ -6,19 +6,24 @@ cores: a process in a 1-CPU Slurm allocation, under `taskset`, or in a
 container with a CPU quota that started one worker per core of the node would
 run them all on its share. `slurm_step()` reads the Slurm variables of a job
 step (what `srun` sets in each task it starts), for the commands that split
-their work across a step's tasks.
+their work across a step's tasks; `bind_task_gpus()` gives each task of a node
+its share of the GPUs they all see, one rule for the trainer and the sampler.
 
 Sources: sched_getaffinity(2); the Linux kernel's cgroup v2 documentation
 (Documentation/admin-guide/cgroup-v2.rst, "cpu.max") and v1 CFS bandwidth
 control (Documentation/scheduler/sched-bwc.rst, "cpu.cfs_quota_us",
 "cpu.cfs_period_us"); proc(5) for /proc/self/cgroup and /proc/self/mountinfo;
-Slurm's srun(1) and sbatch(1), "OUTPUT ENVIRONMENT VARIABLES".
+Slurm's srun(1) and sbatch(1), "OUTPUT ENVIRONMENT VARIABLES" (and srun(1)'s
+--gpu-bind); CUDA's CUDA_VISIBLE_DEVICES (CUDA C Programming Guide, "CUDA
+Environment Variables").
 """
 
 import dataclasses
 import math
 import os
 import re
+import shutil
+import subprocess
 
 PROC_SELF = "/proc/self"
 
@@ -140,6 +145,73 @@ def slurm_step(environ=None):
         )
     step = f"{environ.get('SLURM_JOB_ID', '?')}.{environ.get('SLURM_STEP_ID', '?')}"
     return SlurmStep(task=task, tasks=tasks, local_task=local_task, node_tasks=node_tasks, step=step)
+
+
+def visible_gpus(environ=None):
+    """The GPUs this process sees, read without initialising them.
+
+    CUDA_VISIBLE_DEVICES's entries where it is set (Slurm sets it to the GPUs
+    it allocates; entries may be indices, UUIDs or MIG ids; empty: none), else
+    the indices of the GPUs `nvidia-smi --list-gpus` lists on this machine
+    (as TensorFlow's SlurmClusterResolver counts them), else none.
+
+    Args:
+      environ: the environment to read (default os.environ).
+
+    Returns:
+      list of str, CUDA_VISIBLE_DEVICES entries; [] without GPUs.
+    """
+    environ = os.environ if environ is None else environ
+    if "CUDA_VISIBLE_DEVICES" in environ:
+        return [d.strip() for d in environ["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    listing = subprocess.run(["nvidia-smi", "--list-gpus"], capture_output=True, text=True, check=False).stdout
+    return [str(i) for i in range(sum(line.startswith("GPU ") for line in listing.splitlines()))]
+
+
+def bind_task_gpus(environ=None, exclusive=False):
+    """Narrows CUDA_VISIBLE_DEVICES to this task's share of the GPUs the tasks of its node all see.
+
+    `srun -n 4` on a node with 4 GPUs allocated (`--gres=gpu:4`) shows every
+    task all 4 (`visible_gpus`) unless Slurm binds them (`--gpus-per-task`,
+    which sets SLURM_GPUS_PER_TASK, or `--gpu-bind` other than none,
+    SLURM_GPU_BIND). Then task SLURM_LOCALID of the node's T tasks takes the
+    SLURM_LOCALID-th contiguous block of len // T of them; with fewer GPUs than
+    tasks, GPU SLURM_LOCALID mod len (shared), unless `exclusive`. What Slurm
+    allocated is kept as it names it (CUDA_VISIBLE_DEVICES=4,5,6,7: task 1 of 2
+    gets 6,7). Outside a step of several tasks on the node, or where Slurm
+    bound the GPUs, nothing changes. Must run before TensorFlow (or anything
+    using CUDA) initialises its GPUs: the trainer and the sampler both call it.
+
+    Args:
+      environ: the environment (default os.environ), changed in place.
+      exclusive: refuse to share a GPU between tasks (the trainer's workers).
+
+    Returns:
+      list of str: the GPUs this task uses now (CUDA_VISIBLE_DEVICES entries); [] without GPUs.
+
+    Raises:
+      ValueError: `exclusive` and fewer GPUs than the node's tasks; malformed Slurm variables (`slurm_step`).
+    """
+    environ = os.environ if environ is None else environ
+    step = slurm_step(environ)
+    visible = visible_gpus(environ)
+    bound = "SLURM_GPUS_PER_TASK" in environ or environ.get("SLURM_GPU_BIND", "none").split(",")[-1] != "none"
+    if step is None or step.node_tasks < 2 or not visible or bound:
+        return visible
+    share = len(visible) // step.node_tasks
+    if not share and exclusive:
+        raise ValueError(
+            f"{step.node_tasks} tasks of Slurm step {step.step} share {len(visible)} GPU(s) on a node: "
+            "start at most one task per GPU (srun --ntasks-per-node)"
+        )
+    if share:
+        mine = visible[step.local_task * share : (step.local_task + 1) * share]
+    else:
+        mine = [visible[step.local_task % len(visible)]]
+    environ["CUDA_VISIBLE_DEVICES"] = ",".join(mine)
+    return mine
 
 
 def _expand_tasks_per_node(text):

@@ -5,6 +5,7 @@ function here reaches Beam through `_filesystems`, which makes sure this
 process's storage settings are in force (`pipelines.contract.storage`).
 """
 
+import concurrent.futures
 import contextlib
 import errno
 import json
@@ -15,6 +16,11 @@ import secrets
 from pipelines.contract.checks import ContractError
 from pipelines.contract.commands import make_directories
 from pipelines.contract.names import temporary_name
+
+# Concurrent transfers: a store serves each request at a bounded rate, so throughput grows with requests in flight
+# (BENCHMARKS.md, "Storage"). At most boto3's connection pool (10 per client, which Beam's S3 filesystem shares):
+# more threads than connections open and discard connections, with a warning each time.
+TRANSFER_THREADS = 8
 
 
 def is_remote(path):
@@ -78,6 +84,22 @@ def copy(source, destination):
     with open_binary(source) as src:
         with _filesystems().create(destination, compression_type=CompressionTypes.UNCOMPRESSED) as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def copy_all(pairs, threads=TRANSFER_THREADS):
+    """Copies (source, destination) pairs between any Beam filesystems (`copy`), `threads` at a time.
+
+    Raises:
+      the first copy's error, after the copies in flight ended.
+    """
+    pairs = list(pairs)
+    if len(pairs) <= 1 or threads <= 1:
+        for source, destination in pairs:
+            copy(source, destination)
+        return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(threads, len(pairs))) as pool:
+        for future in [pool.submit(copy, source, destination) for source, destination in pairs]:
+            future.result()
 
 
 def read_bytes(path):

@@ -282,16 +282,12 @@ def fetch_export(uri):
     Raises:
       FileNotFoundError: neither holds model.keras and config.json.
     """
-    import concurrent.futures
     import tempfile
 
     for candidate in (uri.rstrip("/"), fs.join(uri.rstrip("/"), EXPORT_DIR)):
         names = (MODEL_FILE, MODEL_CONFIG_FILE)
         if all(fs.exists(fs.join(candidate, name)) for name in names):
             local = tempfile.mkdtemp(prefix="wavenet-export-")
-            with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
-                copies = [pool.submit(fs.copy, fs.join(candidate, n), os.path.join(local, n)) for n in names]
-                for copy in copies:
-                    copy.result()
+            fs.copy_all((fs.join(candidate, name), os.path.join(local, name)) for name in names)
             return local
     raise FileNotFoundError(f"no exported model in {uri} or {uri}/{EXPORT_DIR}")
