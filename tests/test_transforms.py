@@ -1,13 +1,22 @@
-"""The small DoFns and CombineFns of the pipeline, each on Beam's TestPipeline."""
+"""The small DoFns and CombineFns of the pipeline, each on Beam's TestPipeline.
+
+On the FnApiRunner, as local runs (`preprocess.local_runner`): Beam's DirectRunner would first try to download the
+Prism runner from GitHub, a connection the tests never make.
+"""
 
 import apache_beam as beam
 import pytest
 from apache_beam import pvalue
+from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines import contract, sources, transforms
 from pipelines.contract import Accounting, LabelCount, SplitSummary
+
+
+def _test_pipeline():
+    return test_pipeline.TestPipeline(runner=fn_runner.FnApiRunner())
 
 
 def _ids(n):
@@ -32,7 +41,7 @@ def test_split_for_grows_monotonically_with_the_fraction():
 def test_pick_source_keeps_one_record_per_track_and_skips_existing():
     scraped = {"uri": "http://site/a.mp3", "track_id": "a", "title": "A", "artist": "X"}
     plain = {"uri": "http://site/a.mp3", "track_id": "a"}
-    with test_pipeline.TestPipeline() as pipeline:
+    with _test_pipeline() as pipeline:
         existing = pipeline | "Existing" >> beam.Create([("b", True)])
         picked = (
             pipeline
@@ -76,7 +85,7 @@ def test_run_stats_add_up_per_split_and_outcome_and_account_for_every_input():
             "artist": {"A": LabelCount(windows=10, tracks=1), "unknown": LabelCount(windows=4, tracks=2)},
         },
     )
-    with test_pipeline.TestPipeline() as pipeline:
+    with _test_pipeline() as pipeline:
         stats = {
             transforms.TRACK: pipeline | "Tracks" >> beam.Create(tracks),
             transforms.FAILURE: pipeline | "Failures" >> beam.Create(failures),
@@ -89,6 +98,6 @@ def test_run_stats_add_up_per_split_and_outcome_and_account_for_every_input():
 
 
 def test_run_stats_of_no_input_are_zero():
-    with test_pipeline.TestPipeline() as pipeline:
+    with _test_pipeline() as pipeline:
         stats = {transforms.TRACK: pipeline | beam.Create([])} | transforms.RunStats()
         assert_that(stats, equal_to([transforms.RunStatsFn().create_accumulator()]))
