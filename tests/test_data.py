@@ -33,8 +33,8 @@ def test_the_shuffle_buffer_mixes_the_tracks_that_the_pipeline_wrote_one_after_a
                                     shuffle_buffer_windows=buffer_windows, split_windows=split_windows)  # fmt: skip
         return next(iter(dataset)).numpy()
 
-    def first_batch_tracks(buffer_windows):
-        return [track_of[codes.astype(np.uint8).tobytes()] for codes in first_batch(buffer_windows)]
+    def tracks_of(batch):
+        return [track_of[codes.astype(np.uint8).tobytes()] for codes in batch]
 
     assert data.default_shuffle_buffer_windows(description.window_samples) >= len(file_order)
     # Never more than the split holds: a larger buffer only repeats windows and takes longer to fill.
@@ -42,11 +42,12 @@ def test_the_shuffle_buffer_mixes_the_tracks_that_the_pipeline_wrote_one_after_a
     assert windows == len(file_order)
     assert data.default_shuffle_buffer_windows(description.window_samples, windows) == windows
     # Capped where the dataset is made, for every caller that names the split's windows.
-    np.testing.assert_array_equal(first_batch(None, split_windows=windows), first_batch(windows))
-    assert not np.array_equal(first_batch(None, split_windows=windows), first_batch(None))
-    mixed = first_batch_tracks(None)
+    capped = first_batch(None, split_windows=windows)
+    np.testing.assert_array_equal(capped, first_batch(windows))
+    assert not np.array_equal(capped, first_batch(None))  # (The uncapped default fills ~10^5 windows: seconds.)
+    mixed = tracks_of(capped)
     assert len(set(mixed)) == tracks and max(mixed.count(t) for t in set(mixed)) < 24
-    assert len(set(first_batch_tracks(8))) < tracks  # A small buffer: a batch of the first track(s) read.
+    assert len(set(tracks_of(first_batch(8)))) < tracks  # A small buffer: a batch of the first track(s) read.
     # (--shuffle_buffer_windows=0 is refused by the parser: tests/test_trainer.py, "refused_by_the_parser".)
 
 
