@@ -309,19 +309,11 @@ def two_worker_job(clips_dataset, tmp_path_factory):
     Returns:
       SimpleNamespace(job_dir: pathlib.Path, output: both workers' stdout and stderr, worker 0's first).
     """
-    import json
     import types
 
-    from tests.helpers import free_ports, train_args
+    from tests.helpers import run_tf_config_workers, train_args
 
     job_dir = tmp_path_factory.mktemp("two-workers")
-    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
-    argv = [sys.executable, "-m", "trainer.task", *train_args(clips_dataset, job_dir, "--steps=3", "--strategy=auto")]
-    processes = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "CUDA_VISIBLE_DEVICES": ""}
-        processes.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = [p.communicate(timeout=300)[0] for p in processes]
-    assert [p.returncode for p in processes] == [0, 0], outputs
-    return types.SimpleNamespace(job_dir=job_dir, output="".join(outputs))
+    statuses, output = run_tf_config_workers(train_args(clips_dataset, job_dir, "--steps=3", "--strategy=auto"))
+    assert statuses == [0, 0], output
+    return types.SimpleNamespace(job_dir=job_dir, output=output)
