@@ -481,7 +481,7 @@ def test_deterministic_runs_give_bit_identical_losses(tmp_path):
                     "--direct_running_mode=in_memory"])  # fmt: skip
     # Each in a process of its own: the option sets TensorFlow's threads, which a process fixes when TensorFlow starts.
     script = "import sys; from trainer import task; print([loss for _, loss in task.run(sys.argv[1:]).losses])"
-    argv = [f"--data={data_dir}", "--batch_size=8", "--crop_samples=4000", "--steps=6", "--steps_per_loop=3",
+    argv = [f"--data={data_dir}", "--batch_size=8", "--crop_samples=4000", "--steps=4", "--steps_per_loop=2",
             "--learning_rate=7e-3", "--summary_audio_secs=0", "--deterministic"]  # fmt: skip
     runs = [
         subprocess.Popen(
@@ -494,7 +494,7 @@ def test_deterministic_runs_give_bit_identical_losses(tmp_path):
     ]
     (first, log), (second, _) = (run.communicate(timeout=600) for run in runs)
     first, second = first.strip().splitlines()[-1], second.strip().splitlines()[-1]
-    assert len(json.loads(first)) == 6 and first == second  # Python's float repr is exact: equal text, equal bits.
+    assert len(json.loads(first)) == 4 and first == second  # Python's float repr is exact: equal text, equal bits.
     # No validation split, as the data was made: said, not advised against.
     assert "holds no validation split, as preprocessed (--validation_fraction 0)" in log
     assert "Preprocess with a larger" not in log
