@@ -337,7 +337,9 @@ _WORKER_EXIT = re.compile(r"Worker subprocess exited with return code (-?\d+)")
 @contextlib.contextmanager
 def _quiet_worker_watchers():
     """Silences the threads of Beam's local runner that watch a worker (`run_worker`) when the worker ended by a
-    signal meant for this whole job (Ctrl-C's SIGINT, SIGTERM) or by `_stop_local_workers`; other ends are heard."""
+    signal meant for this whole job (Ctrl-C's SIGINT, SIGTERM) or by `_stop_local_workers`, and its gRPC threads
+    (`read_grpc_client_inputs`, ...) whose streams to the workers `_stop_local_workers` cut; other ends are heard.
+    After workers were stopped, that stays so until the next run: their streams may break a moment later."""
     previous_hook = threading.excepthook
     _killed_workers.clear()  # This run's workers: none stopped yet.
 
@@ -345,13 +347,16 @@ def _quiet_worker_watchers():
         match = _WORKER_EXIT.search(str(args.exc_value)) if args.thread and args.thread.name == "run_worker" else None
         if match and (int(match.group(1)) in (-2, -15) or _killed_workers.is_set()):
             return
+        if _killed_workers.is_set() and type(args.exc_value).__module__.split(".")[0] == "grpc":
+            return
         previous_hook(args)
 
     threading.excepthook = hook
     try:
         yield
     finally:
-        threading.excepthook = previous_hook
+        if not _killed_workers.is_set():
+            threading.excepthook = previous_hook
 
 
 def _descendant_pids():
