@@ -195,6 +195,10 @@ def _committed_uris(output):
 def _assert_sound(output):
     report = verify.check(str(output))
     assert report.problems == [] and report.leftovers == [], report
+    # The cards, added to window by window and run by run, list exactly the committed tracks.
+    assert report.stale == [], report
+    committed = {t.track_id for t in commit.committed_tracks(str(output), contract.read_description(str(output)))}
+    assert sorted(row.track_id for row in contract.read_attribution(str(output))) == sorted(committed)
 
 
 @pytest.mark.slow
