@@ -176,6 +176,22 @@ def test_records_read_back_what_was_written_and_what_older_versions_wrote(tmp_pa
         contract.read_records(str(path), contract.TrackRecord)
 
 
+def test_format_3_descriptions_read_and_are_written_again_as_format_4(tmp_path):
+    """Format 4 added each run's command and software and the accounting's tracks_excluded."""
+    raw = {**_description().to_dict(), "format_version": 3}
+    for record in (raw["accounting"], *(run["accounting"] for run in raw["runs"])):
+        del record["tracks_excluded"]
+    for run in raw["runs"]:
+        del run["command"], run["software"]
+    (tmp_path / contract.DATASET_FILE).write_text(json.dumps(raw))
+    read = contract.read_description(str(tmp_path))
+    assert read.runs[0].command == () and read.runs[0].software == "" and read.accounting.tracks_excluded == 0
+    assert read.accounting.tracks_ok == 1 and read.splits[contract.TRAIN].windows == 5
+    contract.write_description(str(tmp_path), read)
+    assert json.loads((tmp_path / contract.DATASET_FILE).read_text())["format_version"] == 4
+    assert contract.read_description(str(tmp_path)) == read
+
+
 def test_format_1_descriptions_still_read(tmp_path):
     raw = {**_description().to_dict(), "format_version": 1, "runs": 2, "tracks_file": "tracks.jsonl",
            "failures_file": "failures.jsonl"}  # fmt: skip
