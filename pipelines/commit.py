@@ -313,7 +313,7 @@ def commit(output, run_id, update, added_track_indexes=()):
 def _attribution_rows(output, description, current, added_track_indexes):
     """The attribution rows of what `description` commits: the committed rows plus the added indexes' where
     they add up to its track count, else read from every committed track index."""
-    if current is not None and added_track_indexes:
+    if current is not None:  # A window or run that adds no track still adds up: nothing read but attribution.csv.
         try:
             rows = contract.read_attribution(output)
             for path in added_track_indexes:

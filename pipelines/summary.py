@@ -86,10 +86,7 @@ def _licence_lines(output, shown=4):
         rows = contract.read_attribution(output)
     except (FileNotFoundError, contract.ContractError):
         return []
-    counts = {}
-    for row in rows:
-        counts[row.licence] = counts.get(row.licence, 0) + 1
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    ranked = sorted(((licence, n) for licence, n, _, _ in contract.licence_totals(rows)), key=lambda i: (-i[1], i[0]))
     text = ", ".join(f"{licence} {_count(n, 'track')}" for licence, n in ranked[:shown])
     more = f", ... ({len(ranked)} licences)" if len(ranked) > shown else ""
     card = FileSystems.join(output, cards.card_file(output))

@@ -48,7 +48,7 @@ def model_card(model_config, preset, parameters, description, rows, result, hard
       command: the trainer's command line, as a list of str.
     """
     wavenet_config = model_config.wavenet_config
-    name = data_dir.rstrip("/").rsplit("/", 1)[-1]
+    name = contract.directory_name(data_dir)
     tags = ("audio", "music", "wavenet", "audio-generation")
     front = ["---", "library_name: keras", "tags:", *(f"- {tag}" for tag in tags)]
     front += ["datasets:", f"- {name}", "---", ""]
@@ -118,18 +118,11 @@ def _licences(rows):
             "`python -m pipelines.verify DATA --write_cards` on it, then train again to record them here.",
         ]
     hours = sum(r.duration_secs for r in rows) / 3600
-    by_licence = {}
-    for row in rows:
-        tracks, secs = by_licence.get(row.licence, (0, 0.0))
-        by_licence[row.licence] = (tracks + 1, secs + row.duration_secs)
     lines = [
         "",
         "| licence | tracks | hours |",
         "|---|---|---|",
-        *(
-            f"| {licence} | {tracks} | {secs / 3600:.3f} |"
-            for licence, (tracks, secs) in sorted(by_licence.items(), key=lambda i: -i[1][1])
-        ),
+        *(f"| {licence} | {n} | {secs / 3600:.3f} |" for licence, n, secs, _ in contract.licence_totals(rows)),
         "",
         "`attribution.csv`, beside this card, lists every track with its title, artist, licence and source.",
         "",

@@ -29,6 +29,7 @@ Beam workers, the trainer and the sampler all import it cheaply.
 from pipelines.contract.attribution import (  # noqa: F401
     ATTRIBUTION_FILE,
     AttributionRow,
+    licence_totals,
     read_attribution,
     write_attribution,
 )
@@ -95,6 +96,7 @@ from pipelines.contract.fs import (  # noqa: F401
     copy,
     copy_all,
     delete,
+    directory_name,
     exists,
     is_remote,
     join,

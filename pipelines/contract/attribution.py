@@ -61,6 +61,20 @@ def attribution_csv(rows):
     return out.getvalue()
 
 
+def licence_totals(rows):
+    """Tracks and seconds per licence of `rows`, the licence with the most audio first.
+
+    Returns:
+      list of (licence, tracks, seconds, a row of that licence: its terms), sorted by seconds, then licence.
+    """
+    totals = {}
+    for row in rows:
+        tracks, secs, first = totals.get(row.licence, (0, 0.0, row))
+        totals[row.licence] = (tracks + 1, secs + row.duration_secs, first)
+    ranked = sorted(totals.items(), key=lambda item: (-item[1][1], item[0]))
+    return [(licence, tracks, secs, first) for licence, (tracks, secs, first) in ranked]
+
+
 def write_attribution(directory, rows):
     """Replaces DIRECTORY/attribution.csv atomically (`fs.write_text`); returns its path."""
     path = fs.join(directory, ATTRIBUTION_FILE)

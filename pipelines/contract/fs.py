@@ -54,6 +54,14 @@ def delete(paths):
         _filesystems().delete(list(paths))
 
 
+def directory_name(path, default="dataset"):
+    """A directory's own name, however the path to it is spelled (`out/`, `.`, `gs://b/out`); `default` when it
+    has none (a bucket's root)."""
+    path = path if is_remote(path) else os.path.abspath(path)
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return default if not name or name.endswith(":") else name
+
+
 def join(directory, *names):
     """`directory`/`names` on local disk or any Beam filesystem."""
     return posixpath.join(directory, *names) if is_remote(directory) else os.path.join(directory, *names)

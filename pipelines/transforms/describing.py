@@ -6,7 +6,7 @@ import posixpath
 import apache_beam as beam
 from apache_beam import pvalue
 
-from pipelines import cards, commit, contract
+from pipelines import commit, contract
 from pipelines.contract import Accounting, LabelCount, SplitSummary
 
 # The kinds of element `RunStats` is given: what each adds to the run's accounting (`RunStatsFn`).
@@ -120,7 +120,7 @@ def describe_run(
         )
         for split in contract.SPLITS
     }
-    run = contract.RunRecord(*run_files, accounting=accounting, command=tuple(command), software=cards.software())
+    run = contract.RunRecord(*run_files, accounting=accounting, command=tuple(command), software=contract.software())
     if previous is not None:
         return previous.with_run(run_splits, run, label_counts, continued=continued)
     return contract.DatasetDescription(
