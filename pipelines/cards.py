@@ -54,7 +54,7 @@ def attribution_rows(tracks):
                 artist=track.artist or "",
                 licence=licence.spdx,
                 licence_url=licence.url or "",
-                source_page=track.page_url or track.final_url or track.uri,
+                source_page=contract.redact_url(track.page_url or track.final_url or track.uri),
                 duration_secs=float(track.duration_secs or 0.0),
                 attribution=term(terms.attribution),
                 share_alike=term(terms.share_alike),

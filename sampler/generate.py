@@ -426,7 +426,8 @@ def run(argv=None):
         if shards > 1
         else ""
     )
-    contract.bind_task_gpus()  # Each task of a Slurm step on a node its share of the GPUs, as the trainer's.
+    if contract.slurm_step() is not None:  # Each task of a step on a node its share of the GPUs, as the trainer's.
+        contract.bind_task_gpus()
     generator = loading.load(args.model, engine=args.engine, threads=args.threads)
     model_config = generator.model_config
     names, conditions = clip_conditions(model_config, args.condition, args.num_clips)

@@ -709,3 +709,32 @@ def test_commands_in_records_leave_credentials_out():
         "--input=https://host/a.mp3?part=1", "--s3_secret_access_key", "<redacted>",
         "--s3_session_token=<redacted>", "--output", "s3://b/windows",
     )  # fmt: skip
+
+
+def test_attribution_names_no_credentials_of_where_a_track_came_from():
+    from pipelines import cards, contract
+
+    presigned = "https://cdn.example/a.mp3?X-Amz-Signature=abc&X-Amz-Credential=key&part=1"
+    common = {"split": "train", "duration_secs": 1.0, "windows": 1}
+    tracks = [contract.TrackRecord(track_id="00ab", uri="https://user:pw@host/a.mp3", final_url=presigned,
+                                   licence="CC-BY-4.0", licence_raw="CC BY 4.0", **common),
+              contract.TrackRecord(track_id="00cd", uri="https://user:pw@host/b.mp3", **common)]  # fmt: skip
+    rows = cards.attribution_rows(tracks)
+    assert [row.source_page for row in rows] == ["https://cdn.example/a.mp3?part=1", "https://host/b.mp3"]
+
+
+def test_attribution_csv_of_another_version_reads_and_a_missing_required_column_is_refused(tmp_path):
+    from pipelines import contract
+
+    row = contract.AttributionRow("00ab", "Nebula", "Max McCracken", "CC-BY-SA-3.0", "", "/m/n.mp3", 2.0, "yes")
+    text = contract.attribution.attribution_csv([row])
+    header, line = text.splitlines()
+    # A later version's extra column, and an earlier one's lack of licence_text: both read.
+    (tmp_path / contract.ATTRIBUTION_FILE).write_text(f"{header},a_later_column\n{line},x\n")
+    assert contract.read_attribution(str(tmp_path)) == [row]
+    short = [name for name in contract.attribution.COLUMNS if name != "licence_text"]
+    (tmp_path / contract.ATTRIBUTION_FILE).write_text(",".join(short) + "\n" + line.rsplit(",", 1)[0] + "\n")
+    assert contract.read_attribution(str(tmp_path)) == [row]
+    (tmp_path / contract.ATTRIBUTION_FILE).write_text("track_id,title\n00ab,Nebula\n")
+    with pytest.raises(contract.ContractError, match="no column artist, licence"):
+        contract.read_attribution(str(tmp_path))

@@ -54,6 +54,7 @@ from pipelines.contract.commands import (  # noqa: F401
     pipe_stderr,
     progress_bar,
     redact_command,
+    redact_url,
     run_command,
     software,
 )

@@ -47,6 +47,8 @@ class AttributionRow:
 
 
 COLUMNS = tuple(field.name for field in dataclasses.fields(AttributionRow))
+# The columns every reader needs; the others (terms, licence_text) read as their defaults where a file lacks them.
+REQUIRED_COLUMNS = tuple(f.name for f in dataclasses.fields(AttributionRow) if f.default is dataclasses.MISSING)
 
 
 def attribution_csv(rows):
@@ -85,18 +87,26 @@ def write_attribution(directory, rows):
 def read_attribution(directory):
     """The rows of DIRECTORY/attribution.csv.
 
+    Columns this version does not know (a later version's) are ignored; optional ones a file lacks (an
+    earlier version's) read as their defaults, as the track records do.
+
     Raises:
       FileNotFoundError: none there (a dataset committed before cards were written).
-      ContractError: not the columns this module writes, or a malformed row.
+      ContractError: a required column missing (`REQUIRED_COLUMNS`), or a malformed row.
     """
     path = fs.join(directory, ATTRIBUTION_FILE)
     text = fs.read_bytes(path).decode("utf-8")
     reader = csv.DictReader(io.StringIO(text))
-    if tuple(reader.fieldnames or ()) != COLUMNS:
-        raise ContractError(f"{path}: expected the columns {', '.join(COLUMNS)}")
+    missing = [name for name in REQUIRED_COLUMNS if name not in (reader.fieldnames or ())]
+    if missing:
+        raise ContractError(f"{path}: no column {', '.join(missing)} (expected {', '.join(COLUMNS)})")
+    known = [name for name in COLUMNS if name in reader.fieldnames]
     rows = []
     for number, values in enumerate(reader, start=2):
         try:
+            values = {name: values[name] for name in known}
+            if None in values.values():
+                raise ValueError("fewer fields than columns")
             rows.append(AttributionRow(**{**values, "duration_secs": float(values["duration_secs"])}))
         except (TypeError, ValueError) as e:
             raise ContractError(f"{path} line {number}: {e}") from None

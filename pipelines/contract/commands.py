@@ -7,6 +7,7 @@ workers stay light), so every command can use it before its first import.
 
 import argparse
 import errno
+import functools
 import math
 import os
 import re
@@ -36,6 +37,7 @@ _ERRNO_IN_TEXT = re.compile(r"\[Errno (\d+)\] [^\n:']*(?:: '([^'\n]*)')?")
 PACKAGE = "wavenet-music-toolkit"  # The distribution's name (setup.py).
 
 
+@functools.cache
 def software():
     """This package and its version, as every output names what made it: dataset.json's runs and the dataset
     card, the model card, and each generated clip's RIFF INFO.
@@ -559,11 +561,13 @@ def redact_command(argv):
                 out.append(arg)
                 hide_next = True
             continue
-        out.append(_URL.sub(lambda m: _redact_url(m.group(0)), arg))
+        out.append(_URL.sub(lambda m: redact_url(m.group(0)), arg))
     return tuple(out)
 
 
-def _redact_url(url):
+def redact_url(url):
+    """`url` without its user and password and without query parameters that carry signatures or tokens
+    (presigned URLs): what records others read may name of where data came from."""
     try:
         parts = urllib.parse.urlsplit(url)
         netloc = parts.netloc.rsplit("@", 1)[-1]

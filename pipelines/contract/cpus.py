@@ -166,7 +166,10 @@ def visible_gpus(environ=None):
         return [d.strip() for d in environ["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()]
     if shutil.which("nvidia-smi") is None:
         return []
-    listing = subprocess.run(["nvidia-smi", "--list-gpus"], capture_output=True, text=True, check=False).stdout
+    try:
+        listing = subprocess.run(["nvidia-smi", "--list-gpus"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):  # A driver that hangs or fails: no GPU to count.
+        return []
     return [str(i) for i in range(sum(line.startswith("GPU ") for line in listing.splitlines()))]
 
 

@@ -16,6 +16,7 @@ from pipelines.contract.checks import (
 from pipelines.contract.limits import ENCODING, MAX_WINDOW_SAMPLES
 from pipelines.contract.names import DATASET_FILE, FEATURES, LABEL_KINDS, SPLITS, UNKNOWN_LABEL
 
+# 4: each run records its command (credentials left out) and software; the accounting counts tracks_excluded.
 # 3: each window carries its track's labels (label/KIND features), dataset.json each kind's vocabulary.
 # 2: per-run track index and failures files, named in `runs` (1: one tracks.jsonl, `runs` a count).
 DATASET_FORMAT_VERSION = 4

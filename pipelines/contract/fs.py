@@ -106,8 +106,12 @@ def copy_all(pairs, threads=TRANSFER_THREADS):
             copy(source, destination)
         return
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(threads, len(pairs))) as pool:
-        for future in [pool.submit(copy, source, destination) for source, destination in pairs]:
-            future.result()
+        try:
+            for future in [pool.submit(copy, source, destination) for source, destination in pairs]:
+                future.result()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # The copies not started yet never start.
+            raise
 
 
 def read_bytes(path):
