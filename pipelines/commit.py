@@ -130,13 +130,8 @@ def _boot_id():
 
 def _process_start_ticks(pid):
     """When process `pid` started, in clock ticks after boot (Linux /proc/PID/stat field 22), or None."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # Field 2, the command name, is in parentheses and may hold spaces: count fields after its last ')'.
-    return int(stat[stat.rindex(")") + 2 :].split()[19])
+    fields = contract.process_stat(pid)
+    return None if fields is None else int(fields[19])
 
 
 def read_lease(output, name=LEASE_FILE):

@@ -363,14 +363,9 @@ def _descendant_pids():
     """The pids of this process's descendants, children first (Linux /proc; none elsewhere)."""
     parents = {}
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        parents[int(entry)] = int(stat[stat.rindex(")") + 2 :].split()[1])  # Field 4, the parent pid.
+        fields = contract.process_stat(entry) if entry.isdigit() else None
+        if fields is not None:
+            parents[int(entry)] = int(fields[1])  # Field 4, the parent pid.
     found, frontier = [], [os.getpid()]
     while frontier:
         children = [pid for pid, parent in parents.items() if parent in frontier]

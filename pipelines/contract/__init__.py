@@ -62,6 +62,7 @@ from pipelines.contract.cpus import (  # noqa: F401
     SlurmStep,
     bind_task_gpus,
     cgroup_cpu_limit,
+    process_stat,
     slurm_step,
     usable_cpus,
     visible_gpus,

@@ -147,6 +147,18 @@ def slurm_step(environ=None):
     return SlurmStep(task=task, tasks=tasks, local_task=local_task, node_tasks=node_tasks, step=step)
 
 
+def process_stat(pid):
+    """The fields of /proc/PID/stat after the command name (proc(5): the list starts at field 3, the state), or
+    None when there is no such process (or no /proc)."""
+    try:
+        with open(f"{PROC_SELF.rsplit('/', 1)[0]}/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # Field 2, the command name, is in parentheses and may hold spaces: the fields after its last ')'.
+    return stat[stat.rindex(")") + 2 :].split()
+
+
 def visible_gpus(environ=None):
     """The GPUs this process sees, read without initialising them.
 

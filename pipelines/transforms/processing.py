@@ -71,10 +71,8 @@ class ProcessTrackFn(FetchingDoFn):
         self._counters[TRACKS_STARTED].inc()
         uri, track_id = source["uri"], source["track_id"]
         # Stated by the user or by the site that listed it: a track kept out is never downloaded.
-        licence = self._licence_rules.before_reading(source)
-        excluded = None if licence is None else self._licence_rules.exclusion(licence)
+        licence, excluded = self._judge_licence(source)
         if excluded:
-            progress.track_done(0.0)
             yield self._excluded(uri, licence, excluded)
             return
         started = time.monotonic()
@@ -92,8 +90,7 @@ class ProcessTrackFn(FetchingDoFn):
                     if track_labels is None:  # The first window: the file's tags are known, no window is out.
                         track_labels = self._labels(source, track)
                         if licence is None:
-                            licence = self._licence_rules.after_reading(source, track.tags)
-                            excluded = self._licence_rules.exclusion(licence)
+                            licence, excluded = self._judge_licence(source, track.tags)
                         if excluded:
                             break
                     windows += 1
@@ -110,10 +107,8 @@ class ProcessTrackFn(FetchingDoFn):
             yield pvalue.TaggedOutput(FAILED, contract.FailureRecord.of(uri, e))
             return
         if licence is None:  # No window came: the tags were not read above.
-            licence = self._licence_rules.after_reading(source, track.tags)
-            excluded = self._licence_rules.exclusion(licence)
+            licence, excluded = self._judge_licence(source, track.tags)
         if excluded:  # Before its first window: nothing of it was emitted.
-            progress.track_done(0.0)
             yield self._excluded(uri, licence, excluded)
             return
         stats = track.stats
@@ -170,9 +165,17 @@ class ProcessTrackFn(FetchingDoFn):
         tags = {str(key).casefold(): str(value).strip() for key, value in tags.items()}
         return {key: source.get(key) or contract.printable(tags.get(key, "")) for key in ("title", "artist")}
 
+    def _judge_licence(self, source, tags=None):
+        """(licence, why the filter keeps the track out or None): before reading (`tags` None) the licence stated
+        or listed, None when the tags must tell; with the file's tags, its licence for good."""
+        rules = self._licence_rules
+        licence = rules.before_reading(source) if tags is None else rules.after_reading(source, tags)
+        return licence, None if licence is None else rules.exclusion(licence)
+
     def _excluded(self, uri, licence, reason):
         """The failure record (stage 'licence') of a track the licence filter keeps out, for `reason`."""
         self._counters[TRACKS_EXCLUDED_LICENCE].inc()
+        progress.track_done(0.0)
         error = contract.TrackError(contract.STAGE_LICENCE, reason)
         return pvalue.TaggedOutput(FAILED, contract.FailureRecord.of(uri, error, licence=licence.spdx))
 
