@@ -316,13 +316,18 @@ class DatasetDescription:
             values["splits"] = {
                 name: SplitSummary(**{**split, "files": tuple(split["files"])}) for name, split in raw["splits"].items()
             }
+            if raw.get("format_version") in range(1, DATASET_FORMAT_VERSION):
+                # An older version reads as this one: what each lacks is filled in below, the fields later
+                # versions added take their defaults (4: each run's command and software, tracks_excluded).
+                values["format_version"] = DATASET_FORMAT_VERSION
             if raw.get("format_version") == 1:
                 # One track index for all runs, a count of runs: read as one run (shards and splits are unchanged).
-                values["format_version"] = DATASET_FORMAT_VERSION
                 values["runs"] = (
                     RunRecord("format-1", raw["tracks_file"], raw["failures_file"], Accounting(**raw["accounting"])),
                 )
             else:
+                for run in raw["runs"]:
+                    check(isinstance(run.get("command", []), list), "a run's command must be a list of arguments")
                 values["runs"] = tuple(
                     RunRecord(
                         **{
@@ -333,11 +338,8 @@ class DatasetDescription:
                     )
                     for run in raw["runs"]
                 )
-            if raw.get("format_version") == 3:
-                values["format_version"] = DATASET_FORMAT_VERSION  # 4 adds fields with defaults: it reads as is.
             if raw.get("format_version") in (1, 2):
                 # Windows written before labels carry none: every one reads as UNKNOWN_LABEL.
-                values["format_version"] = DATASET_FORMAT_VERSION
                 everything = LabelCount(
                     windows=sum(s.windows for s in values["splits"].values()),
                     tracks=sum(s.tracks for s in values["splits"].values()),
