@@ -44,10 +44,10 @@ import time
 from pipelines import cards, contract
 from pipelines.contract import storage
 
-LEASE_FILE = "lease.json"
+LEASE_FILE = contract.LEASE_FILE
 DEFAULT_STALE_LEASE_HOURS = 72.0
 # Held for the seconds a commit takes (`commit_lock`): how long another commit waits, and when a lock is stale.
-COMMIT_LOCK_FILE = "commit.lock"
+COMMIT_LOCK_FILE = contract.COMMIT_LOCK_FILE
 COMMIT_LOCK_WAIT_SECS = 300.0
 COMMIT_LOCK_STALE_SECS = 600.0
 RUN_ID = re.compile(contract.RUN_ID_PATTERN)

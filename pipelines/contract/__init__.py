@@ -142,7 +142,10 @@ from pipelines.contract.mulaw import (  # noqa: F401
 )
 from pipelines.contract.names import (  # noqa: F401
     AUDIO_FEATURE,
+    CARD_FALLBACK_FILE,
+    CARD_FILE,
     CAUSAL_CONV_LAYER,
+    COMMIT_LOCK_FILE,
     COMMIT_WRITTEN_FILES,
     CONDITION_INPUT,
     DATASET_FILE,
@@ -152,6 +155,7 @@ from pipelines.contract.names import (  # noqa: F401
     FEATURES,
     JSONL_SUFFIX,
     LABEL_KINDS,
+    LEASE_FILE,
     LOGITS_LAYER,
     MODEL_CONFIG_FILE,
     MODEL_FILE,

@@ -11,8 +11,8 @@ import io
 
 from pipelines.contract import fs
 from pipelines.contract.checks import ContractError
+from pipelines.contract.names import ATTRIBUTION_FILE
 
-ATTRIBUTION_FILE = "attribution.csv"
 # Terms of a licence as the cards count them: "yes", "no", or "unknown" (a licence we cannot read).
 YES, NO, UNKNOWN_TERM = "yes", "no", "unknown"
 

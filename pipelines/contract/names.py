@@ -96,7 +96,12 @@ _BEAM_TEMP_PATTERNS = (
 )
 # The files a commit replaces atomically (dataset.json, the cards, attribution.csv) or creates whole (the lease and
 # the commit lock, written aside then linked): their hidden temporaries, 16 hex digits, are a killed commit's.
-COMMIT_WRITTEN_FILES = (DATASET_FILE, "README.md", "DATASET_CARD.md", "attribution.csv", "lease.json", "commit.lock")
+LEASE_FILE = "lease.json"  # The run writing into an output (`pipelines.commit`).
+COMMIT_LOCK_FILE = "commit.lock"  # Held for the seconds a commit takes (`pipelines.commit`).
+CARD_FILE = "README.md"  # The dataset card (`pipelines.cards`).
+CARD_FALLBACK_FILE = "DATASET_CARD.md"  # The card beside a README.md of the user's own.
+ATTRIBUTION_FILE = "attribution.csv"  # One row per committed track (`contract.attribution`).
+COMMIT_WRITTEN_FILES = (DATASET_FILE, CARD_FILE, CARD_FALLBACK_FILE, ATTRIBUTION_FILE, LEASE_FILE, COMMIT_LOCK_FILE)
 _TEMPORARY_PATTERN = re.compile(
     rf"\.(?:{'|'.join(re.escape(name) for name in COMMIT_WRITTEN_FILES)})\.[0-9a-f]{{16}}\.tmp"
 )
