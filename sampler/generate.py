@@ -369,8 +369,9 @@ def clip_shard(num_clips, shard=None, environ=None):
         index, count, source = *shard, "--shard"
     else:
         index, count, sources = 0, 1, []
-        if "SLURM_ARRAY_TASK_ID" in environ:
-            index, count = _array_task(environ)
+        array = contract.slurm_array_task(environ)
+        if array is not None:
+            index, count = array
             sources.append("SLURM_ARRAY_TASK_ID")
         step = contract.slurm_step(environ)
         if step is not None and step.tasks > 1:
@@ -378,25 +379,6 @@ def clip_shard(num_clips, shard=None, environ=None):
             sources.append("SLURM_PROCID")
         source = " and ".join(sources)
     return range(-(-index * num_clips // count), -(-(index + 1) * num_clips // count)), index, count, source
-
-
-def _array_task(environ):
-    """(K, N): this job's place among the tasks of its Slurm job array."""
-    names = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX")
-    try:
-        task, low, high = (int(environ[name]) for name in names)
-        ids = range(low, high + 1, int(environ.get("SLURM_ARRAY_TASK_STEP", "1")))
-        count = int(environ.get("SLURM_ARRAY_TASK_COUNT", len(ids)))
-    except (KeyError, ValueError):
-        raise ValueError(
-            "malformed Slurm job array variables: " + ", ".join(f"{n}={environ.get(n)!r}" for n in names)
-        ) from None
-    if task not in ids or count != len(ids):
-        raise ValueError(
-            f"job array task {task} of {count} tasks from {low} to {high}: the ids are not one evenly spaced "
-            "range (--array=0-7 or 0-14:2), so the task's share of the clips is unknown: pass --shard K/N"
-        )
-    return ids.index(task), len(ids)
 
 
 def run(argv=None):

@@ -63,6 +63,7 @@ from pipelines.contract.cpus import (  # noqa: F401
     bind_task_gpus,
     cgroup_cpu_limit,
     process_stat,
+    slurm_array_task,
     slurm_step,
     usable_cpus,
     visible_gpus,

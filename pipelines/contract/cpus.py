@@ -147,6 +147,34 @@ def slurm_step(environ=None):
     return SlurmStep(task=task, tasks=tasks, local_task=local_task, node_tasks=node_tasks, step=step)
 
 
+def slurm_array_task(environ=None):
+    """(K, N): this job's place among the N tasks of its Slurm job array (sbatch(1), "--array"), or None outside one.
+
+    Raises:
+      ValueError: malformed array variables, or task ids that are not one evenly spaced range (--array=0-7 or
+        0-14:2; a list such as 1,5,9 gives no task its place).
+    """
+    environ = os.environ if environ is None else environ
+    if "SLURM_ARRAY_TASK_ID" not in environ:
+        return None
+    names = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX")
+    try:
+        task, low, high = (int(environ[name]) for name in names)
+        ids = range(low, high + 1, int(environ.get("SLURM_ARRAY_TASK_STEP", "1")))
+        count = int(environ.get("SLURM_ARRAY_TASK_COUNT", len(ids)))
+    except (KeyError, ValueError):
+        raise ValueError(
+            "malformed Slurm job array variables: " + ", ".join(f"{n}={environ.get(n)!r}" for n in names)
+        ) from None
+    if task not in ids or count != len(ids):
+        raise ValueError(
+            f"job array task {task} of {count} tasks from {low} to {high}: the ids are not one evenly spaced "
+            "range (--array=0-7 or 0-14:2), so the task's share of the work is unknown: pass --shard K/N (the "
+            "sampler's) instead"
+        )
+    return ids.index(task), len(ids)
+
+
 def process_stat(pid):
     """The fields of /proc/PID/stat after the command name (proc(5): the list starts at field 3, the state), or
     None when there is no such process (or no /proc)."""
